@@ -1,0 +1,328 @@
+"""The effect interpreter: runs one ``Exchange`` over one ``H11Transport``.
+
+``drive_exchange`` pulls effects from the exchange and performs them, one at a time and
+in order, until the exchange says it is finished. Three rules shape it:
+
+- Backpressure. The next effect is pulled only after the previous write completed, so
+  a client that reads slowly slows the core down, and through the core (once the runner
+  lands) the model.
+- Disconnects. Once the whole request is in, a sibling task becomes the only reader of
+  the socket. If it sees EOF or a broken stream, the client is gone: it aborts the
+  exchange and cancels the work. If it sees bytes instead, those are the next pipelined
+  request; it hands them to h11 (which holds them, paused, until the next cycle) and
+  stops watching.
+- Early answers. The core may answer before reading the body (404, 405, 413). Unread
+  body bytes would be read as the next request, so such a response carries
+  ``connection: close``, unless the rest of the request already sits in h11's buffer.
+
+``send_error_response`` is the one way the adapter answers a failure found below the
+exchange (a malformed head, a stalled body); the error's JSON comes from the core.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Protocol, assert_never
+
+import h11
+import trio
+
+from gateway_core import (
+    Effect,
+    EndResponse,
+    LocalProtocolError,
+    ResponseEffect,
+    SendBody,
+    StartResponse,
+    Wait,
+    error_response,
+)
+
+from .h11_transport import H11Transport, SendFailed
+
+__all__ = ["DrivenExchange", "ExchangeRecord", "drive_exchange", "send_error_response"]
+
+logger = logging.getLogger("adapters.driver")
+
+
+class DrivenExchange(Protocol):
+    """What the driver needs of an exchange; ``gateway_core.Exchange`` is one."""
+
+    @property
+    def request_id(self) -> str: ...
+
+    @property
+    def response_started(self) -> bool: ...
+
+    def next_effect(self) -> Effect | Wait: ...
+
+    def receive_body(self, data: bytes) -> None: ...
+
+    def end_body(self) -> None: ...
+
+    def abort(self, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class ExchangeRecord:
+    """What happened to one exchange, for the access log.
+
+    Attributes:
+        status: the status sent, or None if no response started.
+        body_bytes: response body bytes written.
+        aborted: why the exchange was aborted, or None if it ran to its end.
+    """
+
+    status: int | None = None
+    body_bytes: int = 0
+    aborted: str | None = None
+
+
+def _never() -> bool:
+    return False
+
+
+async def drive_exchange(
+    exchange: DrivenExchange,
+    transport: H11Transport,
+    *,
+    path: str | None,
+    body_timeout: float = math.inf,
+    closing: Callable[[], bool] = _never,
+) -> ExchangeRecord:
+    """Perform ``exchange``'s effects on ``transport`` until it is finished.
+
+    Args:
+        path: the request path, so that errors found here (a stalled or malformed
+            body) are answered in the envelope of the API that was called.
+        body_timeout: the longest one body read may stall before the answer is 408.
+        closing: asked when a response starts; True adds ``connection: close``
+            (graceful shutdown uses it).
+
+    Client failures (a disconnect, a stall, a bad body) end up in the returned record,
+    never as exceptions. An exception out of here is a bug, in the core or here.
+    """
+    driver = _Driver(exchange, transport, path, body_timeout, closing)
+    async with trio.open_nursery() as nursery:
+        driver.nursery = nursery
+        try:
+            await driver.run()
+        except BaseException:
+            # Cancelled from outside (the shutdown deadline) or a bug: either way no
+            # more effects will be performed, and the core must know.
+            driver.abort_after_failure()
+            raise
+        nursery.cancel_scope.cancel()  # the watcher, if it is still reading
+    return driver.record
+
+
+class _Driver:
+    def __init__(
+        self,
+        exchange: DrivenExchange,
+        transport: H11Transport,
+        path: str | None,
+        body_timeout: float,
+        closing: Callable[[], bool],
+    ) -> None:
+        self.exchange = exchange
+        self.transport = transport
+        self.path = path
+        self.body_timeout = body_timeout
+        self.closing = closing
+        self.record = ExchangeRecord()
+        self.finished = False
+        self.watching = False
+        self.nursery: trio.Nursery | None = None
+
+    async def run(self) -> None:
+        while True:
+            effect = self.exchange.next_effect()
+            match effect:
+                case StartResponse() | SendBody() | EndResponse():
+                    if not await self._perform(effect):
+                        return
+                case Wait.NEED_BODY:
+                    if not await self._read_body():
+                        return
+                case Wait.NEED_RESULT:
+                    # The runner slot. When runner effects exist, their cases join the
+                    # match above: start the work, await its result under the same
+                    # watcher, feed it back with receive_result, and loop.
+                    raise RuntimeError("the exchange waits for a result, but no runner exists")
+                case Wait.FINISHED:
+                    self.finished = True
+                    return
+                case _:
+                    assert_never(effect)
+
+    def _abort(self, reason: str) -> None:
+        self.record.aborted = reason
+        self.exchange.abort(reason)
+        self.finished = True
+
+    def abort_after_failure(self) -> None:
+        if self.finished:
+            return
+        try:
+            self._abort("server stopped the exchange")
+        except LocalProtocolError:
+            pass  # the exchange broke first; the exception on its way out says how
+
+    # -- the response ----------------------------------------------------------------
+
+    async def _perform(self, effect: ResponseEffect) -> bool:
+        """Write one response effect; False if the client is gone."""
+        close = False
+        if isinstance(effect, StartResponse):
+            close = not self._request_complete() or self.closing()
+            self.record.status = effect.status
+            self._watch_if_possible()
+        try:
+            await self.transport.send(_to_h11(effect, close=close))
+        except SendFailed as exc:
+            self._abort(str(exc))
+            return False
+        if isinstance(effect, SendBody):
+            self.record.body_bytes += len(effect.data)
+        return True
+
+    def _request_complete(self) -> bool:
+        """Whether all of the request has been received, reading nothing new.
+
+        For a GET, h11 produces the EndOfMessage from its buffer; for an early answer
+        to a POST, any body bytes already buffered are dropped (the core has decided
+        without them). Only if the buffer runs dry before the end is the request
+        really incomplete.
+        """
+        conn = self.transport.conn
+        try:
+            while conn.their_state is h11.SEND_BODY:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    return False
+                # Data is dropped: the answer no longer depends on it.
+        except h11.RemoteProtocolError:
+            return False  # bad framing in the rest: nothing to keep alive for
+        return conn.their_state is h11.DONE
+
+    # -- the request body ------------------------------------------------------------
+
+    async def _read_body(self) -> bool:
+        """Feed the exchange one body event; False if the exchange had to stop."""
+        try:
+            event = await self.transport.next_event(read_timeout=self.body_timeout)
+        except trio.TooSlowError:
+            return await self._fail_request(
+                408, f"request body stalled for more than {self.body_timeout:g} s"
+            )
+        except h11.RemoteProtocolError as exc:
+            if self.transport.peer_closed:
+                self._abort("client disconnected while sending the body")
+                return False
+            return await self._fail_request(
+                exc.error_status_hint, f"malformed request body: {exc}"
+            )
+        if isinstance(event, h11.Data):
+            self.exchange.receive_body(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            self.exchange.end_body()
+            self._watch_if_possible()
+        else:
+            raise RuntimeError(f"unexpected h11 event while reading a body: {event!r}")
+        return True
+
+    async def _fail_request(self, status: int, message: str) -> bool:
+        self._abort(message)
+        if not self.exchange.response_started and await send_error_response(
+            self.transport,
+            status,
+            message,
+            path=self.path,
+            request_id=self.exchange.request_id,
+        ):
+            self.record.status = status
+        return False
+
+    # -- the disconnect watcher ------------------------------------------------------
+
+    def _watch_if_possible(self) -> None:
+        # Only once the request is complete: before that, reading is the body's job.
+        # Not if bytes are already buffered: the client is pipelining and h11 holds
+        # enough; reading on would only grow its buffer.
+        transport = self.transport
+        if (
+            self.watching
+            or transport.conn.their_state is not h11.DONE
+            or transport.has_buffered_data
+            or transport.peer_closed
+        ):
+            return
+        assert self.nursery is not None
+        self.watching = True
+        self.nursery.start_soon(self._watch, self.nursery.cancel_scope)
+
+    async def _watch(self, work: trio.CancelScope) -> None:
+        await self.transport.read_more()
+        if self.transport.peer_closed:
+            logger.debug("request %s: client went away", self.exchange.request_id)
+            self._abort("client disconnected")
+            work.cancel()
+        # Otherwise the bytes were a pipelined request, now in h11's buffer.
+
+
+# -- effects onto the wire ----------------------------------------------------------
+
+
+def _to_h11(effect: ResponseEffect, *, close: bool) -> h11.Event:
+    match effect:
+        case StartResponse(status=status, headers=headers):
+            fields = [(name.encode("ascii"), value.encode("latin-1")) for name, value in headers]
+            names = {name for name, _ in headers}
+            if "date" not in names:
+                fields.append((b"date", formatdate(usegmt=True).encode("ascii")))
+            if close and "connection" not in names:
+                fields.append((b"connection", b"close"))
+            return h11.Response(status_code=status, headers=fields, reason=_reason(status))
+        case SendBody(data=data):
+            return h11.Data(data=data)
+        case EndResponse():
+            return h11.EndOfMessage()
+        case _:
+            assert_never(effect)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+async def send_error_response(
+    transport: H11Transport,
+    status: int,
+    message: str,
+    *,
+    path: str | None,
+    request_id: str,
+) -> bool:
+    """Answer a failure the exchange never saw, then let the connection close.
+
+    The response always says ``connection: close``: whatever went wrong left the
+    connection in a state no next request should inherit. Returns False, quietly, if
+    the client is no longer there to read it, or if h11 can no longer start a response.
+    """
+    if transport.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        return False
+    try:
+        for effect in error_response(status, message, path=path, request_id=request_id):
+            await transport.send(_to_h11(effect, close=True))
+    except SendFailed:
+        return False
+    return True

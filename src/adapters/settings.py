@@ -1,0 +1,367 @@
+"""How the server is configured: defaults, the ``HOST:PORT`` syntax, flags and variables.
+
+Every setting has one spelling on the command line (``--keep-alive-timeout``) and one in
+the environment (``GATEWAY_KEEP_ALIVE_TIMEOUT``). A flag wins over a variable, and a
+variable over the default. ``OPTIONS`` lists them once, so that ``--help`` and the code
+that reads them cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from gateway_core import DEFAULT_MAX_BODY_BYTES
+
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_HOST",
+    "DEFAULT_KEEP_ALIVE_TIMEOUT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_PORT",
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "OPTIONS",
+    "Option",
+    "ServerSettings",
+    "parse_bytes",
+    "parse_host",
+    "parse_seconds",
+    "resolve_settings",
+]
+
+# Ollama's own defaults, so that every existing client finds us without configuration.
+# Loopback only: the gateway has no authentication, and listening on every interface
+# must be a decision someone writes down (``--host 0.0.0.0``).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11434
+
+# A client sends its request head in one packet or a few; ten seconds covers a slow
+# mobile link many times over, and bounds how long a slowloris client that trickles
+# header bytes can hold a connection.
+DEFAULT_HEADER_TIMEOUT = 10.0
+
+# Long enough for a client's next request in a burst (a chat UI polling /api/ps, an
+# agent's tool loop), short enough that abandoned sockets don't pile up. It is also
+# hypercorn's default and equal to httpx's pool expiry, so neither side routinely
+# sends into a connection the other is closing.
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5.0
+
+# Per read, not for the whole body: a large upload over a slow link is fine as long
+# as bytes keep coming. Thirty seconds without a single byte means the client is gone
+# or is holding the connection on purpose.
+DEFAULT_BODY_TIMEOUT = 30.0
+
+# A client that reads nothing for thirty seconds while we stream to it is stalled,
+# and because of end-to-end backpressure it also stalls the generation that feeds it;
+# dropping it frees the model for others.
+DEFAULT_SEND_TIMEOUT = 30.0
+
+# Kubernetes kills a pod 30 s after SIGTERM and systemd a unit after 90 s; finishing
+# five seconds inside the shorter of the two leaves time to log and exit cleanly.
+DEFAULT_SHUTDOWN_TIMEOUT = 25.0
+
+# h11's default is 16 KiB, which large bearer tokens plus headers added by a chain of
+# proxies can approach. 64 KiB leaves room and still bounds memory per connection:
+# 1000 connections with half-sent heads hold at most 64 MiB.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """Everything the trio server needs to know; the core's share is ``max_body_bytes``.
+
+    Attributes:
+        host: address to listen on; a name such as ``localhost`` binds every address
+            it resolves to.
+        port: TCP port; 0 picks a free one (tests use that).
+        header_timeout: seconds from the first byte of a request head to its end;
+            past it, 408 and close.
+        keep_alive_timeout: seconds an idle connection may wait for its next request
+            (or a new one for its first); past it, closed without a response.
+        body_timeout: seconds a body read may stall; past it, 408 and close.
+        send_timeout: seconds one write may block on a client that stopped reading;
+            past it, the connection is dropped and its exchange aborted.
+        shutdown_timeout: seconds in-flight requests get to finish after a graceful
+            shutdown starts; then they are cancelled.
+        max_header_bytes: largest request head (h11's ``max_incomplete_event_size``);
+            past it, 431.
+        max_body_bytes: largest request body, passed to the core's ``GatewayConfig``.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, not {self.port}")
+        for name in (
+            "header_timeout",
+            "keep_alive_timeout",
+            "body_timeout",
+            "send_timeout",
+        ):
+            value: float = getattr(self, name)
+            # inf is allowed: it is how a caller says "no limit" to trio.
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, not {value}")
+        if not self.shutdown_timeout >= 0:
+            raise ValueError(
+                f"shutdown_timeout must not be negative, not {self.shutdown_timeout}"
+            )
+        if self.max_header_bytes < 1 or self.max_body_bytes < 1:
+            raise ValueError("byte limits must be positive")
+
+    @property
+    def url(self) -> str:
+        """The base URL clients should use, for logs and messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+# -- parsing the text forms ----------------------------------------------------------
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?")
+
+
+def parse_host(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` into a host and a port, filling in what is left out.
+
+    Accepted: ``host``, ``host:port``, ``:port`` (the default host), ``[::1]``,
+    ``[::1]:port``, each optionally after ``http://``. An empty host means the
+    default (loopback), not every interface; say ``0.0.0.0`` or ``[::]`` for that.
+
+    Raises:
+        ValueError: with a message that shows the accepted forms.
+    """
+    original = text
+    rest = text.strip()
+    if rest[:7].lower() == "http://":
+        rest = rest[7:]
+    rest = rest.removesuffix("/")
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(
+            f"invalid address {original!r}: {reason} "
+            "(expected HOST, HOST:PORT, :PORT or [IPV6]:PORT)"
+        )
+
+    if not rest:
+        raise bad("it is empty")
+    if "://" in rest:
+        raise bad("only plain http:// is served")
+    port_text: str | None
+    if rest.startswith("["):
+        host, bracket, after = rest[1:].partition("]")
+        if not bracket:
+            raise bad("missing ']'")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad(f"{host!r} is not an IPv6 address") from None
+        if after and not after.startswith(":"):
+            raise bad("unexpected text after ']'")
+        port_text = after[1:] if after else None
+    elif rest.count(":") > 1:
+        # "::1:8080" is itself a valid IPv6 address; only brackets say where it ends.
+        raise bad("write IPv6 addresses in brackets, e.g. [::1]:11434")
+    else:
+        host, colon, port_text = rest.partition(":")
+        if not colon:
+            port_text = None
+        if not host:
+            host = DEFAULT_HOST
+        elif not _HOSTNAME.fullmatch(host):
+            raise bad(f"{host!r} is not a host name or IPv4 address")
+    if port_text is None:
+        return host, DEFAULT_PORT
+    if not port_text.isascii() or not port_text.isdigit():
+        raise bad(f"port {port_text!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise bad(f"port {port} is out of range")
+    return host, port
+
+
+def parse_seconds(text: str) -> float:
+    """A positive number of seconds; ``inf`` switches a timeout off."""
+    return _seconds(text, allow_zero=False)
+
+
+def _seconds(text: str, *, allow_zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+_SIZE = re.compile(r"(\d+)\s*([KMG]i?B?)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_bytes(text: str) -> int:
+    """A positive size: ``65536``, ``64KiB``, ``8M``. Suffixes are powers of 1024."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size in bytes (e.g. 65536, 64KiB, 8MiB)")
+    number, unit = match.groups()
+    value = int(number) * _UNITS[(unit or "")[:1].lower()]
+    if value < 1:
+        raise ValueError(f"{text!r} is not a positive size")
+    return value
+
+
+def _parse_shutdown_seconds(text: str) -> float:
+    # Zero is meaningful here: "cancel in-flight requests at once".
+    return _seconds(text, allow_zero=True)
+
+
+# -- flags and environment variables -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Option:
+    """One setting as the command line and the environment spell it.
+
+    ``name`` is the argparse ``dest``; ``default`` is shown in ``--help``.
+    """
+
+    name: str
+    flag: str
+    env: str
+    metavar: str
+    default: str
+    help: str
+
+    def describe(self) -> str:
+        return f"{self.help} [env {self.env}; default {self.default}]"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        name="host",
+        flag="--host",
+        env="GATEWAY_HOST",
+        metavar="HOST:PORT",
+        default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+        help="address to listen on: HOST, HOST:PORT, :PORT or [IPV6]:PORT",
+    ),
+    Option(
+        name="header_timeout",
+        flag="--header-timeout",
+        env="GATEWAY_HEADER_TIMEOUT",
+        metavar="SECONDS",
+        default=f"{DEFAULT_HEADER_TIMEOUT:g}",
+        help="time a client has to finish sending a request head (then 408)",
+    ),
+    Option(
+        name="keep_alive_timeout",
+        flag="--keep-alive-timeout",
+        env="GATEWAY_KEEP_ALIVE_TIMEOUT",
+        metavar="SECONDS",
+        default=f"{DEFAULT_KEEP_ALIVE_TIMEOUT:g}",
+        help="how long an idle connection waits for its next request",
+    ),
+    Option(
+        name="body_timeout",
+        flag="--body-timeout",
+        env="GATEWAY_BODY_TIMEOUT",
+        metavar="SECONDS",
+        default=f"{DEFAULT_BODY_TIMEOUT:g}",
+        help="longest stall while reading a request body (then 408)",
+    ),
+    Option(
+        name="send_timeout",
+        flag="--send-timeout",
+        env="GATEWAY_SEND_TIMEOUT",
+        metavar="SECONDS",
+        default=f"{DEFAULT_SEND_TIMEOUT:g}",
+        help="longest a client may stop reading a response before it is dropped",
+    ),
+    Option(
+        name="shutdown_timeout",
+        flag="--shutdown-timeout",
+        env="GATEWAY_SHUTDOWN_TIMEOUT",
+        metavar="SECONDS",
+        default=f"{DEFAULT_SHUTDOWN_TIMEOUT:g}",
+        help="time in-flight requests get to finish on shutdown",
+    ),
+    Option(
+        name="max_header_bytes",
+        flag="--max-header-bytes",
+        env="GATEWAY_MAX_HEADER_BYTES",
+        metavar="BYTES",
+        default=str(DEFAULT_MAX_HEADER_BYTES),
+        help="largest request head (then 431)",
+    ),
+    Option(
+        name="max_body_bytes",
+        flag="--max-body-bytes",
+        env="GATEWAY_MAX_BODY_BYTES",
+        metavar="BYTES",
+        default=str(DEFAULT_MAX_BODY_BYTES),
+        help="largest request body (then 413)",
+    ),
+)
+
+
+def resolve_settings(
+    flags: Mapping[str, str | None], environ: Mapping[str, str]
+) -> ServerSettings:
+    """Build settings from flag values (by option name), else variables, else defaults.
+
+    An empty variable counts as unset, as shells make ``GATEWAY_HOST= cmd`` easy to
+    write by accident.
+
+    Raises:
+        ValueError: naming the flag or variable whose value is wrong.
+    """
+    by_name = {option.name: option for option in OPTIONS}
+
+    def pick(name: str, parse: Callable[[str], _T], default: _T) -> _T:
+        option = by_name[name]
+        given = flags.get(name)
+        source, text = (
+            (option.flag, given) if given is not None else (option.env, environ.get(option.env))
+        )
+        if not text:
+            return default
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+    host, port = pick("host", parse_host, (DEFAULT_HOST, DEFAULT_PORT))
+    return ServerSettings(
+        host=host,
+        port=port,
+        header_timeout=pick("header_timeout", parse_seconds, DEFAULT_HEADER_TIMEOUT),
+        keep_alive_timeout=pick(
+            "keep_alive_timeout", parse_seconds, DEFAULT_KEEP_ALIVE_TIMEOUT
+        ),
+        body_timeout=pick("body_timeout", parse_seconds, DEFAULT_BODY_TIMEOUT),
+        send_timeout=pick("send_timeout", parse_seconds, DEFAULT_SEND_TIMEOUT),
+        shutdown_timeout=pick(
+            "shutdown_timeout", _parse_shutdown_seconds, DEFAULT_SHUTDOWN_TIMEOUT
+        ),
+        max_header_bytes=pick("max_header_bytes", parse_bytes, DEFAULT_MAX_HEADER_BYTES),
+        max_body_bytes=pick("max_body_bytes", parse_bytes, DEFAULT_MAX_BODY_BYTES),
+    )

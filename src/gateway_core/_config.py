@@ -1,0 +1,40 @@
+"""Settings the core needs to make its decisions. Pure data; the adapter fills it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._version import OLLAMA_API_VERSION
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "GatewayConfig"]
+
+# 8 MiB. Larger than any text-only chat request a person writes, small enough that a
+# stray upload cannot make the server buffer much. Ollama itself has no limit; a chat
+# request with several base64 images can pass this, so it is configurable. Blob uploads
+# (``/api/blobs``) stream to disk and are not bound by it.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """What an ``Exchange`` needs to know about the server it runs in.
+
+    Attributes:
+        max_body_bytes: largest JSON request body accepted; past it, 413.
+        reported_version: the ``version`` that ``GET /api/version`` reports.
+    """
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    reported_version: str = OLLAMA_API_VERSION
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError(
+                f"max_body_bytes must be positive, not {self.max_body_bytes}"
+            )
+        parts = self.reported_version.split(".")
+        if len(parts) != 3 or not all(part.isdigit() for part in parts):
+            # Clients parse this as a semantic version; anything else breaks them.
+            raise ValueError(
+                f"reported_version must look like 1.2.3, not {self.reported_version!r}"
+            )

@@ -1,0 +1,266 @@
+"""``Exchange``: one HTTP request turned into response effects, with no I/O.
+
+This is the counterpart of h11's ``Connection``, one level up: h11 (or any HTTP server)
+parses the wire; the exchange decides what the request means and what to answer. The
+adapter feeds it the request head at construction, then the body, and pulls effects
+until it is told to wait::
+
+    exchange = Exchange(head, config=config, request_id=rid)
+    while True:
+        effect = exchange.next_effect()
+        if effect is Wait.NEED_BODY:
+            ... read; exchange.receive_body(chunk) ... or exchange.end_body()
+        elif effect is Wait.FINISHED:
+            break
+        else:
+            ... perform the effect (send the head, the bytes, end the response)
+
+Every failure of the client (unknown path, wrong method, oversized or malformed body)
+becomes an error response in the dialect of the API that was called. Only adapter
+misuse raises, as ``LocalProtocolError``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import assert_never
+
+from ._config import GatewayConfig
+from ._dialects import DIALECTS
+from ._effects import Effect, EndResponse, ResponseEffect, Wait
+from ._errors import ClientError, LocalProtocolError
+from ._head import RequestHead
+from ._json import JsonValue, parse_body
+from ._operations import ErrorReply, JsonReply, Reply, Request, TextReply, handle
+from ._response import TEXT_MEDIA_TYPE, ResponseWriter
+from ._routes import Body, Route, RouteMatch, dialect_for_path, match_route
+from ._shapes import check_shape
+from ._state import EXCHANGE_TRANSITIONS, Input, Phase
+
+__all__ = ["Exchange", "error_response"]
+
+
+class Exchange:
+    """One request and its response.
+
+    Args:
+        head: the request line and headers.
+        config: the gateway's limits and defaults.
+        request_id: an identifier the adapter chose for this request; it appears in
+            Anthropic error bodies and is meant for the adapter's logs.
+    """
+
+    def __init__(
+        self, head: RequestHead, *, config: GatewayConfig, request_id: str
+    ) -> None:
+        self._head = head
+        self._config = config
+        self._request_id = request_id
+        self._phase = Phase.RECEIVING_BODY
+        self._queue: deque[Effect] = deque()
+        self._body = bytearray()
+        self._match: RouteMatch | None = match_route(head.path)
+        dialect = (
+            self._match.route.dialect
+            if self._match is not None
+            else dialect_for_path(head.path)
+        )
+        self._writer = ResponseWriter(
+            DIALECTS[dialect], request_id=request_id, head_only=head.method == "HEAD"
+        )
+        self.abort_reason: str | None = None
+        """Why the exchange was aborted, once it has been."""
+        self._begin()
+
+    # -- what the adapter can see ----------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def route(self) -> Route | None:
+        """The matched route, or None when the path matched none (a 404)."""
+        return self._match.route if self._match is not None else None
+
+    @property
+    def request_id(self) -> str:
+        return self._request_id
+
+    @property
+    def response_started(self) -> bool:
+        """True once ``StartResponse`` has been queued: errors now go in-band."""
+        return self._writer.started
+
+    # -- inputs ------------------------------------------------------------------
+
+    def receive_body(self, data: bytes) -> None:
+        """Feed the next piece of the request body. Empty pieces are ignored."""
+        self._transition(Input.BODY)
+        if self._phase is not Phase.RECEIVING_BODY or not data:
+            return
+        if len(self._body) + len(data) > self._config.max_body_bytes:
+            # Chunked bodies announce no size; stop buffering the moment it is known
+            # to be too big, and drop what we hold.
+            self._body = bytearray()
+            self._respond_error(413, self._too_large_message())
+            return
+        self._body += data
+
+    def end_body(self) -> None:
+        """The request body is complete."""
+        self._transition(Input.END_BODY)
+        if self._phase is Phase.HANDLING:
+            body, self._body = bytes(self._body), bytearray()
+            self._handle(body)
+
+    def receive_result(self, result: object) -> None:
+        """Feed the result of the outstanding runner effect.
+
+        No runner effects exist yet, so any result is adapter misuse.
+        """
+        self._transition(Input.RESULT)
+
+    def abort(self, reason: str) -> None:
+        """The client went away, or a send failed: stop producing anything.
+
+        Safe to call at any point, any number of times; after it, ``next_effect``
+        returns ``Wait.FINISHED``.
+        """
+        self._transition(Input.ABORT)
+        if self._phase is Phase.ABORTED and self.abort_reason is None:
+            self.abort_reason = reason
+            self._queue.clear()
+
+    # -- output ------------------------------------------------------------------
+
+    def next_effect(self) -> Effect | Wait:
+        """The next thing to do, or what the exchange is waiting for."""
+        if self._phase is Phase.ERROR:
+            raise LocalProtocolError("the exchange failed earlier and can't continue")
+        if self._queue:
+            effect = self._queue.popleft()
+            if isinstance(effect, EndResponse):
+                self._transition(Input.DRAINED)
+            return effect
+        if self._phase is Phase.RECEIVING_BODY:
+            return Wait.NEED_BODY
+        # HANDLING and RESPONDING always leave effects queued; the rest are over.
+        return Wait.FINISHED
+
+    # -- internals ---------------------------------------------------------------
+
+    def _transition(self, event: Input) -> None:
+        try:
+            self._phase = EXCHANGE_TRANSITIONS[self._phase, event]
+        except KeyError:
+            old, self._phase = self._phase, Phase.ERROR
+            raise LocalProtocolError(
+                f"can't handle {event.value} in phase {old.value}"
+            ) from None
+
+    def _begin(self) -> None:
+        """Decide everything the head alone decides."""
+        head, match = self._head, self._match
+        if match is None:
+            self._respond_error(404, f"unknown endpoint: {head.method} {head.path}")
+            return
+        route = match.route
+        if head.method not in route.methods:
+            self._respond_error(
+                405,
+                f"method {head.method} is not allowed for {head.path}; "
+                f"allowed: {route.allow}",
+                headers=(("allow", route.allow),),
+            )
+            return
+        body = route.body_for(head.method)
+        if body is Body.NONE:
+            self._reply(handle(self._request(body=None)))
+        elif body is Body.STREAM:
+            # Streamed uploads arrive with the model store; answer before any upload.
+            self._reply(handle(self._request(body=None)))
+        elif body is Body.JSON:
+            self._check_declared_size()
+        else:
+            assert_never(body)
+
+    def _check_declared_size(self) -> None:
+        declared = self._head.header("content-length")
+        if declared is None:
+            return  # chunked: counted as it arrives
+        if not declared.isdigit():
+            # The HTTP layer should have refused this already; don't trust it to.
+            self._respond_error(400, f"invalid content-length: {declared!r}")
+        elif int(declared) > self._config.max_body_bytes:
+            self._respond_error(413, self._too_large_message(int(declared)))
+
+    def _too_large_message(self, size: int | None = None) -> str:
+        limit = self._config.max_body_bytes
+        if size is None:
+            return f"request body exceeds the limit of {limit} bytes"
+        return f"request body of {size} bytes exceeds the limit of {limit} bytes"
+
+    def _handle(self, body: bytes) -> None:
+        assert self._match is not None  # only matched routes ask for a body
+        operation = self._match.route.methods[self._head.method]
+        try:
+            decoded = check_shape(operation, parse_body(body))
+        except ClientError as exc:
+            self._respond_error(exc.status, exc.message, param=exc.param)
+            return
+        self._reply(handle(self._request(body=decoded)))
+
+    def _request(self, *, body: Mapping[str, JsonValue] | None) -> Request:
+        assert self._match is not None
+        return Request(
+            operation=self._match.route.methods[self._head.method],
+            method=self._head.method,
+            path=self._head.path,
+            param=self._match.param,
+            body=body,
+            config=self._config,
+        )
+
+    def _reply(self, reply: Reply) -> None:
+        match reply:
+            case JsonReply(value=value, status=status):
+                self._respond(self._writer.json(status, value))
+            case TextReply(text=text, status=status):
+                data = text.encode("utf-8")
+                self._respond(self._writer.complete(status, data, TEXT_MEDIA_TYPE))
+            case ErrorReply(status=status, message=message, param=param):
+                self._respond_error(status, message, param=param)
+            case _:
+                assert_never(reply)
+
+    def _respond_error(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self._respond(self._writer.error(status, message, param=param, headers=headers))
+
+    def _respond(self, effects: list[ResponseEffect]) -> None:
+        self._transition(Input.RESPOND)
+        self._queue.extend(effects)
+
+
+def error_response(
+    status: int, message: str, *, path: str | None, request_id: str
+) -> tuple[ResponseEffect, ...]:
+    """A complete error response for failures found below the exchange.
+
+    The adapter's HTTP layer meets errors no ``Exchange`` sees: a malformed request
+    line, headers too large (431), a client too slow to send its head (408), or a bug
+    in the adapter (500). This dresses them in the envelope of the API that ``path``
+    belongs to (native when the path is unknown), so that no adapter writes error JSON
+    of its own.
+    """
+    spec = DIALECTS[dialect_for_path(path)]
+    writer = ResponseWriter(spec, request_id=request_id, head_only=False)
+    return tuple(writer.error(status, message))

@@ -1,0 +1,117 @@
+"""The core never touches the outside world: checked statically and at run time.
+
+Statically, every import under src/gateway_core must come from an allow-list of pure
+standard-library modules (or the package itself). At run time, importing gateway_core in
+a fresh interpreter must not load any module that does I/O or reads ambient state.
+The core_only nox session adds a third check: the core's tests pass in an environment
+where trio, anyio, h11 and llama_cpp are not installed at all.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gateway_core
+
+CORE = Path(gateway_core.__file__).parent
+
+# Pure modules: data types, text, math. Nothing that opens, waits, reads a clock or
+# the environment, or picks random numbers.
+ALLOWED = {
+    "__future__",
+    "base64",
+    "codecs",
+    "collections",
+    "dataclasses",
+    "enum",
+    "functools",
+    "http",  # HTTPStatus only; http.client and http.server are refused below
+    "itertools",
+    "json",
+    "math",
+    "re",
+    "struct",
+    "types",
+    "typing",
+    "urllib.parse",
+}
+
+# Named by the design as never to appear in the core, whatever the allow-list says.
+FORBIDDEN = {
+    "anyio",
+    "asyncio",
+    "h11",
+    "llama_cpp",
+    "logging",
+    "os",
+    "random",
+    "socket",
+    "threading",
+    "time",
+    "trio",
+}
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in {
+            "__import__",
+            "exec",
+            "eval",
+        }:
+            names.append(f"<call to {node.func.id}>")  # type: ignore[attr-defined]
+    return names
+
+
+def _allowed(module: str) -> bool:
+    if module.split(".")[0] in FORBIDDEN:
+        return False
+    return module in ALLOWED or module.split(".")[0] in ALLOWED - {"http"}
+
+
+SOURCES = sorted(CORE.rglob("*.py"))
+
+
+def test_the_core_has_sources_to_check() -> None:
+    assert len(SOURCES) > 5
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(CORE)))
+def test_core_module_imports_only_pure_modules(path: Path) -> None:
+    bad = [name for name in _imports(path) if not _allowed(name)]
+    assert not bad, f"{path.name} imports {bad}"
+
+
+def test_the_checker_catches_what_it_should() -> None:
+    assert not _allowed("os")
+    assert not _allowed("os.path")
+    assert not _allowed("asyncio.streams")
+    assert not _allowed("http.client")
+    assert not _allowed("urllib.request")
+    assert _allowed("collections.abc")
+    assert _allowed("http")
+
+
+def test_importing_the_core_loads_no_io_module() -> None:
+    # Measured in a fresh interpreter: the test process has trio loaded already.
+    probe = (
+        "import sys; before = set(sys.modules); import gateway_core; "
+        "print('\\n'.join(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "gateway_core" in out
+    loaded = {name.split(".")[0] for name in out}
+    assert not loaded & (FORBIDDEN | {"subprocess", "selectors", "select", "signal"})

@@ -1,0 +1,119 @@
+"""Each (phase, input) pair follows its table row or is adapter misuse (fail closed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway_core import (
+    EXCHANGE_TRANSITIONS,
+    Exchange,
+    GatewayConfig,
+    Input,
+    LocalProtocolError,
+    Phase,
+    RequestHead,
+    Wait,
+)
+
+from .helpers import drain
+
+CONFIG = GatewayConfig()
+
+
+def _exchange(method: str, target: str) -> Exchange:
+    return Exchange(
+        RequestHead(method=method, target=target), config=CONFIG, request_id="r"
+    )
+
+
+def _receiving_body() -> Exchange:
+    return _exchange("POST", "/api/chat")
+
+
+def _responding() -> Exchange:
+    return _exchange("GET", "/api/version")
+
+
+def _finished() -> Exchange:
+    exchange = _responding()
+    drain(exchange)
+    return exchange
+
+
+def _aborted() -> Exchange:
+    exchange = _receiving_body()
+    exchange.abort("test")
+    return exchange
+
+
+def _error() -> Exchange:
+    exchange = _receiving_body()
+    with pytest.raises(LocalProtocolError):
+        exchange.receive_result(object())
+    return exchange
+
+
+# How to bring a fresh exchange into each phase an adapter can observe. HANDLING is
+# transient: it begins and ends inside one end_body() call.
+REACH: dict[Phase, Callable[[], Exchange]] = {
+    Phase.RECEIVING_BODY: _receiving_body,
+    Phase.RESPONDING: _responding,
+    Phase.FINISHED: _finished,
+    Phase.ABORTED: _aborted,
+    Phase.ERROR: _error,
+}
+
+# The inputs an adapter can cause, and how. RESPOND and DRAINED are the core's own.
+APPLY: dict[Input, Callable[[Exchange], None]] = {
+    Input.BODY: lambda e: e.receive_body(b"{}"),
+    Input.END_BODY: lambda e: e.end_body(),
+    Input.RESULT: lambda e: e.receive_result(object()),
+    Input.ABORT: lambda e: e.abort("test"),
+}
+
+
+def test_every_phase_but_the_transient_one_is_reachable() -> None:
+    for phase, reach in REACH.items():
+        assert reach().phase is phase
+    assert set(REACH) == set(Phase) - {Phase.HANDLING}
+
+
+def test_table_targets_are_phases_and_error_is_a_sink() -> None:
+    assert all(isinstance(target, Phase) for target in EXCHANGE_TRANSITIONS.values())
+    assert not any(phase is Phase.ERROR for phase, _ in EXCHANGE_TRANSITIONS)
+
+
+@given(
+    phase=st.sampled_from(sorted(REACH, key=lambda p: p.value)),
+    event=st.sampled_from(list(APPLY)),
+)
+def test_each_pair_follows_the_table_or_fails_closed(
+    phase: Phase, event: Input
+) -> None:
+    exchange = REACH[phase]()
+    expected = EXCHANGE_TRANSITIONS.get((phase, event))
+    if expected is None:
+        with pytest.raises(LocalProtocolError):
+            APPLY[event](exchange)
+        assert exchange.phase is Phase.ERROR
+        with pytest.raises(LocalProtocolError):
+            exchange.next_effect()
+        return
+    APPLY[event](exchange)
+    if phase is Phase.RECEIVING_BODY and event is Input.END_BODY:
+        # HANDLING answers at once: the body "{}" is valid, so a 501 is queued.
+        assert expected is Phase.HANDLING
+        assert exchange.phase is Phase.RESPONDING
+    else:
+        assert exchange.phase is expected
+    assert exchange.next_effect() is not None
+
+
+def test_waits_match_phases() -> None:
+    assert _receiving_body().next_effect() is Wait.NEED_BODY
+    assert _finished().next_effect() is Wait.FINISHED
+    assert _aborted().next_effect() is Wait.FINISHED
