@@ -21,14 +21,12 @@ which a caller may catch and report as the peer's fault).
 from __future__ import annotations
 
 import codecs
-import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
 from ._errors import GatewayError
-from ._json import JsonValue, dumps
+from ._json import JsonValue, dumps, encode_utf8, loads_strict
 
 __all__ = [
     "SSE_DONE",
@@ -100,36 +98,11 @@ def encode_sse(data: str, *, event: str | None = None) -> bytes:
     # itself starts with a space keeps it.
     parts.extend(f"data: {line}\n" for line in _LINE_END.split(data))
     parts.append("\n")
-    return _encode_utf8("".join(parts))
-
-
-def _encode_utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (a detokenizer can produce one from a split byte sequence)
-        # has no UTF-8 form. Going through UTF-16 joins a split pair back into its
-        # character and turns the rest into U+FFFD, so one bad token never ends a
-        # stream.
-        repaired = text.encode("utf-16-le", "surrogatepass").decode(
-            "utf-16-le", "replace"
-        )
-        return repaired.encode("utf-8")
+    return encode_utf8("".join(parts))
 
 
 # ---------------------------------------------------------------------------------
 # NDJSON reader
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"number {text} is out of range")
-    return number
 
 
 class NdjsonDecoder:
@@ -236,20 +209,8 @@ class NdjsonDecoder:
                 f"NDJSON line {number} is not valid UTF-8 (byte {exc.start})"
             ) from None
         try:
-            value: JsonValue = json.loads(
-                text, parse_constant=_reject_constant, parse_float=_finite_float
-            )
-        except json.JSONDecodeError as exc:
-            raise FramingError(
-                f"NDJSON line {number} is not valid JSON: {exc.msg} "
-                f"(column {exc.colno})"
-            ) from None
-        except RecursionError:
-            raise FramingError(
-                f"NDJSON line {number} is not valid JSON: nested too deeply"
-            ) from None
+            value = loads_strict(text)
         except ValueError as exc:
-            # NaN/Infinity, overflowing floats, and ints past Python's digit limit.
             raise FramingError(
                 f"NDJSON line {number} is not valid JSON: {exc}"
             ) from None

@@ -14,7 +14,7 @@ from typing import NoReturn, TypeAlias
 
 from ._errors import ClientError
 
-__all__ = ["JsonValue", "dumps", "parse_body"]
+__all__ = ["JsonValue", "dumps", "encode_utf8", "loads_strict", "parse_body"]
 
 JsonValue: TypeAlias = (
     bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -24,16 +24,26 @@ JsonValue: TypeAlias = (
 def dumps(value: object) -> bytes:
     """Encode compactly as UTF-8, the way Ollama's Go encoder does.
 
-    Non-ASCII text is written as-is rather than as ``\\uXXXX`` escapes. A lone surrogate
-    (which model detokenizers can produce from a split byte sequence) cannot be encoded
-    as UTF-8, so it becomes U+FFFD instead of failing the whole response.
+    Non-ASCII text is written as-is rather than as ``\\uXXXX`` escapes.
     """
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return encode_utf8(text)
+
+
+def encode_utf8(text: str) -> bytes:
+    """UTF-8 bytes of ``text``, even when it holds lone surrogates.
+
+    A detokenizer can produce a lone surrogate from a split byte sequence, and it has no
+    UTF-8 form. Going through UTF-16 joins a split pair back into its character and
+    turns the rest into U+FFFD, so one bad token never fails a whole response. That
+    round trip is rare, so it stays off the common path.
+    """
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        # Rare, so the round trip through UTF-16 stays off the common path.
-        repaired = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        repaired = text.encode("utf-16-le", "surrogatepass").decode(
+            "utf-16-le", "replace"
+        )
         return repaired.encode("utf-8")
 
 
@@ -48,6 +58,25 @@ def _finite_float(text: str) -> float:
     return number
 
 
+def loads_strict(text: str) -> JsonValue:
+    """Decode one JSON text, refusing what is not JSON or would crash a naive parser.
+
+    Raises:
+        ValueError: with a reason a person can act on, e.g.
+            ``Expecting ',' delimiter (line 1, column 5)`` or ``nested too deeply``.
+    """
+    try:
+        value: JsonValue = json.loads(
+            text, parse_constant=_reject_constant, parse_float=_finite_float
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    # Other ValueErrors (NaN, 1e999, ints past Python's digit limit) carry their reason.
+    return value
+
+
 def parse_body(body: bytes) -> JsonValue:
     """Decode a request body, or raise ``ClientError(400)`` saying what is wrong."""
     if not body:
@@ -59,20 +88,6 @@ def parse_body(body: bytes) -> JsonValue:
             400, f"request body is not valid UTF-8 (byte {exc.start})"
         ) from None
     try:
-        value: JsonValue = json.loads(
-            text, parse_constant=_reject_constant, parse_float=_finite_float
-        )
-    except json.JSONDecodeError as exc:
-        raise ClientError(
-            400,
-            f"invalid JSON in request body: {exc.msg} "
-            f"(line {exc.lineno}, column {exc.colno})",
-        ) from None
-    except RecursionError:
-        raise ClientError(
-            400, "invalid JSON in request body: nested too deeply"
-        ) from None
+        return loads_strict(text)
     except ValueError as exc:
-        # parse_constant / parse_float rejections, and ints past Python's digit limit.
         raise ClientError(400, f"invalid JSON in request body: {exc}") from None
-    return value

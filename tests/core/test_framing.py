@@ -8,11 +8,9 @@ the three ways agree, and nothing but ``FramingError`` ever escapes.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Protocol, TypeAlias, TypeVar
 
 import pytest
@@ -180,19 +178,6 @@ def test_public_names() -> None:
         ]
     )
     assert issubclass(FramingError, ValueError)
-
-
-def test_module_imports_only_the_allowed_stdlib() -> None:
-    allowed = {"__future__", "codecs", "dataclasses", "json", "math", "re", "typing"}
-    tree = ast.parse(Path(framing.__file__).read_text(encoding="utf-8"))
-    absolute: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            absolute.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            assert node.module is not None
-            absolute.add(node.module.split(".")[0])
-    assert absolute <= allowed
 
 
 # ---------------------------------------------------------------------------------
