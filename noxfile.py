@@ -17,7 +17,7 @@ TYPE_TOOLS = ["mypy>=1.11"]
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite, slow tests included, against the installed package."""
-    session.install(".[server,test]")
+    session.install(".[server,runner,test]")
     session.run("pytest", *session.posargs)
 
 
@@ -35,8 +35,8 @@ def core_only(session: nox.Session) -> None:
         "bad = [m for m in ('trio', 'anyio', 'h11', 'llama_cpp') if u.find_spec(m)]; "
         "sys.exit(f'core_only env must not have {bad}' if bad else 0)",
     )
-    # pyproject sets trio_mode, which only pytest-trio knows, and pytest-trio is kept out
-    # of this environment on purpose: silence the "unknown config option" warning.
+    # pyproject sets trio_mode, which only pytest-trio knows, and pytest-trio is kept
+    # out of this environment on purpose: silence the "unknown config option" warning.
     quiet = ("-W", "ignore::pytest.PytestConfigWarning")
     session.run("pytest", *quiet, "tests/core", *session.posargs)
 
@@ -52,7 +52,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the sources and the tests."""
-    session.install(".[server,test]", *TYPE_TOOLS, "nox")
+    session.install(".[server,runner,test]", *TYPE_TOOLS, "nox")
     session.run("mypy", "--strict", "src", "tests", "noxfile.py")
 
 

@@ -21,6 +21,7 @@ exchange (a malformed head, a stalled body); the error's JSON comes from the cor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -48,6 +49,10 @@ from .h11_transport import H11Transport, SendFailed
 __all__ = ["DrivenExchange", "ExchangeRecord", "drive_exchange", "send_error_response"]
 
 logger = logging.getLogger("adapters.driver")
+
+# The client's h11 states once its whole request is in: MUST_CLOSE instead of DONE
+# when it said "connection: close" or spoke HTTP/1.0.
+_REQUEST_RECEIVED = (h11.DONE, h11.MUST_CLOSE)
 
 
 class DrivenExchange(Protocol):
@@ -137,7 +142,9 @@ class _Driver:
         self.closing = closing
         self.record = ExchangeRecord()
         self.finished = False
+        self.response_complete = False
         self.watching = False
+        self.watch_scope = trio.CancelScope()
         self.nursery: trio.Nursery | None = None
 
     async def run(self) -> None:
@@ -154,7 +161,9 @@ class _Driver:
                     # The runner slot. When runner effects exist, their cases join the
                     # match above: start the work, await its result under the same
                     # watcher, feed it back with receive_result, and loop.
-                    raise RuntimeError("the exchange waits for a result, but no runner exists")
+                    raise RuntimeError(
+                        "the exchange waits for a result, but no runner exists"
+                    )
                 case Wait.FINISHED:
                     self.finished = True
                     return
@@ -162,6 +171,8 @@ class _Driver:
                     assert_never(effect)
 
     def _abort(self, reason: str) -> None:
+        if self.record.aborted is not None:
+            return  # a write and the watcher can both see the same hang-up; first wins
         self.record.aborted = reason
         self.exchange.abort(reason)
         self.finished = True
@@ -169,10 +180,10 @@ class _Driver:
     def abort_after_failure(self) -> None:
         if self.finished:
             return
-        try:
+        # If the exchange itself broke, it refuses this too; the exception already on
+        # its way out says what happened.
+        with contextlib.suppress(LocalProtocolError):
             self._abort("server stopped the exchange")
-        except LocalProtocolError:
-            pass  # the exchange broke first; the exception on its way out says how
 
     # -- the response ----------------------------------------------------------------
 
@@ -190,6 +201,12 @@ class _Driver:
             return False
         if isinstance(effect, SendBody):
             self.record.body_bytes += len(effect.data)
+        elif isinstance(effect, EndResponse):
+            # Every byte is with the kernel. A client that closes now, or closed while
+            # the last write was returning, left after its answer: no abort.
+            self.response_complete = True
+            self.record.aborted = None
+            self.watch_scope.cancel()
         return True
 
     def _request_complete(self) -> bool:
@@ -209,7 +226,7 @@ class _Driver:
                 # Data is dropped: the answer no longer depends on it.
         except h11.RemoteProtocolError:
             return False  # bad framing in the rest: nothing to keep alive for
-        return conn.their_state is h11.DONE
+        return conn.their_state in _REQUEST_RECEIVED
 
     # -- the request body ------------------------------------------------------------
 
@@ -234,19 +251,20 @@ class _Driver:
             self.exchange.end_body()
             self._watch_if_possible()
         else:
-            raise RuntimeError(f"unexpected h11 event while reading a body: {event!r}")
+            raise TypeError(f"unexpected h11 event while reading a body: {event!r}")
         return True
 
     async def _fail_request(self, status: int, message: str) -> bool:
         self._abort(message)
-        if not self.exchange.response_started and await send_error_response(
-            self.transport,
-            status,
-            message,
-            path=self.path,
-            request_id=self.exchange.request_id,
-        ):
-            self.record.status = status
+        if not self.exchange.response_started:
+            sent = await send_error_response(
+                self.transport,
+                status,
+                message,
+                path=self.path,
+                request_id=self.exchange.request_id,
+            )
+            self.record.status, self.record.body_bytes = sent.status, sent.body_bytes
         return False
 
     # -- the disconnect watcher ------------------------------------------------------
@@ -258,7 +276,7 @@ class _Driver:
         transport = self.transport
         if (
             self.watching
-            or transport.conn.their_state is not h11.DONE
+            or transport.conn.their_state not in _REQUEST_RECEIVED
             or transport.has_buffered_data
             or transport.peer_closed
         ):
@@ -268,8 +286,9 @@ class _Driver:
         self.nursery.start_soon(self._watch, self.nursery.cancel_scope)
 
     async def _watch(self, work: trio.CancelScope) -> None:
-        await self.transport.read_more()
-        if self.transport.peer_closed:
+        with self.watch_scope:
+            await self.transport.read_more()
+        if self.transport.peer_closed and not (self.finished or self.response_complete):
             logger.debug("request %s: client went away", self.exchange.request_id)
             self._abort("client disconnected")
             work.cancel()
@@ -282,13 +301,18 @@ class _Driver:
 def _to_h11(effect: ResponseEffect, *, close: bool) -> h11.Event:
     match effect:
         case StartResponse(status=status, headers=headers):
-            fields = [(name.encode("ascii"), value.encode("latin-1")) for name, value in headers]
+            fields = [
+                (name.encode("ascii"), value.encode("latin-1"))
+                for name, value in headers
+            ]
             names = {name for name, _ in headers}
             if "date" not in names:
                 fields.append((b"date", formatdate(usegmt=True).encode("ascii")))
             if close and "connection" not in names:
                 fields.append((b"connection", b"close"))
-            return h11.Response(status_code=status, headers=fields, reason=_reason(status))
+            return h11.Response(
+                status_code=status, headers=fields, reason=_reason(status)
+            )
         case SendBody(data=data):
             return h11.Data(data=data)
         case EndResponse():
@@ -311,18 +335,24 @@ async def send_error_response(
     *,
     path: str | None,
     request_id: str,
-) -> bool:
+) -> ExchangeRecord:
     """Answer a failure the exchange never saw, then let the connection close.
 
     The response always says ``connection: close``: whatever went wrong left the
-    connection in a state no next request should inherit. Returns False, quietly, if
-    the client is no longer there to read it, or if h11 can no longer start a response.
+    connection in a state no next request should inherit. The returned record has no
+    status if nothing could be sent: the client is gone, or a response had already
+    started. ``message`` becomes its ``aborted`` note either way.
     """
+    record = ExchangeRecord(aborted=message)
     if transport.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-        return False
+        return record
+    body_bytes = 0
     try:
         for effect in error_response(status, message, path=path, request_id=request_id):
             await transport.send(_to_h11(effect, close=True))
+            if isinstance(effect, SendBody):
+                body_bytes += len(effect.data)
     except SendFailed:
-        return False
-    return True
+        return record
+    record.status, record.body_bytes = status, body_bytes
+    return record

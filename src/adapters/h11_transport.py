@@ -40,7 +40,11 @@ LINGER_MAX_BYTES: Final = 16 * 1024 * 1024
 
 # Failures that mean "this connection is dead" for reads and writes alike. Closed is
 # included because a stream closed under a waiting reader is just as dead.
-_STREAM_FAILURES: Final = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError)
+_STREAM_FAILURES: Final = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    ConnectionError,
+)
 
 NextEvent: TypeAlias = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
 
@@ -72,7 +76,10 @@ class H11Transport:
         send_timeout: float = math.inf,
     ) -> None:
         self.stream = stream
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self.conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=max_header_bytes
+        )
+        self.max_header_bytes = max_header_bytes
         self.send_timeout = send_timeout
         self.peer_closed = False
         """True once a read has seen EOF or a broken stream."""
@@ -100,14 +107,30 @@ class H11Transport:
         and this read would wait for nothing.
         """
         if self.conn.they_are_waiting_for_100_continue:
-            await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+            try:
+                await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+            except SendFailed:
+                # Gone before we could invite the body: for the reader that is EOF.
+                self.peer_closed = True
+                self.conn.receive_data(b"")
+                return
         try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            data = await self.stream.receive_some(self._read_size())
         except _STREAM_FAILURES:
             data = b""
         if not data:
             self.peer_closed = True
-        self.conn.receive_data(data)
+        self.conn.receive_data(bytes(data))
+
+    def _read_size(self) -> int:
+        # h11 checks its limit only while a head is incomplete, so a head that arrives
+        # whole in one large read would pass however big it is. Reading heads in
+        # pieces no larger than the room left under the limit makes the limit hold
+        # however the head arrives (to the byte h11 needs to see it crossed).
+        if self.conn.their_state is h11.SEND_BODY:
+            return RECEIVE_SIZE
+        room = self.max_header_bytes - len(self.conn.trailing_data[0])
+        return max(1, min(room, RECEIVE_SIZE))
 
     async def next_event(self, *, read_timeout: float = math.inf) -> h11.Event:
         """The next event, reading as needed; each read may stall ``read_timeout``.
@@ -171,7 +194,12 @@ class H11Transport:
             return False
         if self.has_buffered_data:
             return True
-        return self.conn.their_state not in (h11.IDLE, h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+        return self.conn.their_state not in (
+            h11.IDLE,
+            h11.DONE,
+            h11.MUST_CLOSE,
+            h11.CLOSED,
+        )
 
     async def aclose(self) -> None:
         """Close the connection, lingering first if the client may still be sending.

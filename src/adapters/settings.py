@@ -1,4 +1,4 @@
-"""How the server is configured: defaults, the ``HOST:PORT`` syntax, flags and variables.
+"""Server configuration: defaults, the ``HOST:PORT`` syntax, flags and variables.
 
 Every setting has one spelling on the command line (``--keep-alive-timeout``) and one in
 the environment (``GATEWAY_KEEP_ALIVE_TIMEOUT``). A flag wins over a variable, and a
@@ -340,7 +340,9 @@ def resolve_settings(
         option = by_name[name]
         given = flags.get(name)
         source, text = (
-            (option.flag, given) if given is not None else (option.env, environ.get(option.env))
+            (option.flag, given)
+            if given is not None
+            else (option.env, environ.get(option.env))
         )
         if not text:
             return default
@@ -362,6 +364,8 @@ def resolve_settings(
         shutdown_timeout=pick(
             "shutdown_timeout", _parse_shutdown_seconds, DEFAULT_SHUTDOWN_TIMEOUT
         ),
-        max_header_bytes=pick("max_header_bytes", parse_bytes, DEFAULT_MAX_HEADER_BYTES),
+        max_header_bytes=pick(
+            "max_header_bytes", parse_bytes, DEFAULT_MAX_HEADER_BYTES
+        ),
         max_body_bytes=pick("max_body_bytes", parse_bytes, DEFAULT_MAX_BODY_BYTES),
     )

@@ -1,0 +1,168 @@
+"""The command line: ``--help``, bad input, and the real entry point under SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import final
+
+import h11
+import pytest
+import trio
+
+from adapters.cli import main
+from adapters.settings import OPTIONS
+
+from .helpers import H11Client, request
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_help_lists_every_flag_with_its_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    for option in OPTIONS:
+        assert re.search(
+            rf"{option.flag} {option.metavar} .*?\[env {option.env}; default ", text
+        ), option.flag
+    assert "--log-level LEVEL" in text
+    assert "GATEWAY_LOG_LEVEL" in text
+
+
+def test_bad_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "[::1"]) == 2
+    assert "--host: invalid address '[::1'" in capsys.readouterr().err
+    assert main(["serve", "--log-level", "loud"]) == 2
+    assert "--log-level: 'loud' is not one of" in capsys.readouterr().err
+    assert main(["serve", "--no-such-flag"]) == 2
+    assert main([]) == 2  # no command: usage, not a server
+
+
+def test_an_address_in_use_exits_1_with_a_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="adapters"):
+            assert main(["serve", "--host", f"127.0.0.1:{port}"]) == 1
+    assert f"cannot listen on http://127.0.0.1:{port}" in caplog.text
+
+
+@final
+class ServerProcess:
+    """``python -m adapters serve`` in a subprocess, and what it wrote to stderr.
+
+    It is started on port 0; its ``listening on`` log line says which port it got, and
+    waiting for that line is how a test knows the server is ready, with no polling.
+    """
+
+    def __init__(self, process: trio.Process, stderr: trio.abc.ReceiveStream) -> None:
+        self.process = process
+        self._stderr = stderr
+        self.log = bytearray()
+        self.port = 0
+
+    async def wait_for(self, pattern: bytes) -> re.Match[bytes]:
+        """Read stderr until ``pattern`` (a regex) appears in it."""
+        while not (found := re.search(pattern, self.log)):
+            chunk = await self._stderr.receive_some()
+            assert chunk, f"the server exited early:\n{self.log.decode()}"
+            self.log += chunk
+        return found
+
+    async def wait_until_listening(self) -> None:
+        found = await self.wait_for(rb"listening on http://[\d.]+:(\d+)")
+        self.port = int(found[1])
+
+    async def connect(self) -> H11Client:
+        return H11Client(await trio.open_tcp_stream("127.0.0.1", self.port))
+
+    async def exit_code(self) -> int:
+        """Read stderr to its end, then reap the process."""
+        while chunk := await self._stderr.receive_some():
+            self.log += chunk
+        return await self.process.wait()
+
+
+@asynccontextmanager
+async def server_process() -> AsyncIterator[ServerProcess]:
+    pythonpath = [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+    command = [sys.executable, "-m", "adapters", "serve", "--host", "127.0.0.1:0"]
+    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, env=env)
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(20):  # a hung server fails the test instead of hanging it
+            server = ServerProcess(process, process.stderr)
+            await server.wait_until_listening()
+            yield server
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            await process.stderr.aclose()
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM], ids=lambda signum: signum.name
+)
+async def test_the_console_entry_serves_then_exits_0_on_a_signal(
+    signum: signal.Signals,
+) -> None:
+    async with server_process() as server:
+        client = await server.connect()
+        reply = await client.exchange(request("GET", "/api/version"))
+        await client.stream.aclose()
+        assert reply.status == 200
+        assert reply.json() == {"version": "0.33.0"}
+
+        server.process.send_signal(signum)
+        sent = trio.current_time()
+        code = await server.exit_code()
+        elapsed = trio.current_time() - sent
+    log = server.log.decode()
+    assert code == 0, log
+    assert elapsed < 2.0
+    assert '"GET /api/version HTTP/1.1" 200' in log
+    assert f"{signum.name}: finishing requests in flight" in log
+    assert log.rstrip().endswith("stopped")
+
+
+async def test_a_second_sigint_stops_without_waiting_for_requests_in_flight() -> None:
+    async with server_process() as server:
+        client = await server.connect()
+        await client.send(
+            request(
+                "POST",
+                "/api/chat",
+                [("content-length", "10"), ("expect", "100-continue")],
+            )
+        )
+        # The 100 shows the request is in flight; its body never comes, so a graceful
+        # shutdown would wait the full 25 s default.
+        assert isinstance(await client.next_event(), h11.InformationalResponse)
+        server.process.send_signal(signal.SIGINT)
+        await server.wait_for(b"finishing requests in flight")
+        server.process.send_signal(signal.SIGINT)
+        sent = trio.current_time()
+        code = await server.exit_code()
+        elapsed = trio.current_time() - sent
+        assert await client.read_to_eof() == b""  # cut off, no response
+        await client.stream.aclose()
+    log = server.log.decode()
+    assert code == 0, log
+    assert elapsed < 2.0
+    assert "SIGINT again: stopping now" in log

@@ -1,0 +1,129 @@
+"""Settings: the ``HOST:PORT`` syntax, sizes, seconds, and flag > variable > default."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from adapters.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    OPTIONS,
+    ServerSettings,
+    parse_bytes,
+    parse_host,
+    parse_seconds,
+    resolve_settings,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("example.org", ("example.org", 11434)),
+        ("localhost:8080", ("localhost", 8080)),
+        ("0.0.0.0:11434", ("0.0.0.0", 11434)),
+        (":9000", ("127.0.0.1", 9000)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("[::]", ("::", 11434)),
+        ("http://127.0.0.1:18080", ("127.0.0.1", 18080)),
+        ("HTTP://localhost/", ("localhost", 11434)),
+        (" 127.0.0.1:0 ", ("127.0.0.1", 0)),
+    ],
+)
+def test_parse_host_accepts(text: str, expected: tuple[str, int]) -> None:
+    assert parse_host(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("", "it is empty"),
+        ("http://", "it is empty"),
+        ("https://example.org", "only plain http://"),
+        ("::1", "in brackets"),
+        ("::1:8080", "in brackets"),
+        ("[::1", "missing ']'"),
+        ("[nonsense]:80", "not an IPv6 address"),
+        ("[::1]8080", "after ']'"),
+        ("host:port", "not a number"),
+        ("host:-1", "not a number"),
+        ("host:70000", "out of range"),
+        ("bad host:80", "not a host name"),
+        ("host/path", "not a host name"),
+    ],
+)
+def test_parse_host_rejects_with_a_clear_message(text: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match="invalid address") as error:
+        parse_host(text)
+    assert complaint in str(error.value)
+    assert "HOST:PORT" in str(error.value)  # the message shows what is accepted
+
+
+def test_seconds_and_sizes() -> None:
+    assert parse_seconds("2.5") == 2.5
+    assert parse_seconds("inf") == math.inf
+    assert parse_bytes("65536") == 65536
+    assert parse_bytes("64KiB") == 64 * 1024
+    assert parse_bytes("8m") == 8 * 1024 * 1024
+    for bad in ("0", "-1", "nan", "soon"):
+        with pytest.raises(ValueError, match="seconds"):
+            parse_seconds(bad)
+    for bad in ("0", "1.5M", "lots", "-3"):
+        with pytest.raises(ValueError, match="size"):
+            parse_bytes(bad)
+
+
+def test_defaults_match_ollama() -> None:
+    settings = resolve_settings({}, {})
+    assert (settings.host, settings.port) == (DEFAULT_HOST, DEFAULT_PORT)
+    assert (settings.host, settings.port) == ("127.0.0.1", 11434)
+    assert settings.keep_alive_timeout == 5.0
+    assert settings == ServerSettings()
+
+
+def test_a_flag_wins_over_its_variable_which_wins_over_the_default() -> None:
+    environ = {
+        "GATEWAY_HOST": "0.0.0.0:9000",
+        "GATEWAY_BODY_TIMEOUT": "12",
+        "GATEWAY_MAX_BODY_BYTES": "1MiB",
+        "GATEWAY_SEND_TIMEOUT": "",  # empty counts as unset
+    }
+    flags = {"host": ":7000", "body_timeout": None, "header_timeout": "3"}
+    settings = resolve_settings(flags, environ)
+    assert (settings.host, settings.port) == ("127.0.0.1", 7000)
+    assert settings.body_timeout == 12.0
+    assert settings.header_timeout == 3.0
+    assert settings.max_body_bytes == 1024 * 1024
+    assert settings.send_timeout == ServerSettings().send_timeout
+
+
+def test_errors_name_where_the_bad_value_came_from() -> None:
+    with pytest.raises(ValueError, match=r"^GATEWAY_HOST: invalid address"):
+        resolve_settings({}, {"GATEWAY_HOST": "::1"})
+    with pytest.raises(ValueError, match=r"^--keep-alive-timeout: 'x'"):
+        resolve_settings({"keep_alive_timeout": "x"}, {})
+
+
+def test_shutdown_timeout_may_be_zero_but_not_negative() -> None:
+    assert resolve_settings({"shutdown_timeout": "0"}, {}).shutdown_timeout == 0.0
+    with pytest.raises(ValueError, match="--shutdown-timeout"):
+        resolve_settings({"shutdown_timeout": "-1"}, {})
+
+
+def test_invalid_settings_cannot_exist() -> None:
+    with pytest.raises(ValueError, match="port"):
+        ServerSettings(port=65536)
+    with pytest.raises(ValueError, match="header_timeout"):
+        ServerSettings(header_timeout=0)
+    with pytest.raises(ValueError, match="byte limits"):
+        ServerSettings(max_header_bytes=0)
+
+
+def test_every_option_has_a_gateway_variable_and_a_settings_field() -> None:
+    fields = set(ServerSettings.__dataclass_fields__) - {"port"}
+    assert {option.name for option in OPTIONS} == fields
+    for option in OPTIONS:
+        assert option.env == "GATEWAY_" + option.name.upper()
+        assert option.flag == "--" + option.name.replace("_", "-")
