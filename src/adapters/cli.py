@@ -27,9 +27,8 @@ logger = logging.getLogger("adapters.cli")
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _LOG_LEVEL_ENV = "GATEWAY_LOG_LEVEL"
-_DEFAULT_LOG_LEVEL = (
-    "info"  # the access log is info: a server that prints nothing looks dead
-)
+# The access log is at info: a server that prints nothing looks dead.
+_DEFAULT_LOG_LEVEL = "info"
 
 
 def build_parser() -> argparse.ArgumentParser:

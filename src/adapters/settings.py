@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 from gateway_core import DEFAULT_MAX_BODY_BYTES
 
@@ -71,8 +71,6 @@ DEFAULT_SHUTDOWN_TIMEOUT = 25.0
 # proxies can approach. 64 KiB leaves room and still bounds memory per connection:
 # 1000 connections with half-sent heads hold at most 64 MiB.
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,15 +239,24 @@ def _parse_shutdown_seconds(text: str) -> float:
 class Option:
     """One setting as the command line and the environment spell it.
 
-    ``name`` is the argparse ``dest``; ``default`` is shown in ``--help``.
+    ``name`` is the ``ServerSettings`` field (and the argparse ``dest``); the flag and
+    the variable are derived from it, so the three spellings cannot drift apart.
+    ``default`` is the text ``--help`` shows; the value itself is the field's default.
     """
 
     name: str
-    flag: str
-    env: str
     metavar: str
     default: str
     help: str
+    parse: Callable[[str], object]
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "GATEWAY_" + self.name.upper()
 
     def describe(self) -> str:
         return f"{self.help} [env {self.env}; default {self.default}]"
@@ -258,67 +265,59 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option(
         name="host",
-        flag="--host",
-        env="GATEWAY_HOST",
         metavar="HOST:PORT",
         default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
         help="address to listen on: HOST, HOST:PORT, :PORT or [IPV6]:PORT",
+        parse=parse_host,  # sets port too
     ),
     Option(
         name="header_timeout",
-        flag="--header-timeout",
-        env="GATEWAY_HEADER_TIMEOUT",
         metavar="SECONDS",
         default=f"{DEFAULT_HEADER_TIMEOUT:g}",
         help="time a client has to finish sending a request head (then 408)",
+        parse=parse_seconds,
     ),
     Option(
         name="keep_alive_timeout",
-        flag="--keep-alive-timeout",
-        env="GATEWAY_KEEP_ALIVE_TIMEOUT",
         metavar="SECONDS",
         default=f"{DEFAULT_KEEP_ALIVE_TIMEOUT:g}",
         help="how long an idle connection waits for its next request",
+        parse=parse_seconds,
     ),
     Option(
         name="body_timeout",
-        flag="--body-timeout",
-        env="GATEWAY_BODY_TIMEOUT",
         metavar="SECONDS",
         default=f"{DEFAULT_BODY_TIMEOUT:g}",
         help="longest stall while reading a request body (then 408)",
+        parse=parse_seconds,
     ),
     Option(
         name="send_timeout",
-        flag="--send-timeout",
-        env="GATEWAY_SEND_TIMEOUT",
         metavar="SECONDS",
         default=f"{DEFAULT_SEND_TIMEOUT:g}",
         help="longest a client may stop reading a response before it is dropped",
+        parse=parse_seconds,
     ),
     Option(
         name="shutdown_timeout",
-        flag="--shutdown-timeout",
-        env="GATEWAY_SHUTDOWN_TIMEOUT",
         metavar="SECONDS",
         default=f"{DEFAULT_SHUTDOWN_TIMEOUT:g}",
         help="time in-flight requests get to finish on shutdown",
+        parse=_parse_shutdown_seconds,
     ),
     Option(
         name="max_header_bytes",
-        flag="--max-header-bytes",
-        env="GATEWAY_MAX_HEADER_BYTES",
         metavar="BYTES",
         default=str(DEFAULT_MAX_HEADER_BYTES),
         help="largest request head (then 431)",
+        parse=parse_bytes,
     ),
     Option(
         name="max_body_bytes",
-        flag="--max-body-bytes",
-        env="GATEWAY_MAX_BODY_BYTES",
         metavar="BYTES",
         default=str(DEFAULT_MAX_BODY_BYTES),
         help="largest request body (then 413)",
+        parse=parse_bytes,
     ),
 )
 
@@ -334,38 +333,20 @@ def resolve_settings(
     Raises:
         ValueError: naming the flag or variable whose value is wrong.
     """
-    by_name = {option.name: option for option in OPTIONS}
-
-    def pick(name: str, parse: Callable[[str], _T], default: _T) -> _T:
-        option = by_name[name]
-        given = flags.get(name)
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        given = flags.get(option.name)
         source, text = (
             (option.flag, given)
             if given is not None
             else (option.env, environ.get(option.env))
         )
         if not text:
-            return default
+            continue  # the ServerSettings default applies
         try:
-            return parse(text)
+            values[option.name] = option.parse(text)
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
-
-    host, port = pick("host", parse_host, (DEFAULT_HOST, DEFAULT_PORT))
-    return ServerSettings(
-        host=host,
-        port=port,
-        header_timeout=pick("header_timeout", parse_seconds, DEFAULT_HEADER_TIMEOUT),
-        keep_alive_timeout=pick(
-            "keep_alive_timeout", parse_seconds, DEFAULT_KEEP_ALIVE_TIMEOUT
-        ),
-        body_timeout=pick("body_timeout", parse_seconds, DEFAULT_BODY_TIMEOUT),
-        send_timeout=pick("send_timeout", parse_seconds, DEFAULT_SEND_TIMEOUT),
-        shutdown_timeout=pick(
-            "shutdown_timeout", _parse_shutdown_seconds, DEFAULT_SHUTDOWN_TIMEOUT
-        ),
-        max_header_bytes=pick(
-            "max_header_bytes", parse_bytes, DEFAULT_MAX_HEADER_BYTES
-        ),
-        max_body_bytes=pick("max_body_bytes", parse_bytes, DEFAULT_MAX_BODY_BYTES),
-    )
+    if "host" in values:
+        values["host"], values["port"] = values["host"]
+    return ServerSettings(**values)

@@ -175,16 +175,12 @@ class Exchange:
                 headers=(("allow", route.allow),),
             )
             return
-        body = route.body_for(head.method)
-        if body is Body.NONE:
-            self._reply(handle(self._request(body=None)))
-        elif body is Body.STREAM:
-            # Streamed uploads arrive with the model store; answer before any upload.
-            self._reply(handle(self._request(body=None)))
-        elif body is Body.JSON:
+        if route.body_for(head.method) is Body.JSON:
             self._check_declared_size()
         else:
-            assert_never(body)
+            # Nothing to read: GET-like routes, and blob uploads, which stream with the
+            # model store and until then answer 501 before any upload is read.
+            self._reply(handle(self._request(body=None)))
 
     def _check_declared_size(self) -> None:
         declared = self._head.header("content-length")

@@ -54,6 +54,19 @@ def request(
     )
 
 
+def expecting_continue(target: str, size: int) -> h11.Request:
+    """A POST head that announces ``size`` body bytes and waits for ``100 Continue``.
+
+    A client that honours the expectation sends nothing more until the server asks,
+    so the request is in flight but its body is not: the state these tests need.
+    """
+    return request(
+        "POST",
+        target,
+        [("content-length", str(size)), ("expect", "100-continue")],
+    )
+
+
 class H11Client:
     """An HTTP/1.1 client over any trio stream, for tests."""
 

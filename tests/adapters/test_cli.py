@@ -21,7 +21,7 @@ import trio
 from adapters.cli import main
 from adapters.settings import OPTIONS
 
-from .helpers import H11Client, request
+from .helpers import H11Client, expecting_continue, request
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -144,13 +144,7 @@ async def test_the_console_entry_serves_then_exits_0_on_a_signal(
 async def test_a_second_sigint_stops_without_waiting_for_requests_in_flight() -> None:
     async with server_process() as server:
         client = await server.connect()
-        await client.send(
-            request(
-                "POST",
-                "/api/chat",
-                [("content-length", "10"), ("expect", "100-continue")],
-            )
-        )
+        await client.send(expecting_continue("/api/chat", 10))
         # The 100 shows the request is in flight; its body never comes, so a graceful
         # shutdown would wait the full 25 s default.
         assert isinstance(await client.next_event(), h11.InformationalResponse)

@@ -85,6 +85,26 @@ async def drive(
     return record, transport
 
 
+def send_generate_request(
+    nursery: trio.Nursery, *, lockstep: bool = True
+) -> tuple[H11Client, trio.abc.Stream]:
+    """Connect a client that sends ``GET /api/generate`` in the background.
+
+    Returns the client and the server's end of the connection. Lockstep streams have
+    no buffer, so a write completes only when the other side reads: that is what makes
+    stalls and backpressure visible. Memory streams buffer, like a socket.
+    """
+    pair = (
+        trio.testing.lockstep_stream_pair
+        if lockstep
+        else trio.testing.memory_stream_pair
+    )
+    client_stream, server_stream = pair()
+    client = H11Client(client_stream)
+    nursery.start_soon(client.send, request("GET", "/api/generate"), h11.EndOfMessage())
+    return client, server_stream
+
+
 async def read_frames(client: H11Client, count: int) -> list[bytes]:
     frames: list[bytes] = []
     while len(frames) < count:
@@ -97,13 +117,9 @@ async def read_frames(client: H11Client, count: int) -> list[bytes]:
 
 
 async def test_a_client_that_hangs_up_mid_stream_aborts_the_exchange() -> None:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    client = H11Client(client_stream)
     exchange = StandInStream()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            client.send, request("GET", "/api/generate"), h11.EndOfMessage()
-        )
+        client, server_stream = send_generate_request(nursery, lockstep=False)
         result: list[ExchangeRecord] = []
 
         async def server() -> None:
@@ -116,7 +132,7 @@ async def test_a_client_that_hangs_up_mid_stream_aborts_the_exchange() -> None:
             b'{"n":2}\n',
             b'{"n":3}\n',
         ]
-        await client_stream.aclose()
+        await client.stream.aclose()
     # The hang-up is seen by the watcher (EOF) or by the next write (broken pipe),
     # whichever comes first; either way the endless stream stopped and was aborted.
     assert exchange.abort_reason is not None
@@ -154,14 +170,10 @@ async def test_the_watcher_notices_a_disconnect_while_writes_still_succeed(
 async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Lockstep streams have no buffer: a write completes only when the client reads.
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    client = H11Client(client_stream)
     exchange = StandInStream()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            client.send, request("GET", "/api/generate"), h11.EndOfMessage()
-        )
+        # The client never reads: every write blocks.
+        _client, server_stream = send_generate_request(nursery)
         start = trio.current_time()
         record, _ = await drive(exchange, server_stream, send_timeout=5.0)
         elapsed = trio.current_time() - start
@@ -172,13 +184,9 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(
 
 
 async def test_no_effect_is_pulled_before_the_previous_write_completed() -> None:
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    client = H11Client(client_stream)
     exchange = StandInStream()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            client.send, request("GET", "/api/generate"), h11.EndOfMessage()
-        )
+        client, server_stream = send_generate_request(nursery)
         nursery.start_soon(drive, exchange, server_stream)
         received = 0
         for target in (1, 5, 20):
@@ -190,13 +198,9 @@ async def test_no_effect_is_pulled_before_the_previous_write_completed() -> None
 
 
 async def test_a_pipelined_request_during_a_stream_is_kept_for_the_next_cycle() -> None:
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    client = H11Client(client_stream)
     exchange = StandInStream(frames=10)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            client.send, request("GET", "/api/generate"), h11.EndOfMessage()
-        )
+        client, server_stream = send_generate_request(nursery)
         result: list[tuple[ExchangeRecord, H11Transport]] = []
 
         async def server() -> None:
@@ -221,13 +225,9 @@ async def test_a_pipelined_request_during_a_stream_is_kept_for_the_next_cycle() 
 async def test_cancelling_the_driver_aborts_the_exchange(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    client_stream, server_stream = trio.testing.lockstep_stream_pair()
-    client = H11Client(client_stream)
     exchange = StandInStream()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            client.send, request("GET", "/api/generate"), h11.EndOfMessage()
-        )
+        _client, server_stream = send_generate_request(nursery)
         with trio.move_on_after(1.0):  # the shutdown deadline, say
             await drive(exchange, server_stream)
     assert exchange.abort_reason == "server stopped the exchange"

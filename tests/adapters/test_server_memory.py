@@ -19,7 +19,7 @@ from adapters.server import Server
 from adapters.settings import ServerSettings
 
 from .conftest import Connect
-from .helpers import LogWaiter, parse_responses, request
+from .helpers import LogWaiter, expecting_continue, parse_responses, request
 
 SETTINGS = ServerSettings(host="127.0.0.1", port=0)
 
@@ -57,13 +57,7 @@ async def test_expect_100_continue_is_answered_before_the_body_is_sent(
 ) -> None:
     client = await connect(Server(SETTINGS))
     body = b"{bad json"
-    await client.send(
-        request(
-            "POST",
-            "/api/chat",
-            [("content-length", str(len(body))), ("expect", "100-continue")],
-        )
-    )
+    await client.send(expecting_continue("/api/chat", len(body)))
     # Nothing of the body has been sent: the server must ask for it first.
     interim = await client.next_event()
     assert isinstance(interim, h11.InformationalResponse)
@@ -78,13 +72,7 @@ async def test_expect_100_continue_with_an_oversized_body_gets_413_without_100(
     connect: Connect,
 ) -> None:
     client = await connect(Server(replace(SETTINGS, max_body_bytes=100)))
-    await client.send(
-        request(
-            "POST",
-            "/api/chat",
-            [("content-length", "1000"), ("expect", "100-continue")],
-        )
-    )
+    await client.send(expecting_continue("/api/chat", 1000))
     reply = await client.reply()  # fails on a 100: none may be sent here
     assert reply.status == 413
     assert reply.header("connection") == "close"
@@ -250,11 +238,7 @@ async def test_a_client_that_leaves_before_the_100_continue_is_dropped_quietly(
     connect: Connect, logs: LogWaiter
 ) -> None:
     client = await connect(Server(SETTINGS))
-    await client.send(
-        request(
-            "POST", "/api/chat", [("content-length", "9"), ("expect", "100-continue")]
-        )
-    )
+    await client.send(expecting_continue("/api/chat", 9))
     await client.stream.aclose()  # so sending the 100 fails
     line = await logs.wait_for('"POST /api/chat HTTP/1.1"')
     assert line.endswith("(client disconnected while sending the body)")

@@ -20,7 +20,7 @@ import trio
 from adapters.settings import ServerSettings
 
 from .conftest import LiveServer, TcpConnect, start_live_server
-from .helpers import LogWaiter, parse_responses, request
+from .helpers import LogWaiter, expecting_continue, parse_responses, request
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,13 +141,7 @@ async def test_graceful_shutdown_finishes_in_flight_requests_and_refuses_new_one
 
     busy = await tcp_client(live)
     body = b"{bad json"
-    await busy.send(
-        request(
-            "POST",
-            "/api/chat",
-            [("content-length", str(len(body))), ("expect", "100-continue")],
-        )
-    )
+    await busy.send(expecting_continue("/api/chat", len(body)))
     # The 100 proves the server has the head and is waiting for the body: in flight.
     interim = await busy.next_event()
     assert isinstance(interim, h11.InformationalResponse)
@@ -181,11 +175,7 @@ async def test_the_shutdown_deadline_cancels_what_is_left(
     settings = ServerSettings(host="127.0.0.1", port=0, shutdown_timeout=0.3)
     live = await start_live_server(nursery, settings)
     stuck = await tcp_client(live)
-    await stuck.send(
-        request(
-            "POST", "/api/chat", [("content-length", "10"), ("expect", "100-continue")]
-        )
-    )
+    await stuck.send(expecting_continue("/api/chat", 10))
     assert isinstance(await stuck.next_event(), h11.InformationalResponse)
     # ... and the body never comes.
     start = trio.current_time()

@@ -10,12 +10,15 @@ from hypothesis import strategies as st
 
 from gateway_core import (
     EXCHANGE_TRANSITIONS,
+    EndResponse,
     Exchange,
     GatewayConfig,
     Input,
     LocalProtocolError,
     Phase,
     RequestHead,
+    SendBody,
+    StartResponse,
     Wait,
 )
 
@@ -110,7 +113,14 @@ def test_each_pair_follows_the_table_or_fails_closed(
         assert exchange.phase is Phase.RESPONDING
     else:
         assert exchange.phase is expected
-    assert exchange.next_effect() is not None
+    # What the adapter is told next follows from the phase alone.
+    after = exchange.next_effect()
+    if exchange.phase is Phase.RECEIVING_BODY:
+        assert after is Wait.NEED_BODY
+    elif exchange.phase is Phase.RESPONDING:
+        assert isinstance(after, StartResponse | SendBody | EndResponse)
+    else:
+        assert after is Wait.FINISHED
 
 
 def test_waits_match_phases() -> None:
