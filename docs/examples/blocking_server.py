@@ -2,8 +2,9 @@
 
 The whole binding between an HTTP server and the core: build a ``RequestHead``, make an
 ``Exchange``, and carry out its effects until it says it is finished. No trio, no h11.
-Limits of this sketch: ``http.server`` cannot read chunked request bodies, and runner
-effects (model work) are not handled.
+Limits of this sketch: ``http.server`` cannot read chunked request bodies, and it has
+no model store or runner, so it answers every piece of work with a failure, which the
+exchange turns into a proper error response (``/api/tags`` gets a 501).
 
 Run it with ``python docs/examples/blocking_server.py`` and try
 ``curl -i localhost:8080/api/version``.
@@ -12,6 +13,7 @@ Run it with ``python docs/examples/blocking_server.py`` and try
 from __future__ import annotations
 
 import secrets
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from gateway_core import (
@@ -22,9 +24,11 @@ from gateway_core import (
     SendBody,
     StartResponse,
     Wait,
+    WorkFailed,
 )
 
 CONFIG = GatewayConfig()
+NO_MODELS = WorkFailed(status=501, message="this server runs no models")
 
 
 class GatewayHandler(BaseHTTPRequestHandler):
@@ -45,8 +49,10 @@ class GatewayHandler(BaseHTTPRequestHandler):
                     exchange.receive_body(chunk)
                 else:
                     exchange.end_body()
-            elif effect is Wait.FINISHED or effect is Wait.NEED_RESULT:
-                break  # NEED_RESULT: this sketch has no runner to ask
+            elif effect is Wait.NEED_RESULT:
+                exchange.receive_result(NO_MODELS, now=time.time())
+            elif effect is Wait.FINISHED:
+                break
             elif isinstance(effect, StartResponse):
                 self.send_response(effect.status)
                 for name, value in effect.headers:
@@ -61,6 +67,8 @@ class GatewayHandler(BaseHTTPRequestHandler):
                 self.wfile.write(effect.data)
             elif isinstance(effect, EndResponse):
                 self.wfile.flush()
+            # Anything else is work (LookupModel, Generate, ...): nothing to start
+            # here; its result is the failure fed in at NEED_RESULT.
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
 

@@ -18,6 +18,7 @@ import trio
 
 from gateway_core import __version__
 
+from .model_store import ensure_demo_model
 from .server import Address, Server
 from .settings import OPTIONS, ServerSettings, resolve_settings
 
@@ -34,6 +35,7 @@ _DEFAULT_LOG_LEVEL = "info"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway-core",
+        allow_abbrev=False,
         description="An Ollama-compatible LLM gateway.",
     )
     parser.add_argument(
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
+        allow_abbrev=False,
         help="run the HTTP server",
         description=(
             "Run the HTTP server. Each flag can also be set with the environment "
@@ -109,6 +112,13 @@ def _log_level(flag: str | None, environ: Mapping[str, str]) -> int:
 
 async def _serve_until_signalled(settings: ServerSettings) -> int:
     server = Server(settings)
+    if server.models is not None:
+        store = server.models.store
+        if await trio.to_thread.run_sync(ensure_demo_model, store):
+            logger.info(
+                "the model store %s was empty: registered a tiny demo model as 'demo'",
+                settings.models,
+            )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             try:

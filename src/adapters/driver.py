@@ -4,8 +4,11 @@
 in order, until the exchange says it is finished. Three rules shape it:
 
 - Backpressure. The next effect is pulled only after the previous write completed, so
-  a client that reads slowly slows the core down, and through the core (once the runner
-  lands) the model.
+  a client that reads slowly slows the core down, and through the core the model: the
+  next token is asked for only when the last one is on the wire.
+- Work. Work effects (look a model up, load it, generate) go to a ``WorkPerformer``;
+  each ``Wait.NEED_RESULT`` awaits its next result. The performer is closed when the
+  exchange ends, however it ends, which is what stops a generation.
 - Disconnects. Once the whole request is in, a sibling task becomes the only reader of
   the socket. If it sees EOF or a broken stream, the client is gone: it aborts the
   exchange and cancels the work. If it sees bytes instead, those are the next pipelined
@@ -24,7 +27,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -38,15 +42,26 @@ from gateway_core import (
     EndResponse,
     LocalProtocolError,
     ResponseEffect,
+    Result,
     SendBody,
     StartResponse,
     Wait,
+    WorkEffect,
+    WorkFailed,
     error_response,
 )
 
 from .h11_transport import H11Transport, SendFailed
 
-__all__ = ["DrivenExchange", "ExchangeRecord", "drive_exchange", "send_error_response"]
+__all__ = [
+    "BodyFailed",
+    "DrivenExchange",
+    "ExchangeRecord",
+    "NoWork",
+    "WorkPerformer",
+    "drive_exchange",
+    "send_error_response",
+]
 
 logger = logging.getLogger("adapters.driver")
 
@@ -70,7 +85,56 @@ class DrivenExchange(Protocol):
 
     def end_body(self) -> None: ...
 
+    def receive_result(self, result: Result, *, now: float) -> None: ...
+
     def abort(self, reason: str) -> None: ...
+
+    @property
+    def notes(self) -> tuple[str, ...]: ...
+
+
+class BodyFailed(Exception):
+    """Reading a streamed request body failed; ``status`` is the answer it earns."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+BodySource = Callable[[], AsyncIterator[bytes]]
+"""Yields the request body's chunks, for the one effect that streams it to disk."""
+
+
+class WorkPerformer(Protocol):
+    """Performs the work effects of one exchange, in order.
+
+    ``start`` begins an effect (after it, the previous effect's results are no longer
+    wanted); ``next_result`` waits for its next result. Failures come back as
+    ``WorkFailed`` results, not exceptions. ``aclose`` ends whatever is running and
+    releases what the exchange held (a loaded model); it is always called, shielded.
+    """
+
+    async def start(self, effect: WorkEffect, body: BodySource) -> None: ...
+
+    async def next_result(self) -> Result: ...
+
+    async def aclose(self) -> None: ...
+
+
+class NoWork:
+    """The performer of a server without a model store: every effect fails."""
+
+    async def start(self, effect: WorkEffect, body: BodySource) -> None:
+        self._effect = type(effect).__name__
+
+    async def next_result(self) -> Result:
+        return WorkFailed(
+            status=500, message="this server has no model store configured"
+        )
+
+    async def aclose(self) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -99,6 +163,7 @@ async def drive_exchange(
     path: str | None,
     body_timeout: float = math.inf,
     closing: Callable[[], bool] = _never,
+    work: WorkPerformer | None = None,
 ) -> ExchangeRecord:
     """Perform ``exchange``'s effects on ``transport`` until it is finished.
 
@@ -108,21 +173,32 @@ async def drive_exchange(
         body_timeout: the longest one body read may stall before the answer is 408.
         closing: asked when a response starts; True adds ``connection: close``
             (graceful shutdown uses it).
+        work: performs the exchange's work effects; without one, each fails.
 
     Client failures (a disconnect, a stall, a bad body) end up in the returned record,
     never as exceptions. An exception out of here is a bug, in the core or here.
     """
-    driver = _Driver(exchange, transport, path, body_timeout, closing)
-    async with trio.open_nursery() as nursery:
-        driver.nursery = nursery
-        try:
-            await driver.run()
-        except BaseException:
-            # Cancelled from outside (the shutdown deadline) or a bug: either way no
-            # more effects will be performed, and the core must know.
-            driver.abort_after_failure()
-            raise
-        nursery.cancel_scope.cancel()  # the watcher, if it is still reading
+    performer = work if work is not None else NoWork()
+    driver = _Driver(exchange, transport, path, body_timeout, closing, performer)
+    try:
+        async with trio.open_nursery() as nursery:
+            driver.nursery = nursery
+            try:
+                await driver.run()
+            except BaseException:
+                # Cancelled from outside (the shutdown deadline, a client that left)
+                # or a bug: either way no more effects will be performed, and the
+                # core must know.
+                driver.abort_after_failure()
+                raise
+            nursery.cancel_scope.cancel()  # the watcher, if it is still reading
+    finally:
+        # Shielded: this runs while being cancelled, and it is what stops a
+        # generation and gives the model back.
+        with trio.CancelScope(shield=True):
+            await performer.aclose()
+    for note in exchange.notes:
+        logger.warning("request %s: %s", exchange.request_id, note)
     return driver.record
 
 
@@ -134,8 +210,10 @@ class _Driver:
         path: str | None,
         body_timeout: float,
         closing: Callable[[], bool],
+        work: WorkPerformer,
     ) -> None:
         self.exchange = exchange
+        self.work = work
         self.transport = transport
         self.path = path
         self.body_timeout = body_timeout
@@ -158,22 +236,19 @@ class _Driver:
                     if not await self._read_body():
                         return
                 case Wait.NEED_RESULT:
-                    # The runner slot. When runner effects exist, their cases join the
-                    # match above: start the work, await its result under the same
-                    # watcher, feed it back with receive_result, and loop.
-                    raise RuntimeError(
-                        "the exchange waits for a result, but no runner exists"
-                    )
+                    result = await self.work.next_result()
+                    self.exchange.receive_result(result, now=time.time())
                 case Wait.FINISHED:
                     self.finished = True
                     return
                 case _:
-                    assert_never(effect)
+                    await self.work.start(effect, self._body_chunks)
 
     def _abort(self, reason: str) -> None:
         if self.record.aborted is not None:
             return  # a write and the watcher can both see the same hang-up; first wins
         self.record.aborted = reason
+        logger.debug("request %s: aborted: %s", self.exchange.request_id, reason)
         self.exchange.abort(reason)
         self.finished = True
 
@@ -254,6 +329,23 @@ class _Driver:
             raise TypeError(f"unexpected h11 event while reading a body: {event!r}")
         return True
 
+    async def _body_chunks(self) -> AsyncIterator[bytes]:
+        """The request body, for work that streams it (a blob upload to disk)."""
+        while True:
+            try:
+                event = await self.transport.next_event(read_timeout=self.body_timeout)
+            except trio.TooSlowError:
+                raise BodyFailed(
+                    408, f"request body stalled for more than {self.body_timeout:g} s"
+                ) from None
+            except h11.RemoteProtocolError as exc:
+                raise BodyFailed(400, f"malformed request body: {exc}") from None
+            if isinstance(event, h11.EndOfMessage):
+                return
+            if not isinstance(event, h11.Data):
+                raise TypeError(f"unexpected h11 event in a body: {event!r}")
+            yield bytes(event.data)
+
     async def _fail_request(self, status: int, message: str) -> bool:
         self._abort(message)
         if not self.exchange.response_started:
@@ -289,7 +381,6 @@ class _Driver:
         with self.watch_scope:
             await self.transport.read_more()
         if self.transport.peer_closed and not (self.finished or self.response_complete):
-            logger.debug("request %s: client went away", self.exchange.request_id)
             self._abort("client disconnected")
             work.cancel()
         # Otherwise the bytes were a pipelined request, now in h11's buffer.

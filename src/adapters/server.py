@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import secrets
+import time
 from typing import Final, TypeAlias, final
 
 import h11
@@ -27,6 +28,7 @@ from gateway_core import Exchange, GatewayConfig, RequestHead
 
 from .driver import ExchangeRecord, drive_exchange, send_error_response
 from .h11_transport import H11Transport
+from .model_service import ModelService
 from .settings import ServerSettings
 
 __all__ = ["Address", "Server", "serve"]
@@ -55,11 +57,29 @@ class Server:
 
     Connections can also be handed over directly with ``handle_connection``, which is
     how the in-memory tests drive it without sockets.
+
+    The model store and runners come from ``settings.models``; ``models`` passes a
+    ready ``ModelService`` instead. With neither, every model request fails with a
+    clear 500 (tests of the HTTP layer run that way). ``serve()`` runs the service's
+    timers and unloads every model when it stops.
     """
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(
+        self, settings: ServerSettings, *, models: ModelService | None = None
+    ) -> None:
         self.settings = settings
-        self.config = GatewayConfig(max_body_bytes=settings.max_body_bytes)
+        self.config = GatewayConfig(
+            max_body_bytes=settings.max_body_bytes,
+            default_context_length=settings.context_length,
+        )
+        if models is None and settings.models is not None:
+            models = ModelService.open(
+                settings.models,
+                keep_alive=settings.keep_alive,
+                max_loaded_models=settings.max_loaded_models,
+                max_queue=settings.max_queue,
+            )
+        self.models = models
         self._shutdown_requested = trio.Event()
         self._not_accepting = trio.Event()
         self._idle_scopes: set[trio.CancelScope] = set()
@@ -97,9 +117,30 @@ class Server:
         Raises:
             OSError: the address could not be bound (in use, not ours, ...).
         """
+        # Bound first, outside any nursery, so that "address in use" reaches the
+        # caller as the plain OSError it is.
+        listeners = await trio.open_tcp_listeners(
+            self.settings.port, host=self.settings.host
+        )
+        if self.models is None:
+            await self._serve(listeners, task_status)
+            return
+        try:
+            async with trio.open_nursery() as background:
+                background.start_soon(self.models.run)
+                await self._serve(listeners, task_status)
+                background.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.models.aclose()
+
+    async def _serve(
+        self,
+        listeners: list[trio.SocketListener],
+        task_status: trio.TaskStatus[tuple[Address, ...]],
+    ) -> None:
         settings = self.settings
         with self._stop_scope:
-            listeners = await trio.open_tcp_listeners(settings.port, host=settings.host)
             addresses = tuple(_local_address(listener) for listener in listeners)
             async with trio.open_nursery() as connections:
                 try:
@@ -275,13 +316,16 @@ class Server:
             )
             return False
         try:
-            exchange = Exchange(head, config=self.config, request_id=request_id)
+            exchange = Exchange(
+                head, config=self.config, request_id=request_id, now=time.time()
+            )
             record = await drive_exchange(
                 exchange,
                 transport,
                 path=head.path,
                 body_timeout=self.settings.body_timeout,
                 closing=lambda: self.shutting_down,
+                work=None if self.models is None else self.models.work(),
             )
         except Exception:
             logger.exception("request %s (%s) failed", request_id, line)

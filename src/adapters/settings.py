@@ -11,25 +11,32 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from gateway_core import DEFAULT_MAX_BODY_BYTES
+from gateway_core import DEFAULT_CONTEXT_LENGTH, DEFAULT_MAX_BODY_BYTES
+from gateway_core._durations import format_go_duration, parse_keep_alive_setting
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_HOST",
+    "DEFAULT_KEEP_ALIVE",
     "DEFAULT_KEEP_ALIVE_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_LOADED_MODELS",
+    "DEFAULT_MAX_QUEUE",
     "DEFAULT_PORT",
     "DEFAULT_SEND_TIMEOUT",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "OPTIONS",
     "Option",
     "ServerSettings",
+    "default_models_dir",
     "parse_bytes",
     "parse_host",
     "parse_seconds",
@@ -72,6 +79,13 @@ DEFAULT_SHUTDOWN_TIMEOUT = 25.0
 # 1000 connections with half-sent heads hold at most 64 MiB.
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 
+# Ollama's defaults for the model scheduler (ollama-api.md §7.1): an idle model stays
+# loaded five minutes, at most three models are loaded at once (its minimum), and 512
+# requests may wait before the next one is told "server busy".
+DEFAULT_KEEP_ALIVE = 300.0
+DEFAULT_MAX_LOADED_MODELS = 3
+DEFAULT_MAX_QUEUE = 512
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerSettings:
@@ -93,6 +107,14 @@ class ServerSettings:
         max_header_bytes: largest request head (h11's ``max_incomplete_event_size``);
             past it, 431.
         max_body_bytes: largest request body, passed to the core's ``GatewayConfig``.
+        models: the model store's directory; None runs without one (every model
+            request then fails with a clear 500; only tests do that).
+        keep_alive: seconds an idle model stays loaded when a request doesn't say
+            (``math.inf``: forever; 0: unload when idle).
+        max_loaded_models: models loaded at once; the least recently used idle one
+            is unloaded to make room.
+        max_queue: requests that may wait for a model; one more gets 503.
+        context_length: ``num_ctx`` when neither request nor model sets one.
     """
 
     host: str = DEFAULT_HOST
@@ -104,6 +126,11 @@ class ServerSettings:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    models: Path | None = None
+    keep_alive: float = DEFAULT_KEEP_ALIVE
+    max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS
+    max_queue: int = DEFAULT_MAX_QUEUE
+    context_length: int = DEFAULT_CONTEXT_LENGTH
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -124,6 +151,12 @@ class ServerSettings:
             )
         if self.max_header_bytes < 1 or self.max_body_bytes < 1:
             raise ValueError("byte limits must be positive")
+        if self.max_loaded_models < 1 or self.max_queue < 1:
+            raise ValueError("max_loaded_models and max_queue must be positive")
+        if self.context_length < 4:
+            raise ValueError("context_length must be at least 4")
+        if math.isnan(self.keep_alive) or self.keep_alive < 0:
+            raise ValueError("keep_alive must be a duration of zero or more")
 
     @property
     def url(self) -> str:
@@ -227,6 +260,27 @@ def parse_bytes(text: str) -> int:
     return value
 
 
+def _positive_int(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or int(text) < minimum:
+            raise ValueError(f"{text!r} is not a whole number of at least {minimum}")
+        return int(text)
+
+    return parse
+
+
+def default_models_dir(environ: Mapping[str, str], home: Path) -> Path:
+    """The per-user place for models: the platform's data directory, not the
+    working directory, so that the store is found again from anywhere."""
+    if sys.platform == "win32":
+        base = Path(environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "gateway-core" / "models"
+
+
 def _parse_shutdown_seconds(text: str) -> float:
     # Zero is meaningful here: "cancel in-flight requests at once".
     return _seconds(text, allow_zero=True)
@@ -319,16 +373,55 @@ OPTIONS: tuple[Option, ...] = (
         help="largest request body (then 413)",
         parse=parse_bytes,
     ),
+    Option(
+        name="models",
+        metavar="DIR",
+        default="the per-user data directory, e.g. ~/.local/share/gateway-core/models",
+        help="model store (Ollama's layout: blobs/ and manifests/)",
+        parse=Path,
+    ),
+    Option(
+        name="keep_alive",
+        metavar="DURATION",
+        default=format_go_duration(DEFAULT_KEEP_ALIVE),
+        help="how long an idle model stays loaded (e.g. 30s, 10m, -1 = forever)",
+        parse=parse_keep_alive_setting,
+    ),
+    Option(
+        name="max_loaded_models",
+        metavar="N",
+        default=str(DEFAULT_MAX_LOADED_MODELS),
+        help="models loaded at once",
+        parse=_positive_int(1),
+    ),
+    Option(
+        name="max_queue",
+        metavar="N",
+        default=str(DEFAULT_MAX_QUEUE),
+        help="requests that may wait for a model (then 503)",
+        parse=_positive_int(1),
+    ),
+    Option(
+        name="context_length",
+        metavar="TOKENS",
+        default=str(DEFAULT_CONTEXT_LENGTH),
+        help="default num_ctx",
+        parse=_positive_int(4),
+    ),
 )
 
 
 def resolve_settings(
-    flags: Mapping[str, str | None], environ: Mapping[str, str]
+    flags: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    *,
+    home: Path | None = None,
 ) -> ServerSettings:
     """Build settings from flag values (by option name), else variables, else defaults.
 
     An empty variable counts as unset, as shells make ``GATEWAY_HOST= cmd`` easy to
-    write by accident.
+    write by accident. The model store defaults to ``default_models_dir`` under
+    ``home`` (the user's home directory when not given).
 
     Raises:
         ValueError: naming the flag or variable whose value is wrong.
@@ -349,4 +442,6 @@ def resolve_settings(
             raise ValueError(f"{source}: {exc}") from None
     if "host" in values:
         values["host"], values["port"] = values["host"]
+    if "models" not in values:
+        values["models"] = default_models_dir(environ, home or Path.home())
     return ServerSettings(**values)

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 
 from ._version import OLLAMA_API_VERSION
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "GatewayConfig"]
+__all__ = ["DEFAULT_CONTEXT_LENGTH", "DEFAULT_MAX_BODY_BYTES", "GatewayConfig"]
 
 # 8 MiB. Larger than any text-only chat request a person writes, small enough that a
 # stray upload cannot make the server buffer much. Ollama itself has no limit; a chat
 # request with several base64 images can pass this, so it is configurable. Blob uploads
 # (``/api/blobs``) stream to disk and are not bound by it.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+# Ollama's default on machines without a large GPU (ollama-api.md §9.4).
+DEFAULT_CONTEXT_LENGTH = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -22,16 +25,21 @@ class GatewayConfig:
     Attributes:
         max_body_bytes: largest JSON request body accepted; past it, 413.
         reported_version: the ``version`` that ``GET /api/version`` reports.
+        default_context_length: ``num_ctx`` when neither the request nor the model's
+            parameters set one (clamped to what the model was trained for).
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reported_version: str = OLLAMA_API_VERSION
+    default_context_length: int = DEFAULT_CONTEXT_LENGTH
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ValueError(
                 f"max_body_bytes must be positive, not {self.max_body_bytes}"
             )
+        if self.default_context_length < 4:
+            raise ValueError("default_context_length must be at least 4")
         parts = self.reported_version.split(".")
         if len(parts) != 3 or not all(part.isdigit() for part in parts):
             # Clients parse this as a semantic version; anything else breaks them.

@@ -2,9 +2,9 @@
 
 The adapter pulls them one at a time from ``Exchange.next_effect()``. Response effects
 map one-to-one onto h11's ``Response``, ``Data`` and ``EndOfMessage``; any HTTP
-server (ASGI, asyncio streams, blocking sockets) can carry them just as well. Runner
-effects ask for model work and are answered through ``Exchange.receive_result()``;
-the first ones arrive with the runner.
+server (ASGI, asyncio streams, blocking sockets) can carry them just as well. Work
+effects (``_work.py``) ask the model store and the runner for something and are
+answered through ``Exchange.receive_result()``.
 
 All values are frozen, slotted and keyword-only, and check themselves on construction,
 so that an invalid effect cannot exist. Don't subclass them.
@@ -16,6 +16,8 @@ import enum
 import re
 from dataclasses import dataclass
 from typing import TypeAlias
+
+from ._work import WorkEffect
 
 __all__ = [
     "Effect",
@@ -33,7 +35,7 @@ class Wait(enum.Enum):
     """What ``next_effect()`` returns when it has no effect to give.
 
     - ``NEED_BODY``: feed more body (``receive_body``) or its end (``end_body``).
-    - ``NEED_RESULT``: a runner effect is outstanding; feed its result.
+    - ``NEED_RESULT``: a work effect is outstanding; feed its next result.
     - ``FINISHED``: the exchange is over (answered, or aborted); nothing more will come.
     """
 
@@ -88,4 +90,4 @@ class EndResponse:
 
 
 ResponseEffect: TypeAlias = StartResponse | SendBody | EndResponse
-Effect: TypeAlias = ResponseEffect
+Effect: TypeAlias = ResponseEffect | WorkEffect

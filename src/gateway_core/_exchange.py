@@ -5,19 +5,24 @@ parses the wire; the exchange decides what the request means and what to answer.
 adapter feeds it the request head at construction, then the body, and pulls effects
 until it is told to wait::
 
-    exchange = Exchange(head, config=config, request_id=rid)
+    exchange = Exchange(head, config=config, request_id=rid, now=time.time())
     while True:
         effect = exchange.next_effect()
         if effect is Wait.NEED_BODY:
             ... read; exchange.receive_body(chunk) ... or exchange.end_body()
+        elif effect is Wait.NEED_RESULT:
+            ... exchange.receive_result(next result of the work, now=time.time())
         elif effect is Wait.FINISHED:
             break
+        elif it is a work effect:
+            ... start the work (look a model up, load it, generate)
         else:
-            ... perform the effect (send the head, the bytes, end the response)
+            ... perform the response effect (send the head, the bytes, end it)
 
 Every failure of the client (unknown path, wrong method, oversized or malformed body)
-becomes an error response in the dialect of the API that was called. Only adapter
-misuse raises, as ``LocalProtocolError``.
+and of the work (a model that is gone, a full queue) becomes an error response in the
+dialect of the API that was called. Only adapter misuse raises, as
+``LocalProtocolError``.
 """
 
 from __future__ import annotations
@@ -30,13 +35,17 @@ from ._config import GatewayConfig
 from ._dialects import DIALECTS
 from ._effects import Effect, EndResponse, ResponseEffect, Wait
 from ._errors import ClientError, LocalProtocolError
+from ._flow import Flow, More, StreamItem, StreamOpen, Timeline
+from ._framing import encode_ndjson
 from ._head import RequestHead
 from ._json import JsonValue, parse_body
-from ._operations import ErrorReply, JsonReply, Reply, Request, TextReply, handle
+from ._operations import Request, handle
+from ._replies import EmptyReply, ErrorReply, JsonReply, Reply, TextReply
 from ._response import TEXT_MEDIA_TYPE, ResponseWriter
 from ._routes import Body, Route, RouteMatch, dialect_for_path, match_route
 from ._shapes import check_shape
 from ._state import EXCHANGE_TRANSITIONS, Input, Phase
+from ._work import Result, WorkEffect, WorkFailed
 
 __all__ = ["Exchange", "error_response"]
 
@@ -49,10 +58,17 @@ class Exchange:
         config: the gateway's limits and defaults.
         request_id: an identifier the adapter chose for this request; it appears in
             Anthropic error bodies and is meant for the adapter's logs.
+        now: the wall-clock time the request arrived, in unix seconds; durations in
+            responses count from it. Without it, they count from the first result.
     """
 
     def __init__(
-        self, head: RequestHead, *, config: GatewayConfig, request_id: str
+        self,
+        head: RequestHead,
+        *,
+        config: GatewayConfig,
+        request_id: str,
+        now: float | None = None,
     ) -> None:
         self._head = head
         self._config = config
@@ -60,6 +76,10 @@ class Exchange:
         self._phase = Phase.RECEIVING_BODY
         self._queue: deque[Effect] = deque()
         self._body = bytearray()
+        self._timeline = Timeline(now)
+        self._flow: Flow | None = None
+        self._outstanding: WorkEffect | None = None
+        self._notes: list[str] = []
         self._match: RouteMatch | None = match_route(head.path)
         dialect = (
             self._match.route.dialect
@@ -115,12 +135,40 @@ class Exchange:
             body, self._body = bytes(self._body), bytearray()
             self._handle(body)
 
-    def receive_result(self, result: object) -> None:
-        """Feed the result of the outstanding runner effect.
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Warnings worth a line in the server's log (unknown options ignored, a
+        prompt truncated to fit); they do not change the response."""
+        return tuple(self._notes)
 
-        No runner effects exist yet, so any result is adapter misuse.
+    @property
+    def outstanding(self) -> WorkEffect | None:
+        """The work effect whose results the exchange takes, if any."""
+        return self._outstanding
+
+    def receive_result(self, result: Result, *, now: float) -> None:
+        """Feed the next result of the outstanding work effect.
+
+        Args:
+            result: one of the effect's ``answers``, or ``WorkFailed``.
+            now: the wall-clock time, in unix seconds (``created_at`` of what follows).
+
+        Raises:
+            LocalProtocolError: no result was asked for, or this one does not answer
+                the outstanding effect.
         """
         self._transition(Input.RESULT)
+        if self._phase is Phase.ABORTED:
+            return
+        effect = self._outstanding
+        assert effect is not None  # WAITING is entered only with an effect out
+        if not isinstance(result, (*effect.answers, WorkFailed)):
+            self._phase = Phase.ERROR
+            raise LocalProtocolError(
+                f"{type(result).__name__} does not answer {type(effect).__name__}"
+            )
+        self._timeline.advance(now)
+        self._advance(result)
 
     def abort(self, reason: str) -> None:
         """The client went away, or a send failed: stop producing anything.
@@ -132,6 +180,10 @@ class Exchange:
         if self._phase is Phase.ABORTED and self.abort_reason is None:
             self.abort_reason = reason
             self._queue.clear()
+            self._outstanding = None
+            if self._flow is not None:
+                self._flow.close()
+                self._flow = None
 
     # -- output ------------------------------------------------------------------
 
@@ -146,7 +198,9 @@ class Exchange:
             return effect
         if self._phase is Phase.RECEIVING_BODY:
             return Wait.NEED_BODY
-        # HANDLING and RESPONDING always leave effects queued; the rest are over.
+        if self._phase is Phase.WAITING:
+            return Wait.NEED_RESULT
+        # RESPONDING always leaves effects queued; the rest are over.
         return Wait.FINISHED
 
     # -- internals ---------------------------------------------------------------
@@ -178,8 +232,8 @@ class Exchange:
         if route.body_for(head.method) is Body.JSON:
             self._check_declared_size()
         else:
-            # Nothing to read: GET-like routes, and blob uploads, which stream with the
-            # model store and until then answer 501 before any upload is read.
+            # Nothing for the exchange to read: GET-like routes, and blob uploads,
+            # whose body the adapter streams straight into the store.
             self._reply(handle(self._request(body=None)))
 
     def _check_declared_size(self) -> None:
@@ -217,19 +271,71 @@ class Exchange:
             param=self._match.param,
             body=body,
             config=self._config,
+            timeline=self._timeline,
+            notes=self._notes,
         )
 
-    def _reply(self, reply: Reply) -> None:
+    def _reply(self, reply: Reply | Flow) -> None:
+        if isinstance(reply, JsonReply | TextReply | EmptyReply | ErrorReply):
+            self._answer(reply)
+        else:
+            self._flow = reply
+            self._advance(None)
+
+    def _answer(self, reply: Reply) -> None:
         match reply:
             case JsonReply(value=value, status=status):
                 self._respond(self._writer.json(status, value))
             case TextReply(text=text, status=status):
                 data = text.encode("utf-8")
                 self._respond(self._writer.complete(status, data, TEXT_MEDIA_TYPE))
+            case EmptyReply(status=status):
+                self._respond(self._writer.complete(status, b"", None))
             case ErrorReply(status=status, message=message, param=param):
                 self._respond_error(status, message, param=param)
             case _:
                 assert_never(reply)
+
+    def _advance(self, sent: Result | None) -> None:
+        """Run the flow until it waits for work or is over."""
+        flow = self._flow
+        assert flow is not None
+        while True:
+            try:
+                step = flow.send(sent)
+            except StopIteration:
+                self._flow = self._outstanding = None
+                if not self._writer.started:
+                    raise RuntimeError(
+                        "core bug: a flow ended without an answer"
+                    ) from None
+                self._respond(self._writer.end_stream())
+                return
+            except ClientError as exc:  # FlowError included
+                self._flow = self._outstanding = None
+                self._respond_error(exc.status, exc.message, param=exc.param)
+                return
+            sent = None
+            match step:
+                case StreamOpen():
+                    self._queue.extend(self._writer.start_stream())
+                case StreamItem(value=value):
+                    self._queue.extend(self._writer.frame(encode_ndjson(value)))
+                case More.MORE:
+                    if self._outstanding is None:
+                        raise RuntimeError("core bug: MORE with no work outstanding")
+                    self._transition(Input.AWAIT)
+                    return
+                case JsonReply() | TextReply() | EmptyReply() | ErrorReply():
+                    flow.close()
+                    self._flow = self._outstanding = None
+                    self._answer(step)
+                    return
+                case _:
+                    self._outstanding = step
+                    self._queue.append(step)
+                    self._transition(Input.AWAIT)
+                    return
 
     def _respond_error(
         self,

@@ -49,7 +49,7 @@ class ModelRecord:
         digest: hex sha256 of the manifest (what ``/api/tags`` calls ``digest``).
         size: total bytes of all its layers.
         modified_at: when the manifest was written, in unix seconds.
-        model_file: where the GGUF file is; opaque to the core, meaningful to the runner.
+        model_file: where the GGUF file is: opaque to the core, used by the runner.
         model_digest: ``sha256:<hex>`` of the GGUF layer. Two names for the same file
             share one runner.
         template: the chat template: the manifest's template layer if it has one, else

@@ -1,59 +1,23 @@
-"""What each operation answers, as pure functions from request to reply.
+"""Who answers each operation.
 
-A handler sees one complete, type-checked request and returns a ``Reply`` value; the
-``Exchange`` turns replies into effects. Handlers that need model work arrive with the
-runner and will return jobs instead of replies; until then their operations answer 501,
-so a client can tell "not yet" from "no such endpoint".
+A handler sees one complete, type-checked ``Request`` and returns either a ``Reply``
+(the answer is known at once: the version, a 501) or a ``Flow`` (the answer needs the
+model store or a model: see ``_flow.py``). Operations without a handler yet answer
+501, so a client can tell "not yet" from "no such endpoint".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeAlias
 
-from ._config import GatewayConfig
-from ._json import JsonValue
+from . import _generation, _model_ops
+from ._flow import Flow
+from ._replies import ErrorReply, JsonReply, Reply, TextReply
+from ._request import Request
 from ._routes import Operation
 
-__all__ = ["ErrorReply", "JsonReply", "Reply", "Request", "TextReply", "handle"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    """A request that passed every generic check: route, method, size, JSON shape."""
-
-    operation: Operation
-    method: str
-    path: str
-    param: str | None
-    """The path parameter (model name or blob digest) of routes that have one."""
-    body: Mapping[str, JsonValue] | None
-    """The decoded JSON object, for operations that take one."""
-    config: GatewayConfig
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JsonReply:
-    value: JsonValue
-    status: int = 200
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TextReply:
-    text: str
-    status: int = 200
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ErrorReply:
-    status: int
-    message: str
-    param: str | None = None
-
-
-Reply: TypeAlias = JsonReply | TextReply | ErrorReply
+__all__ = ["Request", "handle"]
 
 
 def _root(request: Request) -> Reply:
@@ -82,16 +46,26 @@ def _not_implemented(request: Request) -> Reply:
     )
 
 
-_HANDLERS: Mapping[Operation, Callable[[Request], Reply]] = MappingProxyType(
+_HANDLERS: Mapping[Operation, Callable[[Request], Reply | Flow]] = MappingProxyType(
     {
         Operation.ROOT: _root,
         Operation.VERSION: _version,
         Operation.PULL: _no_registry,
         Operation.PUSH: _no_registry,
+        Operation.LIST_MODELS: _model_ops.list_models,
+        Operation.LIST_RUNNING: _model_ops.list_running,
+        Operation.SHOW: _model_ops.show_model,
+        Operation.CREATE: _model_ops.create_model,
+        Operation.COPY: _model_ops.copy_model,
+        Operation.DELETE: _model_ops.delete_model,
+        Operation.BLOB_EXISTS: _model_ops.blob_exists,
+        Operation.BLOB_UPLOAD: _model_ops.blob_upload,
+        Operation.GENERATE: _generation.generate,
+        Operation.CHAT: _generation.chat,
     }
 )
 
 
-def handle(request: Request) -> Reply:
-    """Answer a request."""
+def handle(request: Request) -> Reply | Flow:
+    """Answer a request, or start the flow that will."""
     return _HANDLERS.get(request.operation, _not_implemented)(request)

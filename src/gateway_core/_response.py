@@ -37,14 +37,12 @@ class ResponseWriter:
         self.finished = False
 
     def complete(
-        self, status: int, body: bytes, media_type: str, headers: Headers = ()
+        self, status: int, body: bytes, media_type: str | None, headers: Headers = ()
     ) -> list[ResponseEffect]:
-        """A whole response whose body is known now."""
-        head = (
-            ("content-type", media_type),
-            ("content-length", str(len(body))),
-            *headers,
-        )
+        """A whole response whose body is known now (no ``content-type`` if the media
+        type is None: an empty success, as Ollama sends for copy and delete)."""
+        typed = () if media_type is None else (("content-type", media_type),)
+        head = (*typed, ("content-length", str(len(body))), *headers)
         effects: list[ResponseEffect] = [self._start(status, head)]
         if body and not self._head_only:
             effects.append(SendBody(data=body))

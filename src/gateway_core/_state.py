@@ -10,14 +10,16 @@ what the response says, never which phase comes next.
 Theory of operation. An exchange is born in ``RECEIVING_BODY``. Inputs are named after
 what caused them: ``BODY`` and ``END_BODY`` come from the adapter's ``receive_body``
 and ``end_body``; ``ABORT`` from ``abort``; ``RESULT`` from ``receive_result``.
-``RESPOND`` and ``DRAINED`` are the core's own: ``RESPOND`` when a complete response
-has been queued (at once, for a 404 or a GET; after the body, for a POST; mid-body,
-for a 413), and ``DRAINED`` when the adapter has pulled the final ``EndResponse``.
+``AWAIT``, ``RESPOND`` and ``DRAINED`` are the core's own: ``AWAIT`` when it has
+handed out a work effect (or wants the next result of one) and can do nothing until the
+result comes; ``RESPOND`` when the rest of the response has been queued (at once, for a
+404; after the body, for a POST; mid-body, for a 413; after the last result, for a
+stream); and ``DRAINED`` when the adapter has pulled the final ``EndResponse``.
 Body bytes that arrive after the answer is decided are accepted and dropped, because an
 adapter cannot always stop a body that is already in flight.
 
-The runner's phases (waiting for a result while a response streams) join this table
-with the runner; until then ``RESULT`` is legal nowhere.
+A streaming response lives in ``WAITING``: each result queues a few ``SendBody``
+effects and another ``AWAIT``, until the last one queues the end and ``RESPOND``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ class Phase(enum.Enum):
     RECEIVING_BODY = "receiving-body"
     """Waiting for request body bytes or their end."""
     HANDLING = "handling"
-    """The request is complete and is being turned into a response."""
+    """The request (or a result) is being turned into effects; never seen from
+    outside, because it ends before ``end_body`` or ``receive_result`` returns."""
+    WAITING = "waiting"
+    """A work effect is out; the exchange needs its result (``receive_result``)."""
     RESPONDING = "responding"
     """A complete response is queued; the adapter is pulling it."""
     FINISHED = "finished"
@@ -49,6 +54,7 @@ class Input(enum.Enum):
     END_BODY = "end-body"
     RESULT = "result"
     ABORT = "abort"
+    AWAIT = "await"
     RESPOND = "respond"
     DRAINED = "drained"
 
@@ -60,8 +66,13 @@ EXCHANGE_TRANSITIONS: Mapping[tuple[Phase, Input], Phase] = MappingProxyType(
         (_P.RECEIVING_BODY, _I.BODY): _P.RECEIVING_BODY,
         (_P.RECEIVING_BODY, _I.END_BODY): _P.HANDLING,
         (_P.RECEIVING_BODY, _I.RESPOND): _P.RESPONDING,
+        # Routes that need no body (or stream it elsewhere) start work at once.
+        (_P.RECEIVING_BODY, _I.AWAIT): _P.WAITING,
         (_P.RECEIVING_BODY, _I.ABORT): _P.ABORTED,
         (_P.HANDLING, _I.RESPOND): _P.RESPONDING,
+        (_P.HANDLING, _I.AWAIT): _P.WAITING,
+        (_P.WAITING, _I.RESULT): _P.HANDLING,
+        (_P.WAITING, _I.ABORT): _P.ABORTED,
         (_P.RESPONDING, _I.BODY): _P.RESPONDING,
         (_P.RESPONDING, _I.END_BODY): _P.RESPONDING,
         (_P.RESPONDING, _I.DRAINED): _P.FINISHED,
@@ -73,5 +84,7 @@ EXCHANGE_TRANSITIONS: Mapping[tuple[Phase, Input], Phase] = MappingProxyType(
         (_P.ABORTED, _I.BODY): _P.ABORTED,
         (_P.ABORTED, _I.END_BODY): _P.ABORTED,
         (_P.ABORTED, _I.ABORT): _P.ABORTED,
+        # A result can be on its way in when the client leaves; it is dropped.
+        (_P.ABORTED, _I.RESULT): _P.ABORTED,
     }
 )

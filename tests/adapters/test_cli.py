@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -50,7 +51,10 @@ def test_bad_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_an_address_in_use_exits_1_with_a_message(
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv("GATEWAY_MODELS", str(tmp_path))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -97,9 +101,14 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def server_process() -> AsyncIterator[ServerProcess]:
+async def server_process(models: Path) -> AsyncIterator[ServerProcess]:
     pythonpath = [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(pythonpath),
+        # Never the user's own store.
+        "GATEWAY_MODELS": str(models),
+    }
     command = [sys.executable, "-m", "adapters", "serve", "--host", "127.0.0.1:0"]
     process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, env=env)
     assert process.stderr is not None
@@ -120,9 +129,9 @@ async def server_process() -> AsyncIterator[ServerProcess]:
     "signum", [signal.SIGINT, signal.SIGTERM], ids=lambda signum: signum.name
 )
 async def test_the_console_entry_serves_then_exits_0_on_a_signal(
-    signum: signal.Signals,
+    signum: signal.Signals, tmp_path: Path
 ) -> None:
-    async with server_process() as server:
+    async with server_process(tmp_path) as server:
         client = await server.connect()
         reply = await client.exchange(request("GET", "/api/version"))
         await client.stream.aclose()
@@ -141,8 +150,10 @@ async def test_the_console_entry_serves_then_exits_0_on_a_signal(
     assert log.rstrip().endswith("stopped")
 
 
-async def test_a_second_sigint_stops_without_waiting_for_requests_in_flight() -> None:
-    async with server_process() as server:
+async def test_a_second_sigint_stops_without_waiting_for_requests_in_flight(
+    tmp_path: Path,
+) -> None:
+    async with server_process(tmp_path) as server:
         client = await server.connect()
         await client.send(expecting_continue("/api/chat", 10))
         # The 100 shows the request is in flight; its body never comes, so a graceful
@@ -160,3 +171,32 @@ async def test_a_second_sigint_stops_without_waiting_for_requests_in_flight() ->
     assert code == 0, log
     assert elapsed < 2.0
     assert "SIGINT again: stopping now" in log
+
+
+async def test_an_empty_store_gets_the_demo_model_and_chat_works_at_once(
+    tmp_path: Path,
+) -> None:
+    async with server_process(tmp_path / "models") as server:
+        client = await server.connect()
+        body = json.dumps(
+            {
+                "model": "demo",
+                "messages": [{"role": "user", "content": "Hello"}],
+                "stream": False,
+                "options": {"num_predict": 4},
+            }
+        ).encode()
+        reply = await client.exchange(
+            request("POST", "/api/chat", headers=[("content-length", str(len(body)))]),
+            body,
+        )
+        await client.stream.aclose()
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.exit_code() == 0
+    log = server.log.decode()
+    assert reply.status == 200, log
+    answer = reply.json()
+    assert answer["model"] == "demo"
+    assert answer["message"]["role"] == "assistant"
+    assert answer["done_reason"] in ("length", "stop")
+    assert "registered a tiny demo model as 'demo'" in log

@@ -1,10 +1,10 @@
 """``drive_exchange`` with a streaming response: disconnects, stalls and backpressure.
 
-The core has no streaming endpoint yet: generation arrives with the runner in a later
-issue. The driver's disconnect watcher, send timeout and backpressure exist for exactly
-that case, so these tests drive it with ``StandInStream``, a stand-in exchange that
-streams NDJSON frames (forever, or a fixed number), until the runner lands and a real
-``/api/generate`` can take its place.
+These tests drive the driver with ``StandInStream``, a stand-in exchange that streams
+NDJSON frames, forever or a fixed number. A real generation is tested end to end in
+test_ollama_client.py (including a disconnect mid-stream); here the point is the
+driver's own rules, which need streams of exact and unbounded length and a count of
+frames pulled, with no model, thread or sampling in the way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import trio.testing
 
 from adapters.driver import ExchangeRecord, drive_exchange
 from adapters.h11_transport import H11Transport
-from gateway_core import Effect, EndResponse, SendBody, StartResponse, Wait
+from gateway_core import Effect, EndResponse, Result, SendBody, StartResponse, Wait
 
 from .helpers import H11Client, request
 
@@ -33,6 +33,7 @@ class StandInStream:
     """
 
     request_id = "stand-in"
+    notes: tuple[str, ...] = ()
 
     def __init__(self, frames: int | None = None) -> None:
         self._effects = self._generate(frames)
@@ -63,6 +64,9 @@ class StandInStream:
 
     def end_body(self) -> None:
         raise AssertionError("the stand-in answers from the head alone")
+
+    def receive_result(self, result: Result, *, now: float) -> None:
+        raise AssertionError("the stand-in asks for no work")
 
     def abort(self, reason: str) -> None:
         if self.abort_reason is None:

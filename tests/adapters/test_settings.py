@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from adapters.settings import (
     DEFAULT_PORT,
     OPTIONS,
     ServerSettings,
+    default_models_dir,
     parse_bytes,
     parse_host,
     parse_seconds,
@@ -76,11 +79,46 @@ def test_seconds_and_sizes() -> None:
 
 
 def test_defaults_match_ollama() -> None:
-    settings = resolve_settings({}, {})
+    home = Path("/home/someone")
+    settings = resolve_settings({}, {}, home=home)
     assert (settings.host, settings.port) == (DEFAULT_HOST, DEFAULT_PORT)
     assert (settings.host, settings.port) == ("127.0.0.1", 11434)
     assert settings.keep_alive_timeout == 5.0
-    assert settings == ServerSettings()
+    assert (settings.keep_alive, settings.max_queue) == (300.0, 512)
+    assert settings.context_length == 4096
+    assert settings == ServerSettings(models=default_models_dir({}, home))
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the XDG rules")
+def test_the_model_store_defaults_to_the_users_data_directory() -> None:
+    home = Path("/home/someone")
+    assert default_models_dir({}, home) == Path(
+        "/home/someone/.local/share/gateway-core/models"
+    )
+    xdg = {"XDG_DATA_HOME": "/data"}
+    assert default_models_dir(xdg, home) == Path("/data/gateway-core/models")
+    flagged = resolve_settings({"models": "/srv/m"}, xdg, home=home)
+    assert flagged.models == Path("/srv/m")
+
+
+def test_model_settings_come_from_their_variables() -> None:
+    settings = resolve_settings(
+        {},
+        {
+            "GATEWAY_MODELS": "/srv/models",
+            "GATEWAY_KEEP_ALIVE": "10m",
+            "GATEWAY_MAX_LOADED_MODELS": "2",
+            "GATEWAY_MAX_QUEUE": "7",
+            "GATEWAY_CONTEXT_LENGTH": "2048",
+        },
+    )
+    assert settings.models == Path("/srv/models")
+    assert settings.keep_alive == 600.0
+    assert (settings.max_loaded_models, settings.max_queue) == (2, 7)
+    assert settings.context_length == 2048
+    assert resolve_settings({}, {"GATEWAY_KEEP_ALIVE": "-1"}).keep_alive == math.inf
+    with pytest.raises(ValueError, match="GATEWAY_MAX_QUEUE"):
+        resolve_settings({}, {"GATEWAY_MAX_QUEUE": "0"})
 
 
 def test_a_flag_wins_over_its_variable_which_wins_over_the_default() -> None:

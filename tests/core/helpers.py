@@ -3,30 +3,65 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway_core import (
+    BlobPresence,
+    CheckBlob,
     Effect,
     EndResponse,
     Exchange,
     GatewayConfig,
+    ListModels,
+    ListRunning,
+    LookupModel,
+    ModelList,
     RequestHead,
+    ResponseEffect,
+    Result,
+    RunningList,
     SendBody,
     StartResponse,
     Wait,
+    WorkEffect,
+    WorkFailed,
 )
 
 CONFIG = GatewayConfig()
+NOW = 1_700_000_000.0
+"""The wall-clock time every result arrives at, in these tests."""
+
+World = Callable[[WorkEffect], Sequence[Result]]
+"""Answers a work effect with its results, as the adapter would."""
+
+
+def empty_store(effect: WorkEffect) -> Sequence[Result]:
+    """A world with no models installed and none loaded."""
+    match effect:
+        case LookupModel():
+            return [WorkFailed(status=404, message="no such model")]
+        case ListModels():
+            return [ModelList(records=())]
+        case ListRunning():
+            return [RunningList(models=())]
+        case CheckBlob():
+            return [BlobPresence(exists=False)]
+        case _:
+            return [WorkFailed(status=500, message=f"unexpected {effect!r}")]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Transcript:
     """Everything an exchange emitted, checked for order on the way in."""
 
-    effects: tuple[Effect, ...]
+    effects: tuple[ResponseEffect, ...]
     read_body: bool
     """Whether the exchange asked for the request body at all."""
+    work: tuple[WorkEffect, ...] = ()
+    """The work effects it handed out, in order."""
+    notes: tuple[str, ...] = ()
+    """The warnings it left for the log."""
 
     @property
     def head(self) -> StartResponse:
@@ -59,7 +94,7 @@ def drain(exchange: Exchange) -> list[Effect]:
         effects.append(effect)
 
 
-def check_order(effects: list[Effect]) -> None:
+def check_order(effects: Sequence[Effect]) -> None:
     """One head first, one end last, only body in between."""
     assert effects, "an exchange must answer"
     assert isinstance(effects[0], StartResponse)
@@ -74,11 +109,15 @@ def run(
     *,
     headers: tuple[tuple[str, str], ...] = (),
     config: GatewayConfig = CONFIG,
+    world: World = empty_store,
+    started: float | None = None,
 ) -> Transcript:
     """Run one request through a fresh exchange, the way an adapter would.
 
     ``body`` is fed as one chunk (bytes) or as the given chunks; a ``content-length``
     header is added for a bytes body unless the caller sent one (chunked otherwise).
+    Work effects are answered by ``world``, one result per ``NEED_RESULT``, all at
+    ``NOW``; ``started`` is when the request arrived.
     """
     chunks: list[bytes]
     if body is None:
@@ -93,8 +132,11 @@ def run(
         RequestHead(method=method, target=target, headers=headers),
         config=config,
         request_id="req_test",
+        now=started,
     )
-    effects: list[Effect] = []
+    effects: list[ResponseEffect] = []
+    work: list[WorkEffect] = []
+    results: Iterable[Result] = iter(())
     read_body = False
     pending = iter(chunks)
     while True:
@@ -109,7 +151,18 @@ def run(
             else:
                 exchange.receive_body(chunk)
             continue
-        assert not isinstance(effect, Wait), effect
-        effects.append(effect)
+        if effect is Wait.NEED_RESULT:
+            exchange.receive_result(next(iter(results)), now=NOW)
+            continue
+        if isinstance(effect, StartResponse | SendBody | EndResponse):
+            effects.append(effect)
+        else:
+            work.append(effect)
+            results = iter(world(effect))
     check_order(effects)
-    return Transcript(effects=tuple(effects), read_body=read_body)
+    return Transcript(
+        effects=tuple(effects),
+        read_body=read_body,
+        work=tuple(work),
+        notes=exchange.notes,
+    )

@@ -14,11 +14,14 @@ from gateway_core import (
     Exchange,
     GatewayConfig,
     Input,
+    ListModels,
     LocalProtocolError,
+    ModelList,
     Phase,
     RequestHead,
     SendBody,
     StartResponse,
+    Tokens,
     Wait,
 )
 
@@ -35,6 +38,12 @@ def _exchange(method: str, target: str) -> Exchange:
 
 def _receiving_body() -> Exchange:
     return _exchange("POST", "/api/chat")
+
+
+def _waiting() -> Exchange:
+    exchange = _exchange("GET", "/api/tags")
+    assert drain(exchange) == [ListModels()]  # handed out; now it waits
+    return exchange
 
 
 def _responding() -> Exchange:
@@ -56,14 +65,15 @@ def _aborted() -> Exchange:
 def _error() -> Exchange:
     exchange = _receiving_body()
     with pytest.raises(LocalProtocolError):
-        exchange.receive_result(object())
+        exchange.receive_result(Tokens(ids=(1,)), now=0.0)
     return exchange
 
 
 # How to bring a fresh exchange into each phase an adapter can observe. HANDLING is
-# transient: it begins and ends inside one end_body() call.
+# transient: it begins and ends inside one end_body() or receive_result() call.
 REACH: dict[Phase, Callable[[], Exchange]] = {
     Phase.RECEIVING_BODY: _receiving_body,
+    Phase.WAITING: _waiting,
     Phase.RESPONDING: _responding,
     Phase.FINISHED: _finished,
     Phase.ABORTED: _aborted,
@@ -74,7 +84,8 @@ REACH: dict[Phase, Callable[[], Exchange]] = {
 APPLY: dict[Input, Callable[[Exchange], None]] = {
     Input.BODY: lambda e: e.receive_body(b"{}"),
     Input.END_BODY: lambda e: e.end_body(),
-    Input.RESULT: lambda e: e.receive_result(object()),
+    # The answer to the one effect a fresh exchange can wait on (ListModels).
+    Input.RESULT: lambda e: e.receive_result(ModelList(records=()), now=0.0),
     Input.ABORT: lambda e: e.abort("test"),
 }
 
@@ -107,9 +118,9 @@ def test_each_pair_follows_the_table_or_fails_closed(
             exchange.next_effect()
         return
     APPLY[event](exchange)
-    if phase is Phase.RECEIVING_BODY and event is Input.END_BODY:
-        # HANDLING answers at once: the body "{}" is valid, so a 501 is queued.
-        assert expected is Phase.HANDLING
+    if expected is Phase.HANDLING:
+        # HANDLING answers at once: the body "{}" lacks a model, so a 400 is queued;
+        # the model list is complete, so the tags are.
         assert exchange.phase is Phase.RESPONDING
     else:
         assert exchange.phase is expected
@@ -117,6 +128,8 @@ def test_each_pair_follows_the_table_or_fails_closed(
     after = exchange.next_effect()
     if exchange.phase is Phase.RECEIVING_BODY:
         assert after is Wait.NEED_BODY
+    elif exchange.phase is Phase.WAITING:
+        assert after is Wait.NEED_RESULT
     elif exchange.phase is Phase.RESPONDING:
         assert isinstance(after, StartResponse | SendBody | EndResponse)
     else:
@@ -125,5 +138,6 @@ def test_each_pair_follows_the_table_or_fails_closed(
 
 def test_waits_match_phases() -> None:
     assert _receiving_body().next_effect() is Wait.NEED_BODY
+    assert _waiting().next_effect() is Wait.NEED_RESULT
     assert _finished().next_effect() is Wait.FINISHED
     assert _aborted().next_effect() is Wait.FINISHED

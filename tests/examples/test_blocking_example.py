@@ -51,6 +51,11 @@ def test_the_example_serves_real_requests(server: ThreadingHTTPServer) -> None:
     response = conn.getresponse()
     assert response.status == 400
     assert "invalid JSON" in json.loads(response.read())["error"]
+    # Work the sketch cannot do fails cleanly, in the exchange's own words.
+    conn.request("GET", "/api/tags")
+    response = conn.getresponse()
+    assert response.status == 501
+    assert json.loads(response.read()) == {"error": "this server runs no models"}
     conn.close()
 
 

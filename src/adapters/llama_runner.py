@@ -1,0 +1,550 @@
+"""llama.cpp behind anyio worker threads: load a GGUF file, tokenize, generate.
+
+Every llama.cpp call runs in a worker thread (``anyio.to_thread.run_sync``), so the
+event loop, trio or asyncio, never blocks on model work. Generation is lazy: each
+``__anext__`` does exactly one thread hop that decodes the previous token and samples
+the next, so a consumer that stops pulling, or is cancelled, stops generation within
+one token (``LlamaRunner.tokens_generated`` lets tests check this). A worker thread
+cannot be interrupted, so a cancellation that arrives during a pull lands once that
+token is done: one decode at most.
+
+The runner drives llama.cpp's C API (``llama_cpp.llama_cpp``) rather than the
+``llama_cpp.Llama`` class. ``Llama(verbose=False)`` silences llama.cpp by pointing the
+process's file descriptors 1 and 2 at /dev/null while it loads; done from a worker
+thread, that hides the whole server's stderr, and two loads at once can leave it
+pointing there for good. ``Llama.generate`` also fixes the repeat window at load
+time, evaluates through numpy copies and has no hook for timing the prompt. The C
+calls used here are few: load, one sampler chain per generation, one decode per
+token. llama.cpp's own log lines go to the ``adapters.llama_runner`` logger instead
+of stderr (its chatty info lines at debug level).
+
+Ollama options (ollama-api.md §1.3) and where they go:
+
+- load time, in ``LoadParams``: ``num_ctx`` -> ``n_ctx``, ``num_batch`` -> ``n_batch``,
+  ``num_thread`` -> ``n_threads`` (generation and prompt threads alike, as Ollama),
+  ``use_mmap``, ``num_gpu`` -> ``n_gpu_layers``, ``main_gpu``.
+- sampling, in ``Sampling``: ``seed``, ``temperature``, ``top_k``, ``top_p``,
+  ``min_p``, ``typical_p``, ``repeat_last_n``, ``repeat_penalty``,
+  ``presence_penalty``, ``frequency_penalty``.
+- not here: ``num_predict`` and ``stop`` are the caller's (it stops pulling, which
+  stops generation within a token); ``num_keep`` only matters for context shift,
+  which is not implemented (a full context ends the output with "length");
+  ``draft_num_predict`` needs a draft model, which the gateway does not load.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal, TypeVar
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import llama_cpp
+
+__all__ = [
+    "DoneReason",
+    "Generation",
+    "LlamaRunner",
+    "LoadParams",
+    "PromptTooLong",
+    "RunnerError",
+    "Sampling",
+    "TokenPiece",
+]
+
+logger = logging.getLogger(__name__)
+
+DoneReason = Literal["stop", "length"]
+
+# llama.cpp takes an unsigned 32-bit seed and draws a random one for this value, so
+# Ollama's -1 ("random") lands on it by plain wrap-around.
+_SEED_MODULUS: Final = 2**32
+_UBATCH_MAX: Final = 512
+_PIECE_BUFFER: Final = 64
+_T = TypeVar("_T")
+
+
+class RunnerError(Exception):
+    """llama.cpp failed: a file it cannot load, a failed decode, a closed runner."""
+
+
+class PromptTooLong(RunnerError):
+    """The prompt has more tokens than the context holds; truncate it first."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadParams:
+    """What a model is loaded with; a change means a reload (hashable on purpose).
+
+    ``n_threads`` 0 picks half the usable CPUs for generation, all of them for the
+    prompt; ``use_mmap`` None leaves llama.cpp's choice; ``n_gpu_layers`` -1 offloads
+    every layer that fits.
+    """
+
+    model_file: str
+    n_ctx: int
+    n_batch: int = 512
+    n_threads: int = 0
+    use_mmap: bool | None = None
+    n_gpu_layers: int = -1
+    main_gpu: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, low in (
+            ("n_ctx", self.n_ctx, 1),
+            ("n_batch", self.n_batch, 1),
+            ("n_threads", self.n_threads, 0),
+            ("n_gpu_layers", self.n_gpu_layers, -1),
+            ("main_gpu", self.main_gpu, 0),
+        ):
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, not {value}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sampling:
+    """Per-request sampling options, Ollama's defaults (§1.3).
+
+    ``temperature`` <= 0 samples greedily; ``top_k`` <= 0, ``top_p`` >= 1,
+    ``min_p`` <= 0 and ``typical_p`` >= 1 switch their filter off; ``repeat_last_n``
+    0 switches the penalties off and -1 means the whole context. The penalty window
+    covers the prompt's tail as well as the output, as llama.cpp's server does.
+    """
+
+    seed: int = -1
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_last_n: int = 64
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.repeat_last_n < -1:
+            raise ValueError(f"repeat_last_n must be >= -1, not {self.repeat_last_n}")
+        if not self.repeat_penalty > 0:  # llama.cpp divides logits by it
+            raise ValueError(f"repeat_penalty must be > 0, not {self.repeat_penalty}")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPiece:
+    """One generated token and its raw text bytes (maybe part of a UTF-8 character)."""
+
+    token: int
+    data: bytes
+
+
+class LlamaRunner:
+    """One loaded model with one context; one generation at a time.
+
+    Create with ``await LlamaRunner.load(params)``; end with ``await close()``.
+    The runner remembers which tokens its KV cache holds, so a prompt that starts
+    like the previous prompt plus output (a chat's next turn) decodes only the rest.
+    """
+
+    def __init__(
+        self,
+        params: LoadParams,
+        model: llama_cpp.llama_model_p,
+        ctx: llama_cpp.llama_context_p,
+    ) -> None:
+        self.params = params
+        self._model = model
+        self._ctx = ctx
+        self._vocab: llama_cpp.llama_vocab_p = llama_cpp.llama_model_get_vocab(model)
+        self._lock = anyio.Lock()
+        self._active: Generation | None = None
+        self._closed = False
+        self._cached: list[int] = []
+        self._piece_buffer = ctypes.create_string_buffer(_PIECE_BUFFER)
+        self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.n_ctx_train: int = llama_cpp.llama_model_n_ctx_train(self._model)
+        self.n_batch: int = llama_cpp.llama_n_batch(self._ctx)
+        bos = llama_cpp.llama_vocab_bos(self._vocab)
+        eos = llama_cpp.llama_vocab_eos(self._vocab)
+        self.bos_token: int | None = bos if bos >= 0 else None
+        self.eos_token: int | None = eos if eos >= 0 else None
+        self.add_bos: bool = llama_cpp.llama_vocab_get_add_bos(self._vocab)
+        self.tokens_generated = 0
+        """Tokens sampled by every generation so far, end-of-generation ones too."""
+
+    @classmethod
+    async def load(cls, params: LoadParams) -> LlamaRunner:
+        """Load the model and make its context in a worker thread."""
+        model, ctx = await anyio.to_thread.run_sync(_load, params)
+        return cls(params, model, ctx)
+
+    @property
+    def model_file(self) -> str:
+        return self.params.model_file
+
+    @property
+    def n_ctx(self) -> int:
+        """Context size in tokens: prompt plus output never exceed it."""
+        return self.params.n_ctx
+
+    def is_eog(self, token: int) -> bool:
+        """Whether ``token`` ends a generation (EOS, end of turn, ...)."""
+        self._check_open()
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    async def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        """Text to tokens, special tokens (``<|im_start|>``) parsed as such.
+
+        ``add_bos`` adds the BOS (and EOS) tokens only where the model's vocabulary
+        asks for them, as llama.cpp's ``add_special`` does.
+        """
+        data = text.encode()
+
+        def run() -> list[int]:
+            size = len(data) + 2
+            while True:
+                buffer = (llama_cpp.llama_token * size)()
+                n = llama_cpp.llama_tokenize(
+                    self._vocab, data, len(data), buffer, size, add_bos, True
+                )
+                if n >= 0:
+                    return list(buffer[:n])
+                size = -n
+
+        return await self._call(run)
+
+    async def detokenize(self, tokens: Sequence[int]) -> bytes:
+        """Tokens to raw bytes, special tokens rendered: the pieces concatenated."""
+        tokens = self._checked_tokens(tokens)
+        return await self._call(lambda: b"".join(map(self._piece, tokens)))
+
+    def generate(self, prompt: Sequence[int], sampling: Sampling) -> Generation:
+        """Start generating after ``prompt``; nothing runs until the first pull.
+
+        Use as ``async with runner.generate(...) as gen: async for piece in gen``.
+        Raises RuntimeError while another generation holds the context,
+        PromptTooLong when the prompt does not fit, ValueError for an empty prompt
+        or a token outside the vocabulary.
+        """
+        self._check_open()
+        if self._active is not None:
+            raise RuntimeError("the runner is already generating (one at a time)")
+        tokens = self._checked_tokens(prompt)
+        if not tokens:
+            raise ValueError("the prompt must have at least one token")
+        if len(tokens) > self.n_ctx:
+            raise PromptTooLong(
+                f"the prompt has {len(tokens)} tokens, the context holds {self.n_ctx}"
+            )
+        self._active = Generation(self, tokens, sampling)
+        return self._active
+
+    async def close(self) -> None:
+        """End any generation and free the model; later calls raise RunnerError."""
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+                if self._active is not None:
+                    self._active._finish(None, aborted=True)
+                await anyio.to_thread.run_sync(self._free)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunnerError(f"the runner for {self.model_file} is closed")
+
+    def _checked_tokens(self, tokens: Sequence[int]) -> list[int]:
+        result = list(tokens)
+        if not all(0 <= token < self.n_vocab for token in result):
+            raise ValueError(f"token ids must be in 0..{self.n_vocab - 1}")
+        return result
+
+    async def _call(self, function: Callable[[], _T]) -> _T:
+        async with self._lock:
+            self._check_open()
+            return await anyio.to_thread.run_sync(function)
+
+    def _free(self) -> None:
+        llama_cpp.llama_free(self._ctx)
+        llama_cpp.llama_model_free(self._model)
+
+    # The methods below run in a worker thread, under the lock.
+
+    def _piece(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(
+            self._vocab, token, self._piece_buffer, len(self._piece_buffer), 0, True
+        )
+        if n < 0:
+            self._piece_buffer = ctypes.create_string_buffer(-n)
+            return self._piece(token)
+        return self._piece_buffer.raw[:n]
+
+    def _evaluate_prompt(self, prompt: list[int]) -> int:
+        """Decode what the KV cache lacks of ``prompt``; return the tokens reused.
+
+        The last prompt token is always decoded, even when cached, because sampling
+        needs its logits and llama.cpp keeps only the latest decode's.
+        """
+        reused = 0
+        for cached, wanted in zip(self._cached, prompt[:-1], strict=False):
+            if cached != wanted:
+                break
+            reused += 1
+        memory = llama_cpp.llama_get_memory(self._ctx)
+        if not llama_cpp.llama_memory_seq_rm(memory, 0, reused, -1):
+            llama_cpp.llama_memory_clear(memory, True)
+            reused = 0
+        del self._cached[reused:]
+        for start in range(reused, len(prompt), self.n_batch):
+            self._decode(prompt[start : start + self.n_batch])
+        return reused
+
+    def _decode(self, tokens: list[int]) -> None:
+        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        status = llama_cpp.llama_decode(
+            self._ctx, llama_cpp.llama_batch_get_one(array, len(tokens))
+        )
+        if status != 0:
+            # A failed decode may leave part of the batch in the cache: start afresh.
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+            self._cached.clear()
+            raise RunnerError(f"llama_decode failed with status {status}")
+        self._cached.extend(tokens)
+
+    def _make_sampler(
+        self, sampling: Sampling, prompt: list[int]
+    ) -> llama_cpp.llama_sampler_p:
+        """llama.cpp's usual chain: penalties, top-k, typical, top-p, min-p, temp."""
+        last_n = self.n_ctx if sampling.repeat_last_n < 0 else sampling.repeat_last_n
+        penalties = (
+            sampling.repeat_penalty,
+            sampling.frequency_penalty,
+            sampling.presence_penalty,
+        )
+        penalized = last_n > 0 and penalties != (1.0, 0.0, 0.0)
+        links = []
+        if penalized:
+            init = llama_cpp.llama_sampler_init_penalties
+            links.append(init(self.n_vocab, last_n, *penalties))
+        if sampling.temperature <= 0:
+            links.append(llama_cpp.llama_sampler_init_greedy())
+        else:
+            links += [
+                llama_cpp.llama_sampler_init_top_k(sampling.top_k),
+                llama_cpp.llama_sampler_init_typical(sampling.typical_p, 1),
+                llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1),
+                llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1),
+                llama_cpp.llama_sampler_init_temp(sampling.temperature),
+                llama_cpp.llama_sampler_init_dist(sampling.seed % _SEED_MODULUS),
+            ]
+        params = llama_cpp.llama_sampler_chain_default_params()
+        chain: llama_cpp.llama_sampler_p = llama_cpp.llama_sampler_chain_init(params)
+        for link in links:
+            llama_cpp.llama_sampler_chain_add(chain, link)
+        for token in prompt[-last_n:] if penalized else ():
+            llama_cpp.llama_sampler_accept(chain, token)
+        return chain
+
+
+class Generation:
+    """The tokens after one prompt, one ``__anext__`` per llama.cpp decode.
+
+    Ends (StopAsyncIteration) at an end-of-generation token, which is not yielded,
+    with ``done_reason`` "stop", or when prompt plus output fill the context, with
+    "length" (no context shift). An exception or a cancellation inside a pull ends
+    it too (``done_reason`` None). Finishing releases the runner; a generation left
+    half-read holds it until ``aclose()``.
+
+    Counts: ``prompt_eval_count`` is the prompt tokens decoded now,
+    ``prompt_reused_count`` those the KV cache already held (the two add up to the
+    prompt's length); ``eval_count`` is the tokens yielded. Durations are seconds
+    of llama.cpp work in the worker thread, so thread hops and the consumer's own
+    time are not in them; sampling the first token counts as generation.
+    """
+
+    def __init__(self, runner: LlamaRunner, prompt: list[int], sampling: Sampling):
+        self._runner = runner
+        self._prompt = prompt
+        self._sampling = sampling
+        self._sampler: llama_cpp.llama_sampler_p | None = None
+        self._pending: int | None = None
+        self._pulling = False
+        self._finished = False
+        self._aborted = False
+        self.done_reason: DoneReason | None = None
+        self.prompt_eval_count = 0
+        self.prompt_reused_count = 0
+        self.prompt_eval_duration = 0.0
+        self.eval_count = 0
+        self.eval_duration = 0.0
+
+    def __aiter__(self) -> Generation:
+        return self
+
+    async def __aenter__(self) -> Generation:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def __anext__(self) -> TokenPiece:
+        if self._pulling:
+            raise RuntimeError("another task is already pulling from this generation")
+        if not self._finished and len(self._prompt) + self.eval_count >= (
+            self._runner.n_ctx
+        ):
+            self._finish("length")
+        piece = await self._pull() if not self._finished else None
+        # aclose() or close() may have ended the generation during the pull.
+        if self._aborted:
+            raise RunnerError("the runner was closed during this generation")
+        if piece is None or self._finished:
+            self._finish("stop")
+            raise StopAsyncIteration
+        self.eval_count += 1
+        return piece
+
+    async def _pull(self) -> TokenPiece | None:
+        self._pulling = True
+        try:
+            async with self._runner._lock:
+                self._runner._check_open()
+                return await anyio.to_thread.run_sync(self._step)
+        except BaseException:
+            self._finish(None)
+            raise
+        finally:
+            self._pulling = False
+            if self._finished:
+                self._free_sampler()
+
+    async def aclose(self) -> None:
+        """Stop generating and release the runner; safe to call more than once."""
+        self._finish(None)
+        await anyio.lowlevel.checkpoint()
+
+    def _step(self) -> TokenPiece | None:
+        runner = self._runner
+        if self._sampler is None:
+            started = time.perf_counter()
+            self.prompt_reused_count = runner._evaluate_prompt(self._prompt)
+            self.prompt_eval_count = len(self._prompt) - self.prompt_reused_count
+            self._sampler = runner._make_sampler(self._sampling, self._prompt)
+            self.prompt_eval_duration = time.perf_counter() - started
+        started = time.perf_counter()
+        if self._pending is not None:
+            runner._decode([self._pending])
+        token: int = llama_cpp.llama_sampler_sample(self._sampler, runner._ctx, -1)
+        runner.tokens_generated += 1
+        self._pending = token
+        piece = None
+        if not llama_cpp.llama_vocab_is_eog(runner._vocab, token):
+            piece = TokenPiece(token, runner._piece(token))
+        self.eval_duration += time.perf_counter() - started
+        return piece
+
+    def _finish(self, reason: DoneReason | None, *, aborted: bool = False) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._aborted = aborted
+        self.done_reason = reason
+        if self._runner._active is self:
+            self._runner._active = None
+        self._free_sampler()
+
+    def _free_sampler(self) -> None:
+        # While a pull is in its worker thread the sampler is in use; the pull
+        # frees it on return.
+        if self._sampler is not None and not self._pulling:
+            llama_cpp.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+
+def _load(
+    params: LoadParams,
+) -> tuple[llama_cpp.llama_model_p, llama_cpp.llama_context_p]:
+    """Load the model and make a context for it; runs in a worker thread."""
+    global _started
+    if not _started:  # process-wide; a racing second call does no harm
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _started = True
+    if not os.path.isfile(params.model_file):
+        raise RunnerError(f"model file not found: {params.model_file}")
+    _log_state.error = ""
+    model_params = llama_cpp.llama_model_default_params()
+    model_params.n_gpu_layers = params.n_gpu_layers
+    model_params.main_gpu = params.main_gpu
+    if params.use_mmap is not None:
+        model_params.load_mode = (
+            llama_cpp.LLAMA_LOAD_MODE_MMAP
+            if params.use_mmap
+            else llama_cpp.LLAMA_LOAD_MODE_NONE
+        )
+    path = os.fsencode(params.model_file)
+    model = llama_cpp.llama_model_load_from_file(path, model_params)
+    if not model:
+        raise RunnerError(f"llama.cpp cannot load {params.model_file}{_why()}")
+    context_params = llama_cpp.llama_context_default_params()
+    context_params.n_ctx = params.n_ctx
+    context_params.n_batch = params.n_batch
+    context_params.n_ubatch = min(params.n_batch, _UBATCH_MAX)
+    context_params.n_seq_max = 1
+    context_params.n_threads, context_params.n_threads_batch = _threads(params)
+    context_params.no_perf = True
+    ctx = llama_cpp.llama_init_from_model(model, context_params)
+    # llama.cpp rounds small contexts up (to 256 cells), never down; check anyway.
+    if not ctx or llama_cpp.llama_n_ctx(ctx) < params.n_ctx:
+        if ctx:
+            llama_cpp.llama_free(ctx)
+        llama_cpp.llama_model_free(model)
+        raise RunnerError(f"llama.cpp cannot make a context of {params.n_ctx}{_why()}")
+    return model, ctx
+
+
+def _threads(params: LoadParams) -> tuple[int, int]:
+    """Threads for generation and for prompts.
+
+    Generation is memory-bound and slows down past the physical cores (about half
+    the logical CPUs; oversubscribed, the demo model drops from 6000 to 300
+    tokens/s); prompt evaluation is compute-bound and takes every CPU.
+    """
+    if params.n_threads > 0:
+        return params.n_threads, params.n_threads
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus // 2), cpus
+
+
+# ggml's log levels: 1 debug, 2 info, 3 warn, 4 error, 5 continues the last line.
+_LOG_LEVELS: Final = {3: logging.WARNING, 4: logging.ERROR}
+_log_state = threading.local()
+_started = False
+
+
+def _log_line(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """Pass a llama.cpp log line to logging; keep a load's first error for _why()."""
+    if level == 5:
+        level = getattr(_log_state, "level", 1)
+    _log_state.level = level
+    line = text.decode(errors="replace").rstrip("\n")
+    if line:
+        logger.log(_LOG_LEVELS.get(level, logging.DEBUG), "llama.cpp: %s", line)
+        if level == 4 and not getattr(_log_state, "error", "x"):
+            _log_state.error = line
+
+
+def _why() -> str:
+    error: str = getattr(_log_state, "error", "")
+    return f": {error}" if error else ""
+
+
+_log_callback: Final = llama_cpp.llama_log_callback(_log_line)

@@ -1,0 +1,360 @@
+"""Performs the core's work effects: the model store on disk, and models in llama.cpp.
+
+``ModelService`` is shared by every exchange: the store, the runner pool (whose policy
+is the core's ``Scheduler``) and what is known about each loaded model. Each exchange
+gets its own ``ModelWork``, the ``WorkPerformer`` the driver talks to; it holds the
+exchange's lease on a runner and its generation, and gives both back in ``aclose``.
+
+Blocking work (file I/O, llama.cpp) runs in worker threads through anyio; every
+failure becomes a ``WorkFailed`` result with the status it earns, so the core answers
+it in the client's dialect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from gateway_core import (
+    AcquireRunner,
+    BlobPresence,
+    BlobStored,
+    CheckBlob,
+    CopyModel,
+    CreateModel,
+    DeleteModel,
+    Generate,
+    GenerationDone,
+    ListModels,
+    ListRunning,
+    LookupModel,
+    ModelCreated,
+    ModelFound,
+    ModelList,
+    ModelRecord,
+    Piece,
+    PromptEvaluated,
+    ReceiveBlob,
+    Result,
+    RunnerReady,
+    RunningList,
+    RunningModel,
+    SamplingOptions,
+    StoreDone,
+    Tokenize,
+    Tokens,
+    Unloaded,
+    UnloadModel,
+    WorkEffect,
+    WorkFailed,
+)
+from gateway_core._scheduler import Scheduler
+
+from .driver import BodyFailed, BodySource
+from .llama_runner import (
+    Generation,
+    LlamaRunner,
+    LoadParams,
+    PromptTooLong,
+    RunnerError,
+    Sampling,
+)
+from .model_store import ModelStore, StoreError
+from .runner_pool import LoadFailed, PoolClosed, QueueFull, RunnerPool
+
+__all__ = ["ModelService", "ModelWork"]
+
+logger = logging.getLogger("adapters.models")
+
+_T = TypeVar("_T")
+
+# Ollama's words, two spaces included: clients and scripts match on them.
+_BUSY = "server busy, please try again.  maximum pending requests exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What /api/ps shows of a runner: the model it was loaded for."""
+
+    record: ModelRecord
+    context_length: int
+
+
+async def _load(key: str, spec: Hashable) -> LlamaRunner:
+    assert isinstance(spec, LoadParams)  # the only spec ModelWork passes
+    return await LlamaRunner.load(spec)
+
+
+async def _unload(runner: LlamaRunner) -> None:
+    await runner.close()
+
+
+class ModelService:
+    """The store and the runners, for all exchanges of one server."""
+
+    def __init__(self, store: ModelStore, pool: RunnerPool[LlamaRunner]) -> None:
+        self.store = store
+        self.pool = pool
+        self._loaded: dict[str, _Loaded] = {}
+
+    @classmethod
+    def open(
+        cls,
+        models: Path,
+        *,
+        keep_alive: float,
+        max_loaded_models: int,
+        max_queue: int,
+    ) -> ModelService:
+        scheduler = Scheduler(
+            max_loaded=max_loaded_models,
+            max_queue=max_queue,
+            default_keep_alive=keep_alive,
+        )
+        pool: RunnerPool[LlamaRunner] = RunnerPool(
+            scheduler=scheduler, load=_load, unload=_unload
+        )
+        return cls(ModelStore(models), pool)
+
+    async def run(self) -> None:
+        """Keep the pool's timers and loads going; cancel to stop."""
+        await self.pool.run()
+
+    async def aclose(self) -> None:
+        """Unload every model (shutdown)."""
+        await self.pool.aclose()
+
+    def work(self) -> ModelWork:
+        """A performer for one exchange."""
+        return ModelWork(self)
+
+    def running(self) -> RunningList:
+        models = []
+        for entry in self.pool.running():
+            loaded = self._loaded.get(entry.key)
+            if loaded is not None:
+                models.append(
+                    RunningModel(
+                        record=loaded.record,
+                        expires_at=entry.expires_at_wall,
+                        context_length=loaded.context_length,
+                    )
+                )
+        return RunningList(models=tuple(models))
+
+    def remember(self, record: ModelRecord, context_length: int) -> None:
+        self._loaded[record.model_digest] = _Loaded(record, context_length)
+
+
+class ModelWork:
+    """The ``WorkPerformer`` of one exchange."""
+
+    def __init__(self, service: ModelService) -> None:
+        self._service = service
+        self._store = service.store
+        self._stack = contextlib.AsyncExitStack()
+        self._runner: LlamaRunner | None = None
+        self._generation: Generation | None = None
+        self._first: Piece | None = None
+        self._effect: WorkEffect | None = None
+        self._body: BodySource | None = None
+
+    async def start(self, effect: WorkEffect, body: BodySource) -> None:
+        await self._end_generation()
+        self._effect, self._body = effect, body
+
+    async def next_result(self) -> Result:
+        effect = self._effect
+        if effect is None:
+            raise RuntimeError("next_result before any work was started")
+        try:
+            return await self._result(effect)
+        except StoreError as exc:
+            return WorkFailed(status=exc.status, message=exc.message)
+        except PromptTooLong:
+            return WorkFailed(
+                status=400, message="the input length exceeds the context length"
+            )
+        except RunnerError as exc:
+            logger.warning("runner failed: %s", exc)
+            return WorkFailed(status=500, message=f"the model failed: {exc}")
+
+    async def aclose(self) -> None:
+        await self._end_generation()
+        await self._stack.aclose()
+
+    # -- one effect at a time ------------------------------------------------------
+
+    async def _result(self, effect: WorkEffect) -> Result:
+        store = self._store
+        match effect:
+            case LookupModel(name=name, verbose=verbose):
+                record = await _thread(lambda: store.lookup(name))
+                if verbose:
+                    info = await _thread(lambda: store.show_info(record, verbose=True))
+                    record = dataclasses.replace(record, model_info=info)
+                return ModelFound(record=record)
+            case ListModels():
+                return ModelList(records=tuple(await _thread(store.list_models)))
+            case ListRunning():
+                return self._service.running()
+            case CopyModel(source=source, destination=destination):
+                await _thread(lambda: store.copy(source, destination))
+                return StoreDone()
+            case DeleteModel(name=name):
+                await _thread(lambda: store.delete(name))
+                return StoreDone()
+            case CreateModel():
+                statuses = await _thread(lambda: _create(store, effect))
+                return ModelCreated(statuses=tuple(statuses))
+            case CheckBlob(digest=digest):
+                return BlobPresence(
+                    exists=await _thread(lambda: store.has_blob(digest))
+                )
+            case ReceiveBlob(digest=digest):
+                return await self._receive_blob(digest)
+            case AcquireRunner():
+                return await self._acquire(effect)
+            case UnloadModel(model=record):
+                await self._service.pool.unload(record.model_digest)
+                return Unloaded()
+            case Tokenize(text=text, add_bos=add_bos):
+                ids = await self._held().tokenize(text, add_bos=add_bos)
+                return Tokens(ids=tuple(ids))
+            case Generate():
+                return await self._next_token(effect)
+
+    def _held(self) -> LlamaRunner:
+        if self._runner is None:
+            raise RuntimeError("core bug: runner work before AcquireRunner")
+        return self._runner
+
+    async def _receive_blob(self, digest: str) -> Result:
+        assert self._body is not None
+        writer = await _thread(lambda: self._store.blob_writer(digest))
+        try:
+            async for chunk in self._body():
+                await anyio.to_thread.run_sync(writer.write, chunk)
+            created = await _thread(writer.commit)
+        except BodyFailed as exc:
+            await _thread(writer.abort)
+            return WorkFailed(status=exc.status, message=exc.message)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await _thread(writer.abort)
+            raise
+        return BlobStored(created=created)
+
+    async def _acquire(self, effect: AcquireRunner) -> Result:
+        if self._runner is not None:
+            raise RuntimeError("core bug: a second AcquireRunner in one exchange")
+        record, load = effect.model, effect.load
+        spec = LoadParams(
+            model_file=record.model_file,
+            n_ctx=effect.context_length,
+            n_batch=load.num_batch,
+            n_threads=load.num_thread,
+            use_mmap=load.use_mmap,
+            n_gpu_layers=load.num_gpu,
+            main_gpu=load.main_gpu,
+        )
+        pool = self._service.pool
+        try:
+            lease = await self._stack.enter_async_context(
+                pool.lease(record.model_digest, spec, effect.keep_alive)
+            )
+        except QueueFull:
+            return WorkFailed(status=503, message=_BUSY)
+        except PoolClosed:
+            return WorkFailed(status=503, message="the server is shutting down")
+        except LoadFailed as exc:
+            return WorkFailed(
+                status=500, message=f"model '{record.name}' failed to load: {exc}"
+            )
+        self._runner = lease.runner
+        self._service.remember(record, spec.n_ctx)
+        return RunnerReady(load_duration=lease.load_duration, context_length=spec.n_ctx)
+
+    async def _next_token(self, effect: Generate) -> Result:
+        generation = self._generation
+        if generation is None:
+            # The first result: evaluating the prompt happens in the first pull, with
+            # the first token, which is kept for the next call.
+            try:
+                sampling = _sampling(effect.sampling)
+            except ValueError as exc:
+                return WorkFailed(status=400, message=f"invalid option: {exc}")
+            generation = self._generation = self._held().generate(
+                effect.prompt, sampling
+            )
+            self._first = await self._pull(generation)
+            # The whole prompt counts, cached prefix included: clients use this as
+            # the prompt's size (OpenAI's prompt_tokens), not as work done.
+            return PromptEvaluated(
+                count=generation.prompt_eval_count + generation.prompt_reused_count,
+                duration=generation.prompt_eval_duration,
+            )
+        piece, self._first = self._first, None
+        if piece is None:
+            piece = await self._pull(generation)
+        if piece is None:
+            reason = generation.done_reason
+            return GenerationDone(reason="length" if reason == "length" else "stop")
+        return piece
+
+    async def _pull(self, generation: Generation) -> Piece | None:
+        before = generation.eval_duration
+        try:
+            token = await generation.__anext__()
+        except StopAsyncIteration:
+            return None
+        return Piece(
+            token=token.token,
+            data=token.data,
+            duration=max(0.0, generation.eval_duration - before),
+        )
+
+    async def _end_generation(self) -> None:
+        if self._generation is not None:
+            generation, self._generation, self._first = self._generation, None, None
+            await generation.aclose()
+
+
+def _sampling(options: SamplingOptions) -> Sampling:
+    return Sampling(
+        seed=options.seed,
+        temperature=options.temperature,
+        top_k=options.top_k,
+        top_p=options.top_p,
+        min_p=options.min_p,
+        typical_p=options.typical_p,
+        repeat_last_n=options.repeat_last_n,
+        repeat_penalty=options.repeat_penalty,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+    )
+
+
+def _create(store: ModelStore, effect: CreateModel) -> list[str]:
+    return store.create(
+        effect.name,
+        files=dict(effect.files) or None,
+        base=effect.base,
+        template=effect.template,
+        system=effect.system,
+        parameters=effect.parameters,
+        messages=effect.messages,
+        license=effect.license,
+    )
+
+
+async def _thread(function: Callable[[], _T]) -> _T:
+    return await anyio.to_thread.run_sync(function)

@@ -1,0 +1,727 @@
+"""The model store: Ollama's on-disk layout, read and written safely.
+
+``<root>/blobs/sha256-<hex>`` holds content-addressed blobs (GGUF weights, config,
+template, ...) and ``<root>/manifests/<host>/<namespace>/<model>/<tag>`` the JSON
+manifests that name them (see ``gateway_core._manifest``). Being Ollama's layout, a
+store can be shared with, or copied from, an Ollama installation.
+
+Safety rules, and why:
+- Every file is written under a temporary name in its final directory, checked,
+  fsynced and then ``os.replace``d: a crash or a concurrent reader never sees half a
+  file, only the old one or the new one.
+- Paths are built only from ``ModelName.path_parts`` (valid by construction) and
+  normalized digests, so no client text can name a file outside the root.
+- Mutations take one lock; readers take none and rely on the atomic renames. The
+  store is blocking code: async callers run it in a worker thread.
+- A model whose files were removed behind the store's back answers with a
+  ``StoreError(500)`` naming the model; ``list_models`` still lists it (from its
+  manifest alone), so it can be seen and deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from gateway_core._json import JsonValue, dumps
+from gateway_core._manifest import (
+    CONFIG_MEDIA_TYPE,
+    LICENSE_MEDIA_TYPE,
+    MAX_SHOWN_ARRAY,
+    MESSAGES_MEDIA_TYPE,
+    MODEL_MEDIA_TYPE,
+    PARAMS_MEDIA_TYPE,
+    SYSTEM_MEDIA_TYPE,
+    TEMPLATE_MEDIA_TYPE,
+    Layer,
+    Manifest,
+    ManifestError,
+    ModelConfig,
+    blob_file_name,
+    config_from_metadata,
+    digest_of,
+    parse_messages,
+    parse_params,
+    shape_model_info,
+)
+from gateway_core._models import ModelRecord
+from gateway_core._names import InvalidDigest, ModelName, parse_digest
+
+from .demo_model import write_demo_model
+from .gguf_info import GgufError, GgufInfo, read_gguf
+
+__all__ = ["BlobWriter", "ModelStore", "StoreError", "ensure_demo_model"]
+
+_log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+_READ_ATTEMPTS = 5
+
+
+class _Changed(Exception):
+    """A model's manifest changed while it was being read: read it again."""
+
+
+class StoreError(Exception):
+    """A store operation failed; ``status`` is the HTTP status it deserves.
+
+    400: the client's input (bad digest, bad upload, a file that is not GGUF).
+    404: no such model. 500: the store itself is damaged (a missing model file).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _temp_path(final: Path) -> Path:
+    """A fresh name next to ``final``; the leading dot keeps it out of every scan."""
+    return final.with_name(f".{final.name}.{secrets.token_hex(8)}.tmp")
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable. Not possible on every platform; best effort there."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_file(final: Path, data: bytes) -> None:
+    """Write ``data`` to ``final`` atomically, reading it back before the rename."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_path(final)
+    try:
+        with temp.open("xb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        _check_readback(temp, data)
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+
+
+def _check_readback(path: Path, data: bytes) -> None:
+    if path.read_bytes() != data:
+        raise OSError(f"{path} does not read back as written")
+
+
+class BlobWriter:
+    """Streams one blob upload to a temporary file; ``commit`` verifies and installs it.
+
+    Use it as a context manager, or call ``abort`` on failure: a writer that is left
+    neither committed nor aborted leaves its temporary file behind.
+    """
+
+    def __init__(self, store: ModelStore, digest: str) -> None:
+        self._store = store
+        self._digest = digest
+        self._final = store.blob_path(digest)
+        self._temp = _temp_path(self._final)
+        with _disk_errors():
+            self._file = self._temp.open("xb")
+        self._hash = hashlib.sha256()
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        if self._done:
+            raise RuntimeError("write() after commit() or abort()")
+        try:
+            with _disk_errors():
+                self._file.write(data)
+        except StoreError:
+            self.abort()
+            raise
+        self._hash.update(data)
+
+    def commit(self) -> bool:
+        """Install the blob. True if it was created, False if it was already there.
+
+        Raises:
+            StoreError(400): the bytes written do not have the announced digest.
+            StoreError(500): the disk failed.
+        """
+        if self._done:
+            raise RuntimeError("commit() after commit() or abort()")
+        self._done = True
+        try:
+            with _disk_errors():
+                return self._finish()
+        except BaseException:
+            self._file.close()
+            self._temp.unlink(missing_ok=True)
+            raise
+
+    def _finish(self) -> bool:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._check_digest()
+        with self._store.lock:
+            if self._final.is_file():
+                self._temp.unlink()
+                return False
+            os.replace(self._temp, self._final)
+        _fsync_dir(self._final.parent)
+        return True
+
+    def _check_digest(self) -> None:
+        got = "sha256:" + self._hash.hexdigest()
+        if got != self._digest:
+            raise StoreError(
+                400, f'digest mismatch, expected "{self._digest}", got "{got}"'
+            )
+
+    def abort(self) -> None:
+        """Drop the upload. Harmless after ``commit`` or a second ``abort``."""
+        if not self._done:
+            self._done = True
+            self._file.close()
+            self._temp.unlink(missing_ok=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+class ModelStore:
+    """Installed models under ``root``, in Ollama's layout. See the module docstring."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blobs = root / "blobs"
+        self._manifests = root / "manifests"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._manifests.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        """Held by every mutation. Reentrant so a mutation can call another."""
+        # GGUF metadata by blob digest: the content of a digest never changes.
+        self._infos: dict[str, GgufInfo] = {}
+
+    # -- blobs -----------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        """Where blob ``digest`` lives. Any accepted digest form; 400 for others."""
+        return self._blobs / blob_file_name(_digest(digest))
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def blob_writer(self, digest: str) -> BlobWriter:
+        """Start an upload of blob ``digest`` (a size is not needed: it streams)."""
+        return BlobWriter(self, _digest(digest))
+
+    def _put_blob(self, data: bytes, statuses: list[str]) -> str:
+        digest = digest_of(data)
+        path = self.blob_path(digest)
+        if path.is_file():
+            statuses.append(f"using existing layer {digest}")
+        else:
+            _write_file(path, data)
+            statuses.append(f"creating new layer {digest}")
+        return digest
+
+    def _read_blob(self, digest: str, owner: ModelName) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except OSError as exc:
+            raise _damaged(owner, f"its blob {digest} cannot be read ({exc})") from None
+
+    # -- reading models ------------------------------------------------------------
+
+    def _manifest_path(self, name: ModelName) -> Path:
+        return self._manifests.joinpath(*name.path_parts)
+
+    def _scan(self) -> Iterator[tuple[ModelName, Path]]:
+        """Every manifest on disk with a valid name; stray files are skipped."""
+
+        def subdirs(path: Path) -> Iterator[Path]:
+            with contextlib.suppress(OSError):
+                for entry in sorted(path.iterdir()):
+                    if not entry.name.startswith(".") and entry.is_dir():
+                        yield entry
+
+        for host in subdirs(self._manifests):
+            for namespace in subdirs(host):
+                for model in subdirs(namespace):
+                    with contextlib.suppress(OSError):
+                        for tag in sorted(model.iterdir()):
+                            if tag.name.startswith(".") or not tag.is_file():
+                                continue
+                            with contextlib.suppress(ValueError):
+                                yield (
+                                    ModelName(
+                                        host=host.name,
+                                        namespace=namespace.name,
+                                        model=model.name,
+                                        tag=tag.name,
+                                    ),
+                                    tag,
+                                )
+
+    def _find(self, name: ModelName) -> tuple[ModelName, Path] | None:
+        """The installed spelling of ``name`` and its manifest, ignoring case."""
+        exact = self._manifest_path(name)
+        if exact.is_file():
+            return name, exact
+        key = name.lookup_key
+        return next(
+            ((found, path) for found, path in self._scan() if found.lookup_key == key),
+            None,
+        )
+
+    def _read_manifest(
+        self, name: ModelName, path: Path
+    ) -> tuple[Manifest, bytes, float]:
+        """The manifest, its bytes (hashed for the model digest) and its mtime."""
+        try:
+            with path.open("rb") as file:
+                data = file.read()
+                modified_at = os.fstat(file.fileno()).st_mtime
+        except FileNotFoundError:
+            raise _not_found(name) from None
+        except OSError as exc:
+            raise _damaged(name, f"its manifest cannot be read ({exc})") from None
+        try:
+            return Manifest.from_bytes(data), data, modified_at
+        except ManifestError as exc:
+            raise _damaged(name, f"its manifest is invalid ({exc})") from None
+
+    def _gguf(self, name: ModelName, digest: str) -> tuple[GgufInfo, Path]:
+        path = self.blob_path(digest)
+        if not path.is_file():
+            raise _damaged(name, f"its model file {path.name} is missing")
+        info = self._infos.get(digest)
+        if info is None:
+            try:
+                info = read_gguf(path, max_array=MAX_SHOWN_ARRAY)
+            except (OSError, GgufError) as exc:
+                raise _damaged(name, f"its model file {path.name}: {exc}") from None
+            self._infos[digest] = info
+        return info, path
+
+    def _layer_text(self, manifest: Manifest, media_type: str, name: ModelName) -> str:
+        """The last layer of ``media_type``: a later layer overrides an earlier one."""
+        layers = manifest.layers_of(media_type)
+        if not layers:
+            return ""
+        return self._read_blob(layers[-1].digest, name).decode("utf-8", "replace")
+
+    def _config(self, manifest: Manifest, name: ModelName) -> ModelConfig:
+        try:
+            return ModelConfig.from_bytes(self._read_blob(manifest.config.digest, name))
+        except ManifestError as exc:
+            raise _damaged(name, f"its config is invalid ({exc})") from None
+
+    def _record(self, name: ModelName, path: Path) -> ModelRecord:
+        """Read a model without the lock: retried when a writer changed it meanwhile.
+
+        A writer replaces the manifest first and prunes the old blobs after, so a
+        reader can find a blob of the manifest it read already gone. That is only
+        damage if the manifest is still the one it read.
+        """
+        for _ in range(_READ_ATTEMPTS - 1):
+            try:
+                return self._read_record(name, path)
+            except _Changed:
+                continue
+        return self._read_record(name, path, retry=False)
+
+    def _read_record(
+        self, name: ModelName, path: Path, *, retry: bool = True
+    ) -> ModelRecord:
+        manifest, data, modified_at = self._read_manifest(name, path)
+        try:
+            return self._build(name, manifest, data, modified_at)
+        except StoreError as exc:
+            if not retry or exc.status != 500:
+                raise
+            try:
+                unchanged = path.read_bytes() == data
+            except OSError:
+                unchanged = False
+            if unchanged:
+                raise
+            raise _Changed from None
+
+    def _build(
+        self, name: ModelName, manifest: Manifest, data: bytes, modified_at: float
+    ) -> ModelRecord:
+        config = self._config(manifest, name)
+        model_layer = manifest.model_layer
+        info, model_file = self._gguf(name, model_layer.digest)
+        template = self._layer_text(manifest, TEMPLATE_MEDIA_TYPE, name)
+        if not template:
+            found = info.metadata.get("tokenizer.chat_template")
+            template = found if isinstance(found, str) else ""
+        params = self._layer_text(manifest, PARAMS_MEDIA_TYPE, name)
+        messages = self._layer_text(manifest, MESSAGES_MEDIA_TYPE, name)
+        try:
+            return ModelRecord(
+                name=name.display,
+                digest=hashlib.sha256(data).hexdigest(),
+                size=manifest.size,
+                modified_at=modified_at,
+                model_file=str(model_file),
+                model_digest=model_layer.digest,
+                template=template or None,
+                system=self._layer_text(manifest, SYSTEM_MEDIA_TYPE, name) or None,
+                parameters=parse_params(params.encode()) if params else {},
+                messages=parse_messages(messages.encode()) if messages else (),
+                license=tuple(
+                    self._read_blob(layer.digest, name).decode("utf-8", "replace")
+                    for layer in manifest.layers_of(LICENSE_MEDIA_TYPE)
+                ),
+                details=config.details(parent_model=model_layer.parent),
+                model_info=shape_model_info(info.metadata, verbose=False),
+                context_length=info.arch_int("context_length"),
+                embedding_length=info.arch_int("embedding_length"),
+                bos_token=info.bos_token,
+                eos_token=info.eos_token,
+                is_embedding=info.has_arch_key("pooling_type"),
+            )
+        except ManifestError as exc:
+            raise _damaged(name, str(exc)) from None
+
+    def _bare_record(self, name: ModelName, path: Path) -> ModelRecord:
+        """What the manifest alone says, for listing a model whose blobs are damaged."""
+        manifest, data, modified_at = self._read_manifest(name, path)
+        try:
+            details = self._config(manifest, name).details()
+        except StoreError:
+            details = ModelConfig().details()
+        return ModelRecord(
+            name=name.display,
+            digest=hashlib.sha256(data).hexdigest(),
+            size=manifest.size,
+            modified_at=modified_at,
+            model_file=str(self.blob_path(manifest.model_layer.digest)),
+            model_digest=manifest.model_layer.digest,
+            details=details,
+        )
+
+    def lookup(self, name: ModelName) -> ModelRecord:
+        """The installed model called ``name`` (any letter case).
+
+        Raises:
+            StoreError(404): no such model.
+            StoreError(500): the model is installed but its files are damaged.
+        """
+        found = self._find(name)
+        if found is None:
+            raise _not_found(name)
+        return self._record(*found)
+
+    def list_models(self) -> list[ModelRecord]:
+        """Every installed model, newest first.
+
+        A damaged model is listed from its manifest alone (so it can be seen and
+        deleted); one whose manifest is unreadable is skipped with a warning.
+        """
+        records = []
+        for name, path in self._scan():
+            try:
+                records.append(self._record(name, path))
+            except StoreError as exc:
+                if exc.status == 404:  # deleted since the scan
+                    continue
+                _log.warning("model %s: %s", name.display, exc.message)
+                with contextlib.suppress(StoreError):
+                    records.append(self._bare_record(name, path))
+        records.sort(key=lambda record: (-record.modified_at, record.name))
+        return records
+
+    def show_info(self, record: ModelRecord, verbose: bool) -> dict[str, JsonValue]:
+        """``model_info`` for ``/api/show``; ``verbose`` keeps the long arrays."""
+        if not verbose:
+            return dict(record.model_info)
+        try:
+            info = read_gguf(Path(record.model_file))
+        except (OSError, GgufError) as exc:
+            raise StoreError(
+                500, f"model '{record.name}' is damaged: its model file: {exc}"
+            ) from None
+        return shape_model_info(info.metadata, verbose=True)
+
+    # -- writing models ------------------------------------------------------------
+
+    def create(
+        self,
+        name: ModelName,
+        *,
+        files: Mapping[str, str] | None = None,
+        base: ModelName | None = None,
+        template: str | None = None,
+        system: str | None = None,
+        parameters: Mapping[str, JsonValue] | None = None,
+        messages: Sequence[Mapping[str, JsonValue]] | None = None,
+        license: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Install ``name`` from one GGUF blob (``files``) or another model (``base``).
+
+        ``template``, ``system``, ``messages`` and ``license`` replace what the base
+        has (an empty one removes it); ``parameters`` are merged over the base's,
+        and must already be validated. Returns the progress statuses, without the
+        final "success".
+
+        Raises:
+            StoreError(400): both or neither of files and base, a bad digest or file
+                name, a blob that is missing or not a GGUF model.
+            StoreError(404): the base model is not installed.
+        """
+        if bool(files) == (base is not None):
+            raise StoreError(400, "give either files or a base model (from), not both")
+        with self.lock, _disk_errors():
+            statuses: list[str] = []
+            if base is not None:
+                found = self._find(base)
+                if found is None:
+                    raise _not_found(base)
+                manifest = self._read_manifest(*found)[0]
+                config, layers = manifest.config, list(manifest.layers)
+                model = manifest.model_layer
+                inherited = Layer(
+                    media_type=model.media_type,
+                    digest=model.digest,
+                    size=model.size,
+                    parent=model.parent or found[0].display,
+                )
+                layers[layers.index(model)] = inherited
+                statuses.extend(f"using existing layer {lay.digest}" for lay in layers)
+            else:
+                assert files is not None
+                config, layers = self._gguf_layers(files, statuses)
+            old_params = self._base_params(layers, base or name)
+            texts = {TEMPLATE_MEDIA_TYPE: template, SYSTEM_MEDIA_TYPE: system}
+            for media_type, text in texts.items():
+                if text is not None:
+                    layers = self._replace(
+                        layers, media_type, [text.encode()], statuses
+                    )
+            if parameters is not None:
+                merged = {**old_params, **parameters}
+                blobs = [dumps(merged)] if merged else []
+                layers = self._replace(layers, PARAMS_MEDIA_TYPE, blobs, statuses)
+            if messages is not None:
+                blobs = [dumps([dict(m) for m in messages])] if messages else []
+                layers = self._replace(layers, MESSAGES_MEDIA_TYPE, blobs, statuses)
+            if license is not None:
+                blobs = [text.encode() for text in license]
+                layers = self._replace(layers, LICENSE_MEDIA_TYPE, blobs, statuses)
+            statuses.append("writing manifest")
+            self._install(name, Manifest(config=config, layers=tuple(layers)))
+            return statuses
+
+    def _gguf_layers(
+        self, files: Mapping[str, str], statuses: list[str]
+    ) -> tuple[Layer, list[Layer]]:
+        """The config and model layers for a GGUF blob, checked to be a model."""
+        if len(files) != 1:
+            raise StoreError(400, f"expected one GGUF file in files, got {len(files)}")
+        ((file_name, digest_text),) = files.items()
+        parts = file_name.replace("\\", "/").split("/")
+        if not file_name or file_name.startswith("/") or ".." in parts:
+            raise StoreError(400, f"invalid file path {file_name!r:.100}")
+        if not digest_text:
+            raise StoreError(400, f"file {file_name!r:.100} has an empty digest")
+        digest = _digest(digest_text)
+        path = self.blob_path(digest)
+        if not path.is_file():
+            raise StoreError(400, f'blob "{digest}" not found: upload it first')
+        statuses.append("parsing GGUF")
+        try:
+            info = read_gguf(path, max_array=MAX_SHOWN_ARRAY)
+        except GgufError as exc:
+            raise StoreError(
+                400, f"file {file_name!r:.100} is not a usable GGUF model: {exc}"
+            ) from None
+        self._infos[digest] = info
+        statuses.append(f"using existing layer {digest}")
+        config = config_from_metadata(
+            info.metadata, parameter_count=info.parameter_count
+        )
+        config_data = config.to_bytes()
+        config_layer = Layer(
+            media_type=CONFIG_MEDIA_TYPE,
+            digest=self._put_blob(config_data, statuses),
+            size=len(config_data),
+        )
+        size = path.stat().st_size
+        model = Layer(media_type=MODEL_MEDIA_TYPE, digest=digest, size=size)
+        return config_layer, [model]
+
+    def _base_params(
+        self, layers: list[Layer], name: ModelName
+    ) -> dict[str, JsonValue]:
+        params = [lay for lay in layers if lay.media_type == PARAMS_MEDIA_TYPE]
+        if not params:
+            return {}
+        try:
+            return parse_params(self._read_blob(params[-1].digest, name))
+        except ManifestError as exc:
+            raise _damaged(name, str(exc)) from None
+
+    def _replace(
+        self,
+        layers: list[Layer],
+        media_type: str,
+        blobs: list[bytes],
+        statuses: list[str],
+    ) -> list[Layer]:
+        """``layers`` with those of ``media_type`` replaced by new ones, in place
+        of the first (or at the end)."""
+        new = [
+            Layer(
+                media_type=media_type,
+                digest=self._put_blob(data, statuses),
+                size=len(data),
+            )
+            for data in blobs
+        ]
+        kept = [lay for lay in layers if lay.media_type != media_type]
+        where = next(
+            (i for i, lay in enumerate(layers) if lay.media_type == media_type),
+            len(layers),
+        )
+        where -= sum(lay.media_type == media_type for lay in layers[:where])
+        return kept[:where] + new + kept[where:]
+
+    def _install(self, name: ModelName, manifest: Manifest) -> None:
+        """Write ``name``'s manifest, replacing any spelling of it in another case."""
+        with self.lock:
+            previous = self._find(name)
+            old = None
+            if previous is not None:
+                with contextlib.suppress(StoreError):
+                    old = self._read_manifest(*previous)[0]
+            _write_file(self._manifest_path(name), manifest.to_bytes())
+            if previous is not None and previous[1] != self._manifest_path(name):
+                self._remove_manifest(previous[1])
+            if old is not None:
+                self._prune(old.digests)
+
+    def copy(self, source: ModelName, destination: ModelName) -> None:
+        """Install ``destination`` as the same model as ``source`` (404 if missing)."""
+        with self.lock, _disk_errors():
+            found = self._find(source)
+            if found is None:
+                raise StoreError(404, f'model "{source.display}" not found')
+            self._install(destination, self._read_manifest(*found)[0])
+
+    def delete(self, name: ModelName) -> None:
+        """Remove ``name`` and the blobs only it used (404 if missing)."""
+        with self.lock, _disk_errors():
+            found = self._find(name)
+            if found is None:
+                raise _not_found(name)
+            try:
+                digests = self._read_manifest(*found)[0].digests
+            except StoreError:
+                digests = frozenset()  # a damaged manifest: just remove it
+            self._remove_manifest(found[1])
+            self._prune(digests)
+
+    def _remove_manifest(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        # Empty model, namespace and host directories go too, as Ollama's do.
+        for directory in (path.parent, path.parent.parent, path.parent.parent.parent):
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        _fsync_dir(path.parent)
+
+    def _prune(self, candidates: frozenset[str]) -> None:
+        """Delete those of ``candidates`` no manifest refers to any more.
+
+        Only a removed manifest's blobs are candidates, never every unreferenced
+        blob: a client uploads blobs first and creates the model after, and a
+        delete in between must not take its uploads away.
+        """
+        in_use: set[str] = set()
+        for name, path in self._scan():
+            try:
+                in_use |= self._read_manifest(name, path)[0].digests
+            except StoreError as exc:
+                # Its references are unknown: keep every blob rather than guess.
+                _log.warning("not pruning blobs: model %s: %s", name, exc.message)
+                return
+        for digest in candidates - in_use:
+            self.blob_path(digest).unlink(missing_ok=True)
+            self._infos.pop(digest, None)
+
+
+@contextlib.contextmanager
+def _disk_errors() -> Iterator[None]:
+    """A failing disk (full, read-only, ...) is the store's failure: a 500."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreError(500, f"the model store could not be written: {exc}") from exc
+
+
+def _digest(text: str) -> str:
+    try:
+        return parse_digest(text)
+    except InvalidDigest as exc:
+        raise StoreError(400, str(exc)) from None
+
+
+def _not_found(name: ModelName) -> StoreError:
+    return StoreError(404, f"model '{name.display}' not found")
+
+
+def _damaged(name: ModelName, problem: str) -> StoreError:
+    return StoreError(
+        500,
+        f"model '{name.display}' is damaged: {problem}; delete it and create it again",
+    )
+
+
+def ensure_demo_model(store: ModelStore) -> bool:
+    """Install the generated demo model as ``demo`` if the store has no models.
+
+    Returns whether it did. The file is written next to the blobs and streamed in
+    through a ``BlobWriter``, like an upload, so it is checked the same way.
+    """
+    with store.lock:
+        if store.list_models():
+            return False
+        temp = _temp_path(store.root / "blobs" / "demo.gguf")
+        try:
+            write_demo_model(temp)
+            digest = hashlib.sha256()
+            with temp.open("rb") as file:
+                while chunk := file.read(_CHUNK):
+                    digest.update(chunk)
+            with store.blob_writer("sha256:" + digest.hexdigest()) as writer:
+                with temp.open("rb") as file:
+                    while chunk := file.read(_CHUNK):
+                        writer.write(chunk)
+                writer.commit()
+        finally:
+            temp.unlink(missing_ok=True)
+        store.create(
+            ModelName(model="demo"), files={"demo.gguf": "sha256:" + digest.hexdigest()}
+        )
+        return True

@@ -1,0 +1,344 @@
+"""Work effects and their results: what the core asks of the model store and runner.
+
+A response effect (``StartResponse``, ``SendBody``, ``EndResponse``) is fire and
+forget. A work effect is a question: the adapter performs it (read a manifest, load a
+model, run a generation) and feeds the answer back with ``Exchange.receive_result``.
+Each effect names the results that may answer it in ``answers``; any effect may also be
+answered by ``WorkFailed``. Anything else is adapter misuse and raises.
+
+Most effects have exactly one result. ``Generate`` has many: ``PromptEvaluated`` once,
+then one ``Piece`` per token, then ``GenerationDone``; after each, the exchange says
+what to send and asks for the next. It may stop asking at any time (a stop string
+matched, ``num_predict`` was reached, the client left): the adapter then closes the
+generation when the exchange hands out its next work effect or finishes. That is how
+cancellation lands between tokens.
+
+Times inside results are durations in seconds measured by the adapter; wall-clock
+instants come in as the ``now`` argument of ``receive_result``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Literal, TypeAlias
+
+from ._json import JsonValue
+from ._models import ModelRecord
+from ._names import ModelName
+from ._options import LoadOptions, SamplingOptions
+
+__all__ = [
+    "AcquireRunner",
+    "BlobPresence",
+    "BlobStored",
+    "CheckBlob",
+    "CopyModel",
+    "CreateModel",
+    "DeleteModel",
+    "Generate",
+    "GenerationDone",
+    "ListModels",
+    "ListRunning",
+    "LookupModel",
+    "ModelCreated",
+    "ModelFound",
+    "ModelList",
+    "Piece",
+    "PromptEvaluated",
+    "ReceiveBlob",
+    "Result",
+    "RunnerReady",
+    "RunningList",
+    "RunningModel",
+    "StoreDone",
+    "Tokenize",
+    "Tokens",
+    "UnloadModel",
+    "Unloaded",
+    "WorkEffect",
+    "WorkFailed",
+]
+
+
+def _check_seconds(name: str, value: float) -> None:
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{name} must be a non-negative number of seconds")
+
+
+# -- results -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkFailed:
+    """The work could not be done. ``status`` is the HTTP status the failure earns:
+    404 for a model that is gone, 503 for a full queue, 400 for a bad upload, 500 for
+    a model file llama.cpp cannot load."""
+
+    status: int
+    message: str
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.status <= 599:
+            raise ValueError(
+                f"a failure's status must be 4xx or 5xx, not {self.status}"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelFound:
+    record: ModelRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelList:
+    records: tuple[ModelRecord, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningModel:
+    """One loaded model, for ``/api/ps``."""
+
+    record: ModelRecord
+    expires_at: float
+    """Unix seconds; ``math.inf`` when kept loaded forever."""
+    context_length: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningList:
+    models: tuple[RunningModel, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreDone:
+    """A copy or delete finished."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelCreated:
+    statuses: tuple[str, ...]
+    """The progress messages of the creation, in order, without the final success."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobPresence:
+    exists: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobStored:
+    created: bool
+    """False when the blob was already in the store."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerReady:
+    """The model is loaded and this request holds it until the exchange ends."""
+
+    load_duration: float
+    """Seconds spent loading for this request; 0 when it was already loaded."""
+    context_length: int
+    """The context size the runner was loaded with."""
+
+    def __post_init__(self) -> None:
+        _check_seconds("load_duration", self.load_duration)
+        if self.context_length < 1:
+            raise ValueError("context_length must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unloaded:
+    """The model is unloaded, or will be as soon as its requests in flight end."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tokens:
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptEvaluated:
+    """The prompt is in the model's context; generation starts next."""
+
+    count: int
+    """Prompt tokens evaluated now (a prefix cached from the last request is free)."""
+    duration: float
+
+    def __post_init__(self) -> None:
+        _check_seconds("duration", self.duration)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Piece:
+    """One generated token: its id and its bytes (possibly part of a character)."""
+
+    token: int
+    data: bytes
+    duration: float
+    """Seconds this token took to compute."""
+
+    def __post_init__(self) -> None:
+        _check_seconds("duration", self.duration)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GenerationDone:
+    """The model ended the generation: an end-of-generation token (``stop``) or a
+    full context (``length``)."""
+
+    reason: Literal["stop", "length"]
+
+
+Result: TypeAlias = (
+    WorkFailed
+    | ModelFound
+    | ModelList
+    | RunningList
+    | StoreDone
+    | ModelCreated
+    | BlobPresence
+    | BlobStored
+    | RunnerReady
+    | Unloaded
+    | Tokens
+    | PromptEvaluated
+    | Piece
+    | GenerationDone
+)
+
+
+# -- effects -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LookupModel:
+    """Find an installed model by name (case-insensitively)."""
+
+    answers: ClassVar[tuple[type, ...]] = (ModelFound,)
+    name: ModelName
+    verbose: bool = False
+    """Keep long GGUF arrays in ``model_info`` (``/api/show`` with ``verbose``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListModels:
+    answers: ClassVar[tuple[type, ...]] = (ModelList,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListRunning:
+    answers: ClassVar[tuple[type, ...]] = (RunningList,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CopyModel:
+    answers: ClassVar[tuple[type, ...]] = (StoreDone,)
+    source: ModelName
+    destination: ModelName
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteModel:
+    answers: ClassVar[tuple[type, ...]] = (StoreDone,)
+    name: ModelName
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateModel:
+    """Write a manifest for ``name`` from GGUF blobs (``files``) or another model
+    (``base``), with the given layers replaced. Parameters are already validated."""
+
+    answers: ClassVar[tuple[type, ...]] = (ModelCreated,)
+    name: ModelName
+    files: tuple[tuple[str, str], ...] = ()
+    """(file name, blob digest) pairs."""
+    base: ModelName | None = None
+    template: str | None = None
+    system: str | None = None
+    parameters: Mapping[str, JsonValue] | None = None
+    messages: tuple[Mapping[str, JsonValue], ...] | None = None
+    license: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.files) == (self.base is not None):
+            raise ValueError("a model is created from files or from a base, not both")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckBlob:
+    answers: ClassVar[tuple[type, ...]] = (BlobPresence,)
+    digest: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiveBlob:
+    """Stream the request body into the store as blob ``digest``.
+
+    The only effect that reads the request body: it may be gigabytes, so it goes to a
+    file as it arrives instead of through the exchange.
+    """
+
+    answers: ClassVar[tuple[type, ...]] = (BlobStored,)
+    digest: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcquireRunner:
+    """Get a loaded runner for ``model`` and hold it for the rest of the exchange.
+
+    The adapter loads the model if needed (queueing behind other loads and evicting
+    idle models as the scheduler decides) and releases it when the exchange ends.
+    ``keep_alive`` is seconds (``math.inf``: forever), or None to keep the runner's
+    current setting.
+    """
+
+    answers: ClassVar[tuple[type, ...]] = (RunnerReady,)
+    model: ModelRecord
+    load: LoadOptions
+    context_length: int
+    keep_alive: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnloadModel:
+    answers: ClassVar[tuple[type, ...]] = (Unloaded,)
+    model: ModelRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tokenize:
+    """Tokenize with the held runner's vocabulary; special tokens are recognised."""
+
+    answers: ClassVar[tuple[type, ...]] = (Tokens,)
+    text: str
+    add_bos: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Generate:
+    """Run the held runner on ``prompt`` and report every token."""
+
+    answers: ClassVar[tuple[type, ...]] = (PromptEvaluated, Piece, GenerationDone)
+    prompt: tuple[int, ...]
+    sampling: SamplingOptions
+
+    def __post_init__(self) -> None:
+        if not self.prompt:
+            raise ValueError("a generation needs at least one prompt token")
+
+
+WorkEffect: TypeAlias = (
+    LookupModel
+    | ListModels
+    | ListRunning
+    | CopyModel
+    | DeleteModel
+    | CreateModel
+    | CheckBlob
+    | ReceiveBlob
+    | AcquireRunner
+    | UnloadModel
+    | Tokenize
+    | Generate
+)

@@ -1,0 +1,360 @@
+"""/api/generate and /api/chat, driven through the Exchange with scripted results.
+
+The "world" here plays the adapter: it answers each work effect with the results a
+store and a runner would give. Tokens are characters (``ord``), so prompt lengths are
+easy to reason about; generated pieces are scripted bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from gateway_core import (
+    AcquireRunner,
+    Generate,
+    GenerationDone,
+    LookupModel,
+    ModelFound,
+    ModelRecord,
+    Piece,
+    PromptEvaluated,
+    Result,
+    RunnerReady,
+    Tokenize,
+    Tokens,
+    Unloaded,
+    UnloadModel,
+    WorkEffect,
+    WorkFailed,
+)
+
+from .helpers import NOW, Transcript, run
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+THINKING_TOOLS = CHATML + "{# <think></think> tools <tool_call> #}"
+
+RECORD = ModelRecord(
+    name="tiny:latest",
+    digest="ab" * 32,
+    size=1000,
+    modified_at=NOW - 60,
+    model_file="/models/blobs/sha256-x",
+    model_digest="sha256:" + "cd" * 32,
+    template=CHATML,
+    context_length=4096,
+)
+
+
+class World:
+    """A store holding one model, and a runner that says ``pieces``."""
+
+    def __init__(
+        self,
+        pieces: Sequence[bytes] = (b"Hel", b"lo", b" there"),
+        *,
+        record: ModelRecord = RECORD,
+        context_length: int = 4096,
+        end: Result | None = None,
+    ) -> None:
+        self.pieces = pieces
+        self.record = record
+        self.context_length = context_length
+        self.end = end or GenerationDone(reason="stop")
+        self.prompts: list[str] = []
+
+    def __call__(self, effect: WorkEffect) -> Sequence[Result]:
+        match effect:
+            case LookupModel(name=name):
+                if name.model != "tiny":
+                    return [WorkFailed(status=404, message="gone")]
+                return [ModelFound(record=self.record)]
+            case AcquireRunner():
+                return [
+                    RunnerReady(load_duration=0.5, context_length=self.context_length)
+                ]
+            case UnloadModel():
+                return [Unloaded()]
+            case Tokenize(text=text):
+                self.prompts.append(text)
+                return [Tokens(ids=tuple(map(ord, text)))]
+            case Generate(prompt=prompt):
+                pieces: list[Result] = [
+                    PromptEvaluated(count=len(prompt), duration=0.25)
+                ]
+                pieces += [
+                    Piece(token=1000 + i, data=data, duration=0.125)
+                    for i, data in enumerate(self.pieces)
+                ]
+                return [*pieces, self.end]
+        raise AssertionError(f"unexpected {effect!r}")
+
+
+def post(path: str, body: dict[str, object], world: World | None = None) -> Transcript:
+    body_bytes = json.dumps(body).encode()
+    # The request arrived two seconds before the results did.
+    return run("POST", path, body_bytes, world=world or World(), started=NOW - 2)
+
+
+def lines(t: Transcript) -> list[dict[str, object]]:
+    return [json.loads(line) for line in t.body.splitlines()]
+
+
+def test_generate_without_streaming_answers_one_object_with_every_field() -> None:
+    t = post("/api/generate", {"model": "tiny", "prompt": "Hi", "stream": False})
+    assert t.status == 200
+    body = t.json()
+    assert isinstance(body, dict)
+    assert body["response"] == "Hello there"
+    assert body["done"] is True
+    assert body["done_reason"] == "stop"
+    assert body["created_at"] == "2023-11-14T22:13:20Z"
+    assert body["eval_count"] == 3
+    assert body["total_duration"] == 2_000_000_000
+    assert body["eval_duration"] == 375_000_000
+    assert body["load_duration"] == 500_000_000
+    assert body["prompt_eval_duration"] == 250_000_000
+    context = body["context"]
+    assert isinstance(context, list)
+    assert context[-3:] == [1000, 1001, 1002]
+    assert body["prompt_eval_count"] == len(context) - 3
+    assert set(body) == {
+        "model",
+        "created_at",
+        "response",
+        "done",
+        "done_reason",
+        "context",
+        "total_duration",
+        "load_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_count",
+        "eval_duration",
+    }
+    assert [type(w) for w in t.work] == [LookupModel, AcquireRunner, Tokenize, Generate]
+
+
+def test_generate_streams_ndjson_pieces_then_the_final_object() -> None:
+    t = post("/api/generate", {"model": "tiny", "prompt": "Hi"})
+    assert t.header("content-type") == "application/x-ndjson"
+    objects = lines(t)
+    assert [o["done"] for o in objects] == [False, False, False, True]
+    assert "".join(str(o["response"]) for o in objects) == "Hello there"
+    assert objects[-1]["done_reason"] == "stop"
+
+
+def test_the_prompt_is_rendered_with_the_models_chat_template() -> None:
+    world = World()
+    post(
+        "/api/generate", {"model": "tiny", "prompt": "Hi", "system": "Be kind."}, world
+    )
+    assert world.prompts == [
+        "<|im_start|>system\nBe kind.<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    ]
+
+
+def test_raw_mode_sends_the_prompt_untouched_and_returns_no_context() -> None:
+    world = World()
+    t = post(
+        "/api/generate",
+        {"model": "tiny", "prompt": "x y", "raw": True, "stream": False},
+        world,
+    )
+    assert world.prompts == ["x y"]
+    body = t.json()
+    assert isinstance(body, dict)
+    assert "context" not in body
+
+
+def test_a_stop_string_split_across_tokens_ends_the_answer_before_it() -> None:
+    world = World([b"Hel", b"lo ST", b"OP more", b"never asked for"])
+    t = post(
+        "/api/chat",
+        {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "options": {"stop": ["STOP"]},
+            "stream": False,
+        },
+        world,
+    )
+    body = t.json()
+    assert isinstance(body, dict)
+    assert body["message"] == {"role": "assistant", "content": "Hello "}
+    assert body["done_reason"] == "stop"
+    assert body["eval_count"] == 3  # the fourth piece was never asked for
+
+
+def test_num_predict_stops_the_generation_with_length() -> None:
+    t = post(
+        "/api/generate",
+        {"model": "tiny", "prompt": "Hi", "options": {"num_predict": 2}},
+    )
+    objects = lines(t)
+    assert objects[-1]["done_reason"] == "length"
+    assert objects[-1]["eval_count"] == 2
+    assert "".join(str(o["response"]) for o in objects) == "Hello"
+
+
+def test_a_character_split_across_tokens_arrives_whole() -> None:
+    t = post(
+        "/api/generate",
+        {"model": "tiny", "prompt": "Hi", "stream": False},
+        World([b"caf\xc3", b"\xa9!"]),
+    )
+    body = t.json()
+    assert isinstance(body, dict)
+    assert body["response"] == "café!"
+
+
+def test_empty_requests_load_and_with_keep_alive_0_unload() -> None:
+    loaded = post("/api/generate", {"model": "tiny", "prompt": ""})
+    assert [type(w) for w in loaded.work] == [LookupModel, AcquireRunner]
+    assert loaded.json() == {
+        "model": "tiny",
+        "created_at": "2023-11-14T22:13:20Z",
+        "response": "",
+        "done": True,
+        "done_reason": "load",
+        "total_duration": 2_000_000_000,
+        "load_duration": 500_000_000,
+    }
+    unloaded = post("/api/chat", {"model": "tiny", "messages": [], "keep_alive": 0})
+    assert [type(w) for w in unloaded.work] == [LookupModel, UnloadModel]
+    body = unloaded.json()
+    assert isinstance(body, dict)
+    assert body["done_reason"] == "unload"
+    assert body["message"] == {"role": "assistant", "content": ""}
+
+
+def test_keep_alive_reaches_the_runner_in_seconds() -> None:
+    t = post("/api/generate", {"model": "tiny", "prompt": "", "keep_alive": "1m30s"})
+    acquire = t.work[1]
+    assert isinstance(acquire, AcquireRunner)
+    assert acquire.keep_alive == 90.0
+    assert acquire.context_length == 4096
+
+
+def test_model_errors_use_ollamas_statuses_and_words() -> None:
+    cases: list[tuple[str, dict[str, object], int, str]] = [
+        ("/api/generate", {"prompt": "x"}, 404, "model '' not found"),
+        ("/api/chat", {"messages": []}, 400, "model is required"),
+        ("/api/chat", {"model": "Nope", "messages": []}, 404, "model 'Nope' not found"),
+        ("/api/chat", {"model": "a b", "messages": []}, 400, "invalid model name"),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "options": {"top_k": "many"}},
+            400,
+            'option "top_k" must be of type integer',
+        ),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "raw": True, "system": "s"},
+            400,
+            "raw mode does not support template, system, or context",
+        ),
+        (
+            "/api/chat",
+            {"model": "tiny", "messages": [], "think": True},
+            400,
+            '"tiny" does not support thinking',
+        ),
+        (
+            "/api/chat",
+            {"model": "tiny", "messages": [], "tools": [{"type": "function"}]},
+            400,
+            "registry.ollama.ai/library/tiny:latest does not support tools",
+        ),
+        (
+            "/api/generate",
+            {"model": "tiny", "prompt": "x", "top_logprobs": 21},
+            400,
+            "top_logprobs must be between 0 and 20",
+        ),
+    ]
+    for path, body, status, message in cases:
+        t = post(path, body)
+        assert (t.status, t.json()) == (status, {"error": message}), body
+
+
+def test_a_thinking_template_accepts_think() -> None:
+    world = World(record=_with_template(THINKING_TOOLS))
+    t = post(
+        "/api/chat",
+        {
+            "model": "tiny",
+            "messages": [{"role": "USER", "content": "Hi"}],
+            "think": "high",
+            "stream": False,
+        },
+        world,
+    )
+    assert t.status == 200
+    assert world.prompts[0].startswith("<|im_start|>user\nHi")  # role lower-cased
+
+
+def _with_template(template: str) -> ModelRecord:
+    fields = {name: getattr(RECORD, name) for name in RECORD.__dataclass_fields__}
+    return ModelRecord(**{**fields, "template": template})
+
+
+def test_unknown_options_are_ignored_with_a_note() -> None:
+    t = post(
+        "/api/generate", {"model": "tiny", "prompt": "", "options": {"mirostat": 2}}
+    )
+    assert t.status == 200
+    assert t.notes == ("ignoring unknown options: mirostat",)
+
+
+def test_a_long_history_drops_the_oldest_messages_but_keeps_the_system() -> None:
+    messages = [
+        {"role": "system", "content": "S"},
+        *({"role": "user", "content": f"old message {i} " * 5} for i in range(4)),
+        {"role": "user", "content": "last"},
+    ]
+    world = World(context_length=200)
+    t = post("/api/chat", {"model": "tiny", "messages": messages}, world)
+    assert t.status == 200
+    final = world.prompts[-1]
+    assert len(final) < 200
+    assert final.startswith("<|im_start|>system\nS<|im_end|>")
+    assert "last" in final
+    assert "old message 0" not in final
+    assert len(world.prompts) > 1  # it had to try shorter histories
+
+
+def test_without_truncate_a_prompt_too_long_is_a_400() -> None:
+    t = post(
+        "/api/generate",
+        {"model": "tiny", "prompt": "x" * 500, "truncate": False},
+        World(context_length=100),
+    )
+    assert (t.status, t.json()) == (
+        400,
+        {"error": "the input length exceeds the context length"},
+    )
+
+
+def test_a_runner_failure_after_the_first_byte_is_an_error_line() -> None:
+    world = World(end=WorkFailed(status=500, message="decode failed"))
+    t = post("/api/generate", {"model": "tiny", "prompt": "Hi"}, world)
+    assert t.status == 200
+    objects = lines(t)
+    assert objects[-1] == {"error": "decode failed"}
+    assert all(o.get("done") is False for o in objects[:-1])
+
+
+def test_a_full_queue_before_the_first_byte_is_a_503() -> None:
+    class Busy(World):
+        def __call__(self, effect: WorkEffect) -> Sequence[Result]:
+            if isinstance(effect, AcquireRunner):
+                return [WorkFailed(status=503, message="server busy")]
+            return super().__call__(effect)
+
+    t = post("/api/chat", {"model": "tiny", "messages": []}, Busy())
+    assert (t.status, t.json()) == (503, {"error": "server busy"})
