@@ -24,11 +24,9 @@ import contextlib
 import hashlib
 import logging
 import os
-import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from gateway_core._json import JsonValue, dumps
 from gateway_core._manifest import (
@@ -56,6 +54,14 @@ from gateway_core._names import InvalidDigest, ModelName, parse_digest
 
 from .demo_model import write_demo_model
 from .gguf_info import GgufError, GgufInfo, read_gguf
+from .store_files import (
+    BlobWriter,
+    StoreError,
+    disk_errors,
+    fsync_dir,
+    temp_path,
+    write_file,
+)
 
 __all__ = ["BlobWriter", "ModelStore", "StoreError", "ensure_demo_model"]
 
@@ -67,141 +73,6 @@ _READ_ATTEMPTS = 5
 
 class _Changed(Exception):
     """A model's manifest changed while it was being read: read it again."""
-
-
-class StoreError(Exception):
-    """A store operation failed; ``status`` is the HTTP status it deserves.
-
-    400: the client's input (bad digest, bad upload, a file that is not GGUF).
-    404: no such model. 500: the store itself is damaged (a missing model file).
-    """
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _temp_path(final: Path) -> Path:
-    """A fresh name next to ``final``; the leading dot keeps it out of every scan."""
-    return final.with_name(f".{final.name}.{secrets.token_hex(8)}.tmp")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable. Not possible on every platform; best effort there."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_file(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` atomically, reading it back before the rename."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path(final)
-    try:
-        with temp.open("xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        _check_readback(temp, data)
-        os.replace(temp, final)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(final.parent)
-
-
-def _check_readback(path: Path, data: bytes) -> None:
-    if path.read_bytes() != data:
-        raise OSError(f"{path} does not read back as written")
-
-
-class BlobWriter:
-    """Streams one blob upload to a temporary file; ``commit`` verifies and installs it.
-
-    Use it as a context manager, or call ``abort`` on failure: a writer that is left
-    neither committed nor aborted leaves its temporary file behind.
-    """
-
-    def __init__(self, store: ModelStore, digest: str) -> None:
-        self._store = store
-        self._digest = digest
-        self._final = store.blob_path(digest)
-        self._temp = _temp_path(self._final)
-        with _disk_errors():
-            self._file = self._temp.open("xb")
-        self._hash = hashlib.sha256()
-        self._done = False
-
-    def write(self, data: bytes) -> None:
-        if self._done:
-            raise RuntimeError("write() after commit() or abort()")
-        try:
-            with _disk_errors():
-                self._file.write(data)
-        except StoreError:
-            self.abort()
-            raise
-        self._hash.update(data)
-
-    def commit(self) -> bool:
-        """Install the blob. True if it was created, False if it was already there.
-
-        Raises:
-            StoreError(400): the bytes written do not have the announced digest.
-            StoreError(500): the disk failed.
-        """
-        if self._done:
-            raise RuntimeError("commit() after commit() or abort()")
-        self._done = True
-        try:
-            with _disk_errors():
-                return self._finish()
-        except BaseException:
-            self._file.close()
-            self._temp.unlink(missing_ok=True)
-            raise
-
-    def _finish(self) -> bool:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._check_digest()
-        with self._store.lock:
-            if self._final.is_file():
-                self._temp.unlink()
-                return False
-            os.replace(self._temp, self._final)
-        _fsync_dir(self._final.parent)
-        return True
-
-    def _check_digest(self) -> None:
-        got = "sha256:" + self._hash.hexdigest()
-        if got != self._digest:
-            raise StoreError(
-                400, f'digest mismatch, expected "{self._digest}", got "{got}"'
-            )
-
-    def abort(self) -> None:
-        """Drop the upload. Harmless after ``commit`` or a second ``abort``."""
-        if not self._done:
-            self._done = True
-            self._file.close()
-            self._temp.unlink(missing_ok=True)
-
-    def __enter__(self) -> BlobWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.abort()
 
 
 class ModelStore:
@@ -229,7 +100,8 @@ class ModelStore:
 
     def blob_writer(self, digest: str) -> BlobWriter:
         """Start an upload of blob ``digest`` (a size is not needed: it streams)."""
-        return BlobWriter(self, _digest(digest))
+        digest = _digest(digest)
+        return BlobWriter(self.blob_path(digest), digest, lock=self.lock)
 
     def _put_blob(self, data: bytes, statuses: list[str]) -> str:
         digest = digest_of(data)
@@ -237,7 +109,7 @@ class ModelStore:
         if path.is_file():
             statuses.append(f"using existing layer {digest}")
         else:
-            _write_file(path, data)
+            write_file(path, data)
             statuses.append(f"creating new layer {digest}")
         return digest
 
@@ -491,7 +363,7 @@ class ModelStore:
         """
         if bool(files) == (base is not None):
             raise StoreError(400, "give either files or a base model (from), not both")
-        with self.lock, _disk_errors():
+        with self.lock, disk_errors():
             statuses: list[str] = []
             if base is not None:
                 found = self._find(base)
@@ -614,7 +486,7 @@ class ModelStore:
             if previous is not None:
                 with contextlib.suppress(StoreError):
                     old = self._read_manifest(*previous)[0]
-            _write_file(self._manifest_path(name), manifest.to_bytes())
+            write_file(self._manifest_path(name), manifest.to_bytes())
             if previous is not None and previous[1] != self._manifest_path(name):
                 self._remove_manifest(previous[1])
             if old is not None:
@@ -622,7 +494,7 @@ class ModelStore:
 
     def copy(self, source: ModelName, destination: ModelName) -> None:
         """Install ``destination`` as the same model as ``source`` (404 if missing)."""
-        with self.lock, _disk_errors():
+        with self.lock, disk_errors():
             found = self._find(source)
             if found is None:
                 raise StoreError(404, f'model "{source.display}" not found')
@@ -630,7 +502,7 @@ class ModelStore:
 
     def delete(self, name: ModelName) -> None:
         """Remove ``name`` and the blobs only it used (404 if missing)."""
-        with self.lock, _disk_errors():
+        with self.lock, disk_errors():
             found = self._find(name)
             if found is None:
                 raise _not_found(name)
@@ -649,7 +521,7 @@ class ModelStore:
                 directory.rmdir()
             except OSError:
                 break
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def _prune(self, candidates: frozenset[str]) -> None:
         """Delete those of ``candidates`` no manifest refers to any more.
@@ -669,15 +541,6 @@ class ModelStore:
         for digest in candidates - in_use:
             self.blob_path(digest).unlink(missing_ok=True)
             self._infos.pop(digest, None)
-
-
-@contextlib.contextmanager
-def _disk_errors() -> Iterator[None]:
-    """A failing disk (full, read-only, ...) is the store's failure: a 500."""
-    try:
-        yield
-    except OSError as exc:
-        raise StoreError(500, f"the model store could not be written: {exc}") from exc
 
 
 def _digest(text: str) -> str:
@@ -707,7 +570,7 @@ def ensure_demo_model(store: ModelStore) -> bool:
     with store.lock:
         if store.list_models():
             return False
-        temp = _temp_path(store.root / "blobs" / "demo.gguf")
+        temp = temp_path(store.root / "blobs" / "demo.gguf")
         try:
             write_demo_model(temp)
             digest = hashlib.sha256()

@@ -45,6 +45,9 @@ _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
 )
 _ACCEPT_BACKOFF: Final = 0.1
 
+# Freeing a llama.cpp model takes milliseconds; ten seconds means something is stuck.
+_UNLOAD_TIMEOUT: Final = 10.0
+
 
 def _new_request_id() -> str:
     # 64 random bits: unique enough to find one request in the logs, short to read.
@@ -125,14 +128,20 @@ class Server:
         if self.models is None:
             await self._serve(listeners, task_status)
             return
-        try:
-            async with trio.open_nursery() as background:
-                background.start_soon(self.models.run)
+        async with trio.open_nursery() as background:
+            background.start_soon(self.models.run)
+            try:
                 await self._serve(listeners, task_status)
+            finally:
+                # Unloading needs the pool's task, so it comes before cancelling it;
+                # shielded, because this also runs when serving was cancelled, and
+                # bounded, so that a stuck unload cannot hold the process.
+                with trio.CancelScope(shield=True) as unloading:
+                    unloading.deadline = trio.current_time() + _UNLOAD_TIMEOUT
+                    await self.models.aclose()
+                if unloading.cancelled_caught:
+                    logger.warning("models still loaded after %g s", _UNLOAD_TIMEOUT)
                 background.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.models.aclose()
 
     async def _serve(
         self,

@@ -358,3 +358,48 @@ def test_a_full_queue_before_the_first_byte_is_a_503() -> None:
 
     t = post("/api/chat", {"model": "tiny", "messages": []}, Busy())
     assert (t.status, t.json()) == (503, {"error": "server busy"})
+
+
+FIM = "<PRE>{{ prompt }}<SUF>{{ suffix }}<MID>"
+
+
+def test_suffix_needs_a_template_that_knows_it() -> None:
+    refused = post("/api/generate", {"model": "tiny", "prompt": "a", "suffix": "b"})
+    assert (refused.status, refused.json()) == (
+        400,
+        {"error": "registry.ollama.ai/library/tiny:latest does not support insert"},
+    )
+    world = World(record=_with_template(FIM))
+    body = {"model": "tiny", "prompt": "def f(", "suffix": "):", "stream": False}
+    assert post("/api/generate", body, world).status == 200
+    assert world.prompts == ["<PRE>def f(<SUF>):<MID>"]
+
+
+def test_a_request_template_replaces_the_models() -> None:
+    world = World()
+    body = {
+        "model": "tiny",
+        "prompt": "Hi",
+        "system": "S",
+        "template": "[{{ system }}|{{ prompt }}|{{ messages | length }}]",
+    }
+    post("/api/generate", body, world)
+    assert world.prompts == ["[S|Hi|2]"]
+    broken = post("/api/generate", {**body, "template": "{{ .Prompt }}"})
+    assert broken.status == 400
+    assert "Go template" in str(broken.json())
+
+
+def test_context_continues_a_conversation_token_for_token() -> None:
+    world = World()
+    t = post(
+        "/api/generate",
+        {"model": "tiny", "prompt": "more", "context": [7, 8, 9], "stream": False},
+        world,
+    )
+    body = t.json()
+    assert isinstance(body, dict)
+    context = body["context"]
+    assert isinstance(context, list)
+    assert context[:3] == [7, 8, 9]  # the old conversation, then the new prompt
+    assert len(context) == 3 + len(world.prompts[0]) + 3
