@@ -292,9 +292,17 @@ class ModelWork:
                 sampling = _sampling(effect.sampling)
             except ValueError as exc:
                 return WorkFailed(status=400, message=f"invalid option: {exc}")
-            generation = self._generation = self._held().generate(
-                effect.prompt, sampling
-            )
+            try:
+                generation = self._generation = self._held().generate(
+                    effect.prompt, sampling
+                )
+            except ValueError:
+                # The only tokens the core did not get from this runner come from a
+                # client's ``context``: ids this vocabulary doesn't have.
+                return WorkFailed(
+                    status=400,
+                    message="context holds token ids outside the model's vocabulary",
+                )
             self._first = await self._pull(generation)
             # The whole prompt counts, cached prefix included: clients use this as
             # the prompt's size (OpenAI's prompt_tokens), not as work done.

@@ -44,6 +44,11 @@ class CompletionRequest:
         tools: the tool definitions offered to the model, if any.
         think: None (the model's default), a bool, or an effort level.
         options: the request's ``options`` object, checked against the model later.
+        format: the ``format`` field (structured output), refused by the flow for
+            now; kept so that the refusal comes in the reference's order.
+        raw_conflict: raw mode was combined with template, system or context (a 400
+            the flow raises after the unload shortcut, as Ollama does).
+        debug_render_only: answer with the rendered prompt instead of generating.
         keep_alive: seconds (``math.inf`` for forever), None to keep the current.
         stream: stream NDJSON (True) or answer with one object (False).
         truncate: shorten a prompt that is too long instead of failing.
@@ -62,6 +67,9 @@ class CompletionRequest:
     tools: tuple[Message, ...] = ()
     think: bool | str | None = None
     options: Mapping[str, JsonValue] | None = None
+    format: JsonValue = None
+    raw_conflict: bool = False
+    debug_render_only: bool = False
     keep_alive: float | None = None
     stream: bool = True
     truncate: bool = True
@@ -89,9 +97,11 @@ def _flag(body: Mapping[str, JsonValue], name: str, default: bool) -> bool:
 class _Shared:
     think: bool | str | None
     options: Mapping[str, JsonValue] | None
+    format: JsonValue
     keep_alive: float | None
     stream: bool
     truncate: bool
+    debug_render_only: bool
 
 
 def _common(body: Mapping[str, JsonValue]) -> _Shared:
@@ -99,18 +109,15 @@ def _common(body: Mapping[str, JsonValue]) -> _Shared:
     top_logprobs = body.get("top_logprobs")
     if isinstance(top_logprobs, int) and not 0 <= top_logprobs <= 20:
         raise FlowError(400, "top_logprobs must be between 0 and 20")
-    fmt = body.get("format")
-    if fmt not in (None, ""):
-        # Structured output arrives with its own issue; until then, say so rather
-        # than hand back text that ignores the schema.
-        raise FlowError(501, "'format' (structured output) is not supported yet")
     options = body.get("options")
     return _Shared(
         think=_think(body.get("think")),
         options=options if isinstance(options, dict) else None,
+        format=None if body.get("format") == "" else body.get("format"),
         keep_alive=keep_alive_seconds(body.get("keep_alive")),
         stream=_flag(body, "stream", True),
         truncate=_flag(body, "truncate", True),
+        debug_render_only=_flag(body, "_debug_render_only", False),
     )
 
 
@@ -143,10 +150,7 @@ def generate_request(body: Mapping[str, JsonValue]) -> CompletionRequest:
     common = _common(body)
     raw = _flag(body, "raw", False)
     context = body.get("context")
-    if raw and (
-        body.get("template") or body.get("system") or context not in (None, [])
-    ):
-        raise FlowError(400, "raw mode does not support template, system, or context")
+    overridden = body.get("template") or body.get("system") or context not in (None, [])
     images = body.get("images")
     return CompletionRequest(
         kind=Kind.GENERATE,
@@ -157,13 +161,16 @@ def generate_request(body: Mapping[str, JsonValue]) -> CompletionRequest:
         template=_text(body, "template") or None,
         suffix=_text(body, "suffix") or None,
         raw=raw,
+        raw_conflict=raw and bool(overridden),
         context=_context(context),
         has_images=isinstance(images, list) and bool(images),
         think=common.think,
         options=common.options,
+        format=common.format,
         keep_alive=common.keep_alive,
         stream=common.stream,
         truncate=common.truncate,
+        debug_render_only=common.debug_render_only,
     )
 
 
@@ -171,7 +178,9 @@ def _context(value: JsonValue) -> tuple[int, ...] | None:
     if value is None:
         return None
     assert isinstance(value, list)
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+    if not all(
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value
+    ):
         raise FlowError(400, "context must be an array of token ids", param="context")
     return tuple(t for t in value if isinstance(t, int))
 
@@ -199,9 +208,11 @@ def chat_request(body: Mapping[str, JsonValue]) -> CompletionRequest:
         has_images=any(m.get("images") for m in messages),
         think=common.think,
         options=common.options,
+        format=common.format,
         keep_alive=common.keep_alive,
         stream=common.stream,
         truncate=common.truncate,
+        debug_render_only=common.debug_render_only,
     )
 
 

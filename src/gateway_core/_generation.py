@@ -41,7 +41,7 @@ from ._flow import (
 from ._json import JsonValue
 from ._model_ops import body_of, lookup
 from ._models import ModelRecord
-from ._options import Options, effective_num_ctx, resolve_options
+from ._options import Options, SamplingOptions, effective_num_ctx, resolve_options
 from ._prompt import chat_messages, generate_messages, truncated_histories
 from ._replies import JsonReply
 from ._request import Request
@@ -142,7 +142,16 @@ def _serve(completion: CompletionRequest, request: Request) -> Flow:
         yield from perform(UnloadModel(model=record), Unloaded)
         yield JsonReply(value=out.final("unload"))
         return
+    if completion.raw_conflict:
+        raise FlowError(400, "raw mode does not support template, system, or context")
+    if completion.format is not None:
+        # Structured output arrives with its own issue; until then, say so rather
+        # than hand back text that ignores the schema.
+        raise FlowError(501, "'format' (structured output) is not supported yet")
     _check_capabilities(completion, record)
+    if completion.debug_render_only:
+        yield JsonReply(value=_debug_render(completion, record, out, request))
+        return
     options = resolve_options(record.parameters, completion.options)
     if options.ignored:
         request.notes.append(
@@ -168,6 +177,26 @@ def _serve(completion: CompletionRequest, request: Request) -> Flow:
         completion, record, request, options, ready.context_length
     )
     yield from _run(completion, out, options, prompt, ready.context_length, metrics)
+
+
+def _debug_render(
+    completion: CompletionRequest, record: ModelRecord, out: _Output, request: Request
+) -> dict[str, JsonValue]:
+    """``_debug_render_only``: the prompt the model would see, and no generation.
+    Rendered in full: trimming a long history needs the tokenizer, hence the model."""
+    now = request.timeline.now
+    if completion.kind is Kind.CHAT:
+        messages = chat_messages(
+            completion.messages,
+            system=record.system,
+            modelfile_messages=record.messages,
+        )
+        text = _render(completion, record, messages, now)
+    else:
+        text = _generate_text(completion, record, now)
+    body = out.chunk("", done=True)
+    body["_debug_info"] = {"rendered_template": text, "image_count": 0}
+    return body
 
 
 def _check_capabilities(completion: CompletionRequest, record: ModelRecord) -> None:
@@ -201,59 +230,83 @@ def _prompt_tokens(
     options: Options,
     context_length: int,
 ) -> Generator[Step, Result | None, tuple[int, ...]]:
-    """Render and tokenize the prompt so that it fits the context, or fail."""
+    """Render and tokenize the prompt so that it fits the context with room left for
+    the answer, or fail."""
     now = request.timeline.now
+    budget = context_length - _answer_room(context_length, options.sampling)
     if completion.kind is Kind.CHAT:
-        messages = chat_messages(
-            completion.messages,
-            system=record.system,
-            modelfile_messages=record.messages,
-        )
+        messages = _chat_messages(completion, record)
         histories = truncated_histories(messages) if completion.truncate else [messages]
         tokens: tuple[int, ...] = ()
         for history in histories:
             tokens = yield from _tokenize(
                 _render(completion, record, history, now), record
             )
-            if len(tokens) < context_length:
-                return tokens
+            if len(tokens) <= budget:
+                break
     else:
         text = _generate_text(completion, record, now)
-        tokens = yield from _tokenize(text, record, raw=completion.raw)
         if completion.context:
+            # A continuation: the old tokens already begin with whatever the
+            # model starts a sequence with.
+            text = text.removeprefix(record.bos_token) if record.bos_token else text
+            tokens = yield from _tokenize(text, record, add_bos=False)
             tokens = completion.context + tokens
-    if len(tokens) < context_length:
+        else:
+            tokens = yield from _tokenize(text, record, add_bos=completion.raw or None)
+    if not tokens:
+        raise FlowError(400, "the prompt is empty once the template is applied")
+    if len(tokens) <= budget:
         return tokens
     if not completion.truncate:
         raise FlowError(400, "the input length exceeds the context length")
     request.notes.append(
-        f"truncating a prompt of {len(tokens)} tokens to fit num_ctx {context_length}"
+        f"truncating a prompt of {len(tokens)} tokens to {budget}, "
+        f"leaving room to answer in num_ctx {context_length}"
     )
-    return _truncate(tokens, context_length, options.sampling.num_keep)
+    return _truncate(tokens, budget, options.sampling.num_keep)
 
 
-def _truncate(
-    tokens: tuple[int, ...], context_length: int, num_keep: int
-) -> tuple[int, ...]:
-    """Keep the first ``num_keep`` tokens (the start of the system prompt, usually)
-    and as much of the end as leaves a quarter of the context for the answer.
+def _chat_messages(
+    completion: CompletionRequest, record: ModelRecord
+) -> list[dict[str, JsonValue]]:
+    return chat_messages(
+        completion.messages, system=record.system, modelfile_messages=record.messages
+    )
 
-    Ollama fills the whole context and relies on shifting it during generation; this
-    runner does not shift, so room to answer is kept up front instead.
+
+def _answer_room(context_length: int, sampling: SamplingOptions) -> int:
+    """Context kept free for the answer: ``num_predict`` tokens when it asks for
+    fewer than a quarter of the context, else a quarter.
+
+    Ollama lets the prompt fill the context and shifts it during generation; this
+    runner does not shift, so the room to answer is kept up front instead. A quarter
+    bounds what a long answer can cost the prompt.
     """
-    budget = context_length - max(1, context_length // 4)
-    keep = budget if num_keep < 0 else min(num_keep, budget)
+    quarter = max(1, context_length // 4)
+    if sampling.num_predict > 0:
+        return min(sampling.num_predict, quarter)
+    return quarter
+
+
+def _truncate(tokens: tuple[int, ...], budget: int, num_keep: int) -> tuple[int, ...]:
+    """``budget`` tokens: the first ``num_keep`` (-1: as many as possible) and the
+    rest from the end, which always keeps at least the final token, the one the
+    answer follows."""
+    keep = budget - 1 if num_keep < 0 else min(num_keep, budget - 1)
     tail = budget - keep
-    return tokens[:keep] + (tokens[len(tokens) - tail :] if tail else ())
+    return tokens[:keep] + tokens[len(tokens) - tail :]
 
 
 def _tokenize(
-    text: str, record: ModelRecord, *, raw: bool = False
+    text: str, record: ModelRecord, *, add_bos: bool | None = None
 ) -> Generator[Step, Result | None, tuple[int, ...]]:
-    # Chat templates usually write the BOS token themselves; adding another would
-    # give the model a prompt it was never trained on.
-    has_bos = bool(record.bos_token) and text.startswith(record.bos_token)
-    found = yield from perform(Tokenize(text=text, add_bos=raw or not has_bos), Tokens)
+    """Tokenize with the held runner. ``add_bos`` None decides from the text: chat
+    templates usually write the BOS token themselves, and adding another would give
+    the model a prompt it was never trained on."""
+    if add_bos is None:
+        add_bos = not (record.bos_token and text.startswith(record.bos_token))
+    found = yield from perform(Tokenize(text=text, add_bos=add_bos), Tokens)
     return found.ids
 
 
@@ -385,6 +438,8 @@ def _run(
     if not scanner.stopped:
         text, stopped = scanner.feed(decoder.flush())
         yield from emit(text if stopped else text + scanner.flush())
+        if stopped:
+            reason = "stop"  # the stop string was completed by the last bytes
     context = None
     if completion.kind is Kind.GENERATE and not completion.raw:
         context = prompt + tuple(generated)

@@ -103,6 +103,13 @@ class SamplingOptions:
                 raise ValueError(f'"{spec.name}" must be a finite number')
         if not all(isinstance(text, str) and text for text in self.stop):
             raise ValueError('"stop" must hold non-empty strings')
+        # llama.cpp divides logits by the repeat penalty and reads the window size
+        # as a count (-1: the whole context); anything else cannot be sampled with.
+        _at_least("repeat_last_n", self.repeat_last_n, -1)
+        if not self.repeat_penalty > 0:
+            raise ValueError(
+                f'"repeat_penalty" must be positive, not {self.repeat_penalty}'
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from adapters.demo_model import write_demo_model
-from adapters.llama_runner import LlamaRunner
+from adapters.llama_runner import LlamaRunner, RunnerError
 from adapters.settings import ServerSettings
 
 from .conftest import LiveServer, start_live_server
@@ -449,19 +449,26 @@ async def test_a_new_load_time_option_reloads_the_model(
 
 
 async def test_the_least_recently_used_idle_model_makes_room(
-    nursery: trio.Nursery, clients: list[ollama.Client], tmp_path: Path, gguf: Path
+    nursery: trio.Nursery, clients: list[ollama.Client], tmp_path: Path
 ) -> None:
     _, client = await _server(
-        nursery, clients, tmp_path / "models", max_loaded_models=1
+        nursery, clients, tmp_path / "models", max_loaded_models=2
     )
-    other = tmp_path / "other.gguf"
-    write_demo_model(other, seed=1)  # different weights: a different model file
-    await install(client, "first", gguf)
-    await install(client, "second", other)
-    for name in ("first", "second"):
-        await load(client, name)
-        running = (await call(lambda: client.ps())).models
-        assert [m.model for m in running] == [f"{name}:latest"]
+    for seed, name in enumerate(("a", "b", "c")):
+        path = tmp_path / f"{name}.gguf"
+        write_demo_model(path, seed=seed)  # different weights: different files
+        await install(client, name, path)
+
+    async def loaded() -> set[str]:
+        return {m.model or "" for m in (await call(lambda: client.ps())).models}
+
+    await load(client, "a")
+    await load(client, "b")
+    await load(client, "a")  # a is now the more recently used
+    await load(client, "c")  # room for c: b goes, not a
+    assert await loaded() == {"a:latest", "c:latest"}
+    await load(client, "b")  # a was used before c, so a makes room now
+    assert await loaded() == {"c:latest", "b:latest"}
 
 
 async def test_a_tiny_context_keeps_the_last_message_of_a_long_chat(
@@ -487,3 +494,31 @@ async def test_a_tiny_context_keeps_the_last_message_of_a_long_chat(
         m for m in (await call(lambda: client.ps())).models if m.model == "small:latest"
     ]
     assert running.context_length == 64  # clamped to what the model was trained for
+
+
+async def test_token_ids_outside_the_vocabulary_are_a_400(
+    served: tuple[LiveServer, ollama.Client],
+) -> None:
+    _, client = served
+    with pytest.raises(ollama.ResponseError) as caught:
+        await call(
+            lambda: client.generate(model="tiny", prompt="hi", context=[99_999_999])
+        )
+    assert caught.value.status_code == 400
+    assert "vocabulary" in caught.value.error
+
+
+async def test_stopping_the_server_unloads_every_model(
+    served: tuple[LiveServer, ollama.Client],
+) -> None:
+    live, client = served
+    await load(client, "tiny")
+    models = live.server.models
+    assert models is not None
+    (running,) = models.pool.running()
+    live.server.shutdown()
+    with trio.fail_after(10):
+        await live.done.wait()
+    assert models.pool.running() == []
+    with pytest.raises(RunnerError):  # the runner was closed, not just forgotten
+        running.runner.is_eog(0)

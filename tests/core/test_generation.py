@@ -8,7 +8,9 @@ easy to reason about; generated pieces are scripted bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+import pytest
 
 from gateway_core import (
     AcquireRunner,
@@ -93,7 +95,9 @@ class World:
         raise AssertionError(f"unexpected {effect!r}")
 
 
-def post(path: str, body: dict[str, object], world: World | None = None) -> Transcript:
+def post(
+    path: str, body: Mapping[str, object], world: World | None = None
+) -> Transcript:
     body_bytes = json.dumps(body).encode()
     # The request arrived two seconds before the results did.
     return run("POST", path, body_bytes, world=world or World(), started=NOW - 2)
@@ -403,3 +407,131 @@ def test_context_continues_a_conversation_token_for_token() -> None:
     assert isinstance(context, list)
     assert context[:3] == [7, 8, 9]  # the old conversation, then the new prompt
     assert len(context) == 3 + len(world.prompts[0]) + 3
+
+
+def test_a_template_that_renders_nothing_is_a_400_not_a_crash() -> None:
+    t = post("/api/generate", {"model": "tiny", "prompt": "hi", "template": "{# #}"})
+    assert (t.status, t.json()) == (
+        400,
+        {"error": "the prompt is empty once the template is applied"},
+    )
+
+
+def test_a_long_raw_prompt_keeps_its_start_and_its_end() -> None:
+    world = World(context_length=100)
+    prompt = "S" * 10 + "m" * 300 + "END"
+    t = post(
+        "/api/generate",
+        {"model": "tiny", "prompt": prompt, "raw": True, "options": {"num_keep": 10}},
+        world,
+    )
+    assert t.status == 200
+    (generate,) = [w for w in t.work if isinstance(w, Generate)]
+    kept = "".join(map(chr, generate.prompt))
+    assert len(kept) == 75  # a quarter of the context is left for the answer
+    assert kept.startswith("S" * 10)
+    assert kept.endswith("END")
+    assert t.notes == (
+        "truncating a prompt of 313 tokens to 75, "
+        "leaving room to answer in num_ctx 100",
+    )
+
+
+def test_num_keep_minus_one_still_keeps_the_final_token() -> None:
+    t = post(
+        "/api/generate",
+        {"model": "tiny", "prompt": "x" * 200 + "?", "raw": True,
+         "options": {"num_keep": -1}},
+        World(context_length=40),
+    )  # fmt: skip
+    (generate,) = [w for w in t.work if isinstance(w, Generate)]
+    assert len(generate.prompt) == 30
+    assert chr(generate.prompt[-1]) == "?"
+
+
+def test_a_short_answer_leaves_more_room_for_the_prompt() -> None:
+    # num_predict 5 needs only 5 free slots: 90 of 100 tokens fit untouched.
+    body = {"model": "tiny", "prompt": "y" * 90, "raw": True}
+    short = post("/api/generate", {**body, "options": {"num_predict": 5}},
+                 World(context_length=100))  # fmt: skip
+    assert short.notes == ()
+    unbounded = post("/api/generate", body, World(context_length=100))
+    assert unbounded.notes != ()  # a quarter is kept free instead
+
+
+@pytest.mark.parametrize("num_predict", [0, -1, -2])
+def test_num_predict_without_a_positive_limit_runs_to_the_models_end(
+    num_predict: int,
+) -> None:
+    t = post(
+        "/api/generate",
+        {"model": "tiny", "prompt": "Hi", "stream": False,
+         "options": {"num_predict": num_predict}},
+    )  # fmt: skip
+    body = t.json()
+    assert isinstance(body, dict)
+    assert (body["response"], body["done_reason"]) == ("Hello there", "stop")
+
+
+def test_a_partial_stop_string_held_back_is_released_at_the_end() -> None:
+    world = World([b"Hello S", b"TO"], end=GenerationDone(reason="length"))
+    t = post(
+        "/api/generate",
+        {"model": "tiny", "prompt": "Hi", "stream": False,
+         "options": {"stop": ["STOP"]}},
+        world,
+    )  # fmt: skip
+    body = t.json()
+    assert isinstance(body, dict)
+    assert (body["response"], body["done_reason"]) == ("Hello STO", "length")
+
+
+def test_checks_come_in_the_references_order() -> None:
+    # The unload shortcut comes before the raw and format checks (ollama-api §1.4).
+    unload = {"model": "tiny", "prompt": "", "keep_alive": 0}
+    for extra in ({"format": "json"}, {"raw": True, "system": "s"}):
+        t = post("/api/generate", {**unload, **extra})
+        assert t.status == 200, extra
+    # And the model lookup before both.
+    missing = post("/api/generate", {"model": "gone", "raw": True, "system": "s"})
+    assert missing.status == 404
+    fmt = post("/api/generate", {"model": "tiny", "prompt": "x", "format": "json"})
+    assert fmt.status == 501
+
+
+def test_debug_render_only_returns_the_prompt_without_running_the_model() -> None:
+    t = post(
+        "/api/chat",
+        {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "_debug_render_only": True,
+        },
+    )
+    assert [type(w) for w in t.work] == [LookupModel]
+    body = t.json()
+    assert isinstance(body, dict)
+    assert body["_debug_info"] == {
+        "rendered_template": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+        "image_count": 0,
+    }
+    assert body["done"] is True
+
+
+def test_a_continued_conversation_adds_no_second_bos() -> None:
+    world = World(record=_with_bos("<s>", "<s>" + CHATML))
+    t = post("/api/generate", {"model": "tiny", "prompt": "more", "context": [1, 2]},
+             world)  # fmt: skip
+    (tokenize,) = [w for w in t.work if isinstance(w, Tokenize)]
+    assert tokenize.add_bos is False
+    assert not tokenize.text.startswith("<s>")
+    fresh = post("/api/generate", {"model": "tiny", "prompt": "new"}, World(
+        record=_with_bos("<s>", "<s>" + CHATML)))  # fmt: skip
+    (first,) = [w for w in fresh.work if isinstance(w, Tokenize)]
+    assert first.add_bos is False  # the template wrote it already
+    assert first.text.startswith("<s>")
+
+
+def _with_bos(bos: str, template: str) -> ModelRecord:
+    fields = {name: getattr(RECORD, name) for name in RECORD.__dataclass_fields__}
+    return ModelRecord(**{**fields, "template": template, "bos_token": bos})

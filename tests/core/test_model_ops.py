@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import pytest
 
 from gateway_core import (
+    BlobStored,
     CopyModel,
     CreateModel,
     DeleteModel,
@@ -259,3 +260,35 @@ def _absent() -> Result:
     from gateway_core import BlobPresence
 
     return BlobPresence(exists=False)
+
+
+def test_tags_puts_the_newest_model_first() -> None:
+    older = RECORD
+    newer = ModelRecord(
+        name="newer:latest",
+        digest="12" * 32,
+        size=1,
+        modified_at=NOW,
+        model_file="/store/blobs/sha256-34",
+        model_digest="sha256:" + "34" * 32,
+    )
+    t = run("GET", "/api/tags", world=lambda e: [ModelList(records=(older, newer))])
+    names = [m["name"] for m in t.json()["models"]]  # type: ignore[index]
+    assert names == ["newer:latest", "tiny:latest"]
+
+
+@pytest.mark.parametrize(("created", "status"), [(True, 201), (False, 200)])
+def test_a_blob_upload_says_whether_it_was_new(created: bool, status: int) -> None:
+    t = run(
+        "POST",
+        f"/api/blobs/{DIGEST}",
+        [b"data"],
+        world=lambda e: [BlobStored(created=created)],
+    )
+    assert t.status == status
+
+
+def test_a_failed_upload_answers_with_the_stores_status() -> None:
+    mismatch = WorkFailed(status=400, message='digest mismatch, expected "a", got "b"')
+    t = run("POST", f"/api/blobs/{DIGEST}", [b"data"], world=lambda e: [mismatch])
+    assert (t.status, t.json()) == (400, {"error": mismatch.message})

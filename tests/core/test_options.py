@@ -351,6 +351,8 @@ def _valid_value(key: str) -> st.SearchStrategy[JsonValue]:
         return st.booleans()
     if key == "stop":
         return st.lists(st.text(min_size=1, max_size=4), max_size=3)
+    if key == "repeat_penalty":  # llama.cpp divides by it
+        return st.floats(min_value=0.01, max_value=2)
     if key in TYPE_NAMES:
         return st.floats(min_value=-2, max_value=2)
     return st.integers(min_value=1, max_value=10_000)
@@ -370,3 +372,14 @@ def test_the_last_layer_decides_every_key_it_sets(
         expected = request.get(key, sample)
         got = _get(options, key)
         assert got == (tuple(expected) if isinstance(expected, list) else expected)
+
+
+def test_sampling_values_that_cannot_be_sampled_with_are_a_400() -> None:
+    for options, message in [
+        ({"repeat_penalty": 0}, 'option "repeat_penalty" must be positive, not 0.0'),
+        ({"repeat_last_n": -2}, 'option "repeat_last_n" must be at least -1, not -2'),
+    ]:
+        with pytest.raises(ClientError) as caught:
+            resolve_options(options)
+        assert caught.value.status == 400
+        assert caught.value.message == message
