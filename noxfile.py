@@ -53,10 +53,11 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the sources and the tests."""
     session.install(".[server,runner,test]", *TYPE_TOOLS, "nox")
-    session.run("mypy", "--strict", "src", "tests", "noxfile.py")
+    session.run("mypy", "--strict", "src", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (the benchmark suite lands with its own issue)."""
-    session.log("no benchmarks yet")
+    """Benchmarks: speed lives here, never in timed unit tests."""
+    session.install(".[server]")
+    session.run("python", "benchmarks/embed_batch.py", *session.posargs)

@@ -214,13 +214,16 @@ def write_demo_model(
     context_length: int = DEFAULT_CONTEXT_LENGTH,
     seed: int = 0,
     name: str = DEFAULT_NAME,
+    pooling: gguf.PoolingType | None = None,
 ) -> None:
     """Write the demo model to ``path``, replacing any file there.
 
     The same arguments give a byte-identical file (with the same numpy version: its
     random streams are only promised stable within a release). ``context_length`` is
     the model's trained context (``n_ctx_train``); a small one lets tests reach
-    context overflow cheaply. The file is written under a temporary name in the same
+    context overflow cheaply. ``pooling`` declares a pooling type, which makes it an
+    embedding-only model to Ollama (and to this gateway). The file is written under a
+    temporary name in the same
     directory, read back and checked, and only then renamed into place, so ``path``
     never holds a partial model.
     """
@@ -233,7 +236,9 @@ def write_demo_model(
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     tmp.touch(exist_ok=False)
     try:
-        _write(tmp, context_length=context_length, seed=seed, name=name)
+        _write(
+            tmp, context_length=context_length, seed=seed, name=name, pooling=pooling
+        )
         _verify(tmp, context_length=context_length, name=name)
         _fsync(tmp)
         # No fsync of the directory: the model can always be written again, and a
@@ -244,9 +249,18 @@ def write_demo_model(
         raise
 
 
-def _write(path: Path, *, context_length: int, seed: int, name: str) -> None:
+def _write(
+    path: Path,
+    *,
+    context_length: int,
+    seed: int,
+    name: str,
+    pooling: gguf.PoolingType | None,
+) -> None:
     writer = gguf.GGUFWriter(path, ARCHITECTURE)
     try:
+        if pooling is not None:
+            writer.add_pooling_type(pooling)
         writer.add_name(name)
         writer.add_file_type(gguf.LlamaFileType.ALL_F32)
         writer.add_context_length(context_length)

@@ -1,4 +1,4 @@
-"""llama.cpp behind anyio worker threads: load a GGUF file, tokenize, generate.
+"""llama.cpp behind anyio worker threads: load a GGUF file, tokenize, generate, embed.
 
 Every llama.cpp call runs in a worker thread (``anyio.to_thread.run_sync``), so the
 event loop, trio or asyncio, never blocks on model work. Generation is lazy: each
@@ -30,6 +30,11 @@ Ollama options (ollama-api.md §1.3) and where they go:
   stops generation within a token); ``num_keep`` only matters for context shift,
   which is not implemented (a full context ends the output with "length");
   ``draft_num_predict`` needs a draft model, which the gateway does not load.
+
+A runner is made for generation or, with ``LoadParams.embedding``, for embeddings
+(``LlamaRunner.embed``), never both: an embedding context pools its output and
+takes whole inputs in one micro-batch, which generation has no use for. The
+llama.cpp mechanics of embedding live in ``llama_embed``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Literal, TypeVar
 
 import anyio
@@ -48,7 +54,10 @@ import anyio.lowlevel
 import anyio.to_thread
 import llama_cpp
 
+from . import llama_embed
+
 __all__ = [
+    "ContextOverflow",
     "DoneReason",
     "Generation",
     "LlamaRunner",
@@ -79,13 +88,31 @@ class PromptTooLong(RunnerError):
     """The prompt has more tokens than the context holds; truncate it first."""
 
 
+class ContextOverflow(RunnerError):
+    """An input to embed has more tokens than the context holds; nothing was run."""
+
+    def __init__(self, index: int, n_tokens: int, n_ctx: int) -> None:
+        super().__init__(index, n_tokens, n_ctx)
+        self.index = index
+        self.n_tokens = n_tokens
+        self.n_ctx = n_ctx
+
+    def __str__(self) -> str:
+        return (
+            f"input {self.index} has {self.n_tokens} tokens,"
+            f" the context holds {self.n_ctx}"
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadParams:
     """What a model is loaded with; a change means a reload (hashable on purpose).
 
     ``n_threads`` 0 picks half the usable CPUs for generation, all of them for the
     prompt; ``use_mmap`` None leaves llama.cpp's choice; ``n_gpu_layers`` -1 offloads
-    every layer that fits.
+    every layer that fits. ``embedding`` makes a runner for ``embed`` instead of
+    ``generate``; there ``n_batch`` caps the tokens of several inputs packed into
+    one decode, while a single input may fill the whole context.
     """
 
     model_file: str
@@ -95,6 +122,7 @@ class LoadParams:
     use_mmap: bool | None = None
     n_gpu_layers: int = -1
     main_gpu: int = 0
+    embedding: bool = False
 
     def __post_init__(self) -> None:
         for name, value, low in (
@@ -145,11 +173,13 @@ class TokenPiece:
 
 
 class LlamaRunner:
-    """One loaded model with one context; one generation at a time.
+    """One loaded model with one context; one generation or embedding at a time.
 
     Create with ``await LlamaRunner.load(params)``; end with ``await close()``.
     The runner remembers which tokens its KV cache holds, so a prompt that starts
     like the previous prompt plus output (a chat's next turn) decodes only the rest.
+    ``add_bos`` and ``add_eos`` are the vocabulary's wishes for special tokens
+    around a text, which callers that tokenize for ``embed`` account for.
     """
 
     def __init__(
@@ -175,8 +205,18 @@ class LlamaRunner:
         self.bos_token: int | None = bos if bos >= 0 else None
         self.eos_token: int | None = eos if eos >= 0 else None
         self.add_bos: bool = llama_cpp.llama_vocab_get_add_bos(self._vocab)
+        self.add_eos: bool = llama_cpp.llama_vocab_get_add_eos(self._vocab)
+        self.embedding_length: int = llama_cpp.llama_model_n_embd_out(self._model)
+        """Length of the vectors ``embed`` returns (the model's n_embd)."""
+        self.n_seq_max: int = llama_cpp.llama_n_seq_max(self._ctx)
+        self.pooling_type: int = llama_cpp.llama_pooling_type(self._ctx)
+        """llama.cpp's ``LLAMA_POOLING_TYPE_*`` that ``embed`` uses."""
         self.tokens_generated = 0
         """Tokens sampled by every generation so far, end-of-generation ones too."""
+        self.tokens_embedded = 0
+        """Tokens of every input embedded so far."""
+        self.embed_calls = 0
+        """``llama_decode`` calls made by ``embed``, one per group of inputs."""
 
     @classmethod
     async def load(cls, params: LoadParams) -> LlamaRunner:
@@ -230,9 +270,11 @@ class LlamaRunner:
         Use as ``async with runner.generate(...) as gen: async for piece in gen``.
         Raises RuntimeError while another generation holds the context,
         PromptTooLong when the prompt does not fit, ValueError for an empty prompt
-        or a token outside the vocabulary.
+        or a token outside the vocabulary; RuntimeError on an embedding runner.
         """
         self._check_open()
+        if self.params.embedding:
+            raise RuntimeError("this runner was loaded for embeddings, not generation")
         if self._active is not None:
             raise RuntimeError("the runner is already generating (one at a time)")
         tokens = self._checked_tokens(prompt)
@@ -244,6 +286,36 @@ class LlamaRunner:
             )
         self._active = Generation(self, tokens, sampling)
         return self._active
+
+    async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One pooled vector per input, in input order; raw, not normalized.
+
+        Inputs are token ids exactly as embedded: BOS and EOS are the caller's.
+        Consecutive inputs share one ``llama_decode``, as distinct sequences, while
+        their tokens fit ``min(n_ctx, params.n_batch)`` and their number
+        ``n_seq_max`` (packing is not free: attention in one decode costs the square
+        of its tokens, whichever sequence they belong to); an input longer than that
+        has a decode of its own. Each decode is one thread hop, so a cancellation
+        lands within one decode. Nothing is truncated: an input longer than the
+        context raises ContextOverflow before any work. Raises ValueError for an
+        empty input or a token outside the vocabulary, RuntimeError on a runner
+        loaded for generation.
+        """
+        self._check_open()
+        if not self.params.embedding:
+            raise RuntimeError("this runner was loaded for generation, not embeddings")
+        checked = [self._checked_tokens(tokens) for tokens in inputs]
+        for index, tokens in enumerate(checked):
+            if not tokens:
+                raise ValueError(f"input {index} is empty: it needs at least one token")
+            if len(tokens) > self.n_ctx:
+                raise ContextOverflow(index, len(tokens), self.n_ctx)
+        lengths = [len(tokens) for tokens in checked]
+        budget = min(self.n_ctx, self.params.n_batch)
+        vectors: list[list[float]] = []
+        for group in llama_embed.pack(lengths, budget, self.n_seq_max):
+            vectors += await self._call(partial(self._embed_group, checked[group]))
+        return vectors
 
     async def close(self) -> None:
         """End any generation and free the model; later calls raise RunnerError."""
@@ -317,6 +389,19 @@ class LlamaRunner:
             self._cached.clear()
             raise RunnerError(f"llama_decode failed with status {status}")
         self._cached.extend(tokens)
+
+    def _embed_group(self, inputs: list[list[int]]) -> list[list[float]]:
+        """Decode ``inputs`` in one call and read their vectors back."""
+        status = llama_embed.decode_sequences(self._ctx, inputs)
+        self.embed_calls += 1
+        if status != 0:
+            raise RunnerError(f"llama_decode failed with status {status}")
+        width = self.embedding_length
+        vectors = llama_embed.pooled_vectors(self._ctx, len(inputs), width)
+        if vectors is None:
+            raise RunnerError("llama.cpp pooled no embedding")
+        self.tokens_embedded += sum(map(len, inputs))
+        return vectors
 
     def _make_sampler(
         self, sampling: Sampling, prompt: list[int]
@@ -495,9 +580,12 @@ def _load(
         raise RunnerError(f"llama.cpp cannot load {params.model_file}{_why()}")
     context_params = llama_cpp.llama_context_default_params()
     context_params.n_ctx = params.n_ctx
-    context_params.n_batch = params.n_batch
-    context_params.n_ubatch = min(params.n_batch, _UBATCH_MAX)
-    context_params.n_seq_max = 1
+    if params.embedding:
+        llama_embed.configure(context_params, model, params.n_ctx)
+    else:
+        context_params.n_batch = params.n_batch
+        context_params.n_ubatch = min(params.n_batch, _UBATCH_MAX)
+        context_params.n_seq_max = 1
     context_params.n_threads, context_params.n_threads_batch = _threads(params)
     context_params.no_perf = True
     ctx = llama_cpp.llama_init_from_model(model, context_params)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ from gateway_core import (
     CopyModel,
     CreateModel,
     DeleteModel,
+    Detokenize,
+    Embed,
+    Embedded,
     Generate,
     GenerationDone,
     ListModels,
@@ -49,17 +53,21 @@ from gateway_core import (
     RunningModel,
     SamplingOptions,
     StoreDone,
+    Text,
     Tokenize,
+    TokenizerInfo,
     Tokens,
     Unloaded,
     UnloadModel,
     WorkEffect,
     WorkFailed,
 )
+from gateway_core import ContextOverflow as ContextOverflowResult
 from gateway_core._scheduler import Scheduler
 
 from .driver import BodyFailed, BodySource
 from .llama_runner import (
+    ContextOverflow,
     Generation,
     LlamaRunner,
     LoadParams,
@@ -137,21 +145,31 @@ class ModelService:
         return ModelWork(self)
 
     def running(self) -> RunningList:
-        models = []
+        # A model loaded both to generate and to embed is one model to a client:
+        # shown once, with the later of its two expiry times.
+        by_name: dict[str, RunningModel] = {}
         for entry in self.pool.running():
             loaded = self._loaded.get(entry.key)
-            if loaded is not None:
-                models.append(
-                    RunningModel(
-                        record=loaded.record,
-                        expires_at=entry.expires_at_wall,
-                        context_length=loaded.context_length,
-                    )
-                )
-        return RunningList(models=tuple(models))
+            if loaded is None:
+                continue
+            model = RunningModel(
+                record=loaded.record,
+                expires_at=entry.expires_at_wall,
+                context_length=loaded.context_length,
+            )
+            seen = by_name.get(loaded.record.name)
+            if seen is None or seen.expires_at < model.expires_at:
+                by_name[loaded.record.name] = model
+        return RunningList(models=tuple(by_name.values()))
 
-    def remember(self, record: ModelRecord, context_length: int) -> None:
-        self._loaded[record.model_digest] = _Loaded(record, context_length)
+    def remember(self, key: str, record: ModelRecord, context_length: int) -> None:
+        self._loaded[key] = _Loaded(record, context_length)
+
+
+def pool_key(record: ModelRecord, *, embedding: bool) -> str:
+    """The pool's name for a runner: per model file, and per purpose, because an
+    embedding context (pooled, whole-sequence batches) cannot generate."""
+    return record.model_digest + ("#embed" if embedding else "")
 
 
 class ModelWork:
@@ -224,11 +242,19 @@ class ModelWork:
             case AcquireRunner():
                 return await self._acquire(effect)
             case UnloadModel(model=record):
-                await self._service.pool.unload(record.model_digest)
+                for embedding in (False, True):
+                    await self._service.pool.unload(
+                        pool_key(record, embedding=embedding)
+                    )
                 return Unloaded()
             case Tokenize(text=text, add_bos=add_bos):
                 ids = await self._held().tokenize(text, add_bos=add_bos)
                 return Tokens(ids=tuple(ids))
+            case Detokenize(ids=ids):
+                data = await self._held().detokenize(ids)
+                return Text(text=data.decode("utf-8", errors="replace"))
+            case Embed(texts=texts):
+                return await self._embed(texts)
             case Generate():
                 return await self._next_token(effect)
 
@@ -265,11 +291,13 @@ class ModelWork:
             use_mmap=load.use_mmap,
             n_gpu_layers=load.num_gpu,
             main_gpu=load.main_gpu,
+            embedding=effect.embedding,
         )
+        key = pool_key(record, embedding=effect.embedding)
         pool = self._service.pool
         try:
             lease = await self._stack.enter_async_context(
-                pool.lease(record.model_digest, spec, effect.keep_alive)
+                pool.lease(key, spec, effect.keep_alive)
             )
         except QueueFull:
             return WorkFailed(status=503, message=_BUSY)
@@ -280,8 +308,34 @@ class ModelWork:
                 status=500, message=f"model '{record.name}' failed to load: {exc}"
             )
         self._runner = lease.runner
-        self._service.remember(record, spec.n_ctx)
-        return RunnerReady(load_duration=lease.load_duration, context_length=spec.n_ctx)
+        self._service.remember(key, record, spec.n_ctx)
+        runner = lease.runner
+        tokenizer = TokenizerInfo(
+            context_length=spec.n_ctx, add_bos=runner.add_bos, add_eos=runner.add_eos
+        )
+        return RunnerReady(load_duration=lease.load_duration, tokenizer=tokenizer)
+
+    async def _embed(self, texts: tuple[str, ...]) -> Result:
+        runner = self._held()
+        started = time.perf_counter()
+        # The runner adds the BOS/EOS tokens the vocabulary asks for, as the
+        # TokenizerInfo it reported told the core.
+        inputs = [await runner.tokenize(text, add_bos=True) for text in texts]
+        for index, tokens in enumerate(inputs):
+            if not tokens:
+                return WorkFailed(
+                    status=400,
+                    message=f"input {index} has no tokens to embed with this model",
+                )
+        try:
+            vectors = await runner.embed(inputs)
+        except ContextOverflow as exc:
+            return ContextOverflowResult(index=exc.index, tokens=exc.n_tokens)
+        return Embedded(
+            vectors=tuple(tuple(vector) for vector in vectors),
+            token_counts=tuple(len(tokens) for tokens in inputs),
+            duration=time.perf_counter() - started,
+        )
 
     async def _next_token(self, effect: Generate) -> Result:
         generation = self._generation

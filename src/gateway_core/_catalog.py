@@ -33,11 +33,16 @@ _CAPABILITY_ORDER = ("completion", "tools", "insert", "vision", "embedding", "th
 def capabilities(record: ModelRecord) -> tuple[str, ...]:
     """What the model can do, from its GGUF metadata and its template (§1.9).
 
-    An embedding model (its GGUF declares a pooling type) embeds and does not
-    complete; every other model completes. Tools, insert (fill-in-the-middle) and
-    thinking come from what the chat template knows about.
+    An embedding model (its GGUF declares a pooling type) embeds and does nothing
+    else; every other model completes (and can embed too, as in Ollama, though only
+    the embedding models list it). Tools, insert (fill-in-the-middle) and thinking
+    come from what the chat template knows about.
     """
-    found = {"embedding"} if record.is_embedding else {"completion"}
+    if record.is_embedding:
+        # Tools, thinking and insert describe generation, which this model can't
+        # do, whatever its chat template mentions.
+        return ("embedding",)
+    found = {"completion"}
     if record.template is not None:
         # A template that won't compile grants nothing; using it reports why.
         with contextlib.suppress(TemplateError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from . import _generation, _model_ops
+from . import _embedding, _generation, _model_ops
 from ._flow import Flow
 from ._replies import ErrorReply, JsonReply, Reply, TextReply
 from ._request import Request
@@ -62,6 +62,8 @@ _HANDLERS: Mapping[Operation, Callable[[Request], Reply | Flow]] = MappingProxyT
         Operation.BLOB_UPLOAD: _model_ops.blob_upload,
         Operation.GENERATE: _generation.generate,
         Operation.CHAT: _generation.chat,
+        Operation.EMBED: _embedding.embed,
+        Operation.EMBEDDINGS: _embedding.embeddings,
     }
 )
 

@@ -33,9 +33,13 @@ __all__ = [
     "BlobPresence",
     "BlobStored",
     "CheckBlob",
+    "ContextOverflow",
     "CopyModel",
     "CreateModel",
     "DeleteModel",
+    "Detokenize",
+    "Embed",
+    "Embedded",
     "Generate",
     "GenerationDone",
     "ListModels",
@@ -52,7 +56,9 @@ __all__ = [
     "RunningList",
     "RunningModel",
     "StoreDone",
+    "Text",
     "Tokenize",
+    "TokenizerInfo",
     "Tokens",
     "UnloadModel",
     "Unloaded",
@@ -133,18 +139,45 @@ class BlobStored:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TokenizerInfo:
+    """What the core must know of a loaded model's tokenizer to budget tokens,
+    filled in by the adapter from the GGUF metadata (the core reads no raw keys).
+
+    Attributes:
+        context_length: tokens the runner's context holds.
+        add_bos: tokenizing a whole input adds a BOS token in front.
+        add_eos: tokenizing a whole input adds an EOS token at the end.
+    """
+
+    context_length: int
+    add_bos: bool
+    add_eos: bool
+
+    def __post_init__(self) -> None:
+        if self.context_length < 1:
+            raise ValueError("context_length must be positive")
+
+    @property
+    def special_tokens(self) -> int:
+        """Tokens the runner adds around an input's own."""
+        return int(self.add_bos) + int(self.add_eos)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunnerReady:
     """The model is loaded and this request holds it until the exchange ends."""
 
     load_duration: float
     """Seconds spent loading for this request; 0 when it was already loaded."""
-    context_length: int
-    """The context size the runner was loaded with."""
+    tokenizer: TokenizerInfo
 
     def __post_init__(self) -> None:
         _check_seconds("load_duration", self.load_duration)
-        if self.context_length < 1:
-            raise ValueError("context_length must be positive")
+
+    @property
+    def context_length(self) -> int:
+        """The context size the runner was loaded with."""
+        return self.tokenizer.context_length
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +188,35 @@ class Unloaded:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tokens:
     ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Embedded:
+    """One vector per input, in input order, as the model gave them (not normalized),
+    and how many tokens each input took."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    token_counts: tuple[int, ...]
+    duration: float
+
+    def __post_init__(self) -> None:
+        if len(self.vectors) != len(self.token_counts):
+            raise ValueError("one token count per vector")
+        _check_seconds("duration", self.duration)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContextOverflow:
+    """Input ``index`` is ``tokens`` long once tokenized: more than the context
+    holds. Nothing was embedded; nothing was truncated."""
+
+    index: int
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,6 +264,9 @@ Result: TypeAlias = (
     | RunnerReady
     | Unloaded
     | Tokens
+    | Text
+    | Embedded
+    | ContextOverflow
     | PromptEvaluated
     | Piece
     | GenerationDone
@@ -298,6 +363,9 @@ class AcquireRunner:
     load: LoadOptions
     context_length: int
     keep_alive: float | None = None
+    embedding: bool = False
+    """A runner that embeds (pooled vectors) rather than one that generates; a
+    model may have one of each loaded."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -313,6 +381,27 @@ class Tokenize:
     answers: ClassVar[tuple[type, ...]] = (Tokens,)
     text: str
     add_bos: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Detokenize:
+    """Turn tokens of the held runner's vocabulary back into text."""
+
+    answers: ClassVar[tuple[type, ...]] = (Text,)
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Embed:
+    """Embed each text with the held (embedding) runner, tokenized with its special
+    tokens. An input longer than the context is reported, never cut."""
+
+    answers: ClassVar[tuple[type, ...]] = (Embedded, ContextOverflow)
+    texts: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.texts:
+            raise ValueError("Embed needs at least one text")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,5 +429,7 @@ WorkEffect: TypeAlias = (
     | AcquireRunner
     | UnloadModel
     | Tokenize
+    | Detokenize
+    | Embed
     | Generate
 )

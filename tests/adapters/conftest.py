@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 import trio
@@ -14,6 +13,11 @@ from adapters.server import Server
 from adapters.settings import ServerSettings
 
 from .helpers import H11Client, LogWaiter
+from .live import LiveServer, start_live_server
+from .ollama_setup import clients, gguf, served
+
+# The ollama client's fixtures, for every test module here.
+__all__ = ["LiveServer", "clients", "gguf", "served", "start_live_server"]
 
 Connect = Callable[..., Awaitable[H11Client]]
 
@@ -47,32 +51,6 @@ def connect(nursery: trio.Nursery) -> Connect:
         return H11Client(client_stream)
 
     return open_connection
-
-
-@dataclass(frozen=True, slots=True)
-class LiveServer:
-    server: Server
-    host: str
-    port: int
-    done: trio.Event
-    """Set when ``serve()`` has returned."""
-
-
-async def start_live_server(
-    nursery: trio.Nursery, settings: ServerSettings
-) -> LiveServer:
-    server = Server(settings)
-    done = trio.Event()
-
-    async def run(*, task_status: trio.TaskStatus[tuple[tuple[str, int], ...]]) -> None:
-        try:
-            await server.serve(task_status=task_status)
-        finally:
-            done.set()
-
-    addresses: tuple[tuple[str, int], ...] = await nursery.start(run)
-    (host, port), *_ = addresses
-    return LiveServer(server, host, port, done)
 
 
 TcpConnect = Callable[[LiveServer], Awaitable[H11Client]]

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import h11
 import ollama
@@ -21,90 +20,16 @@ import trio
 
 from adapters.demo_model import write_demo_model
 from adapters.llama_runner import LlamaRunner, RunnerError
-from adapters.settings import ServerSettings
 
-from .conftest import LiveServer, start_live_server
+from .conftest import LiveServer
 from .helpers import H11Client, request
-
-_T = TypeVar("_T")
-
-# Short answers keep the suite fast; the seed makes them repeatable.
-QUICK = {"num_predict": 8, "seed": 7, "temperature": 0.0}
-
-
-async def call(function: Callable[[], _T]) -> _T:
-    """Run a client call in a worker thread. Streams must be consumed in there too
-    (``lambda: list(client.generate(..., stream=True))``): their iterators read the
-    socket lazily, and reading it here would block the loop the server runs on."""
-    return await trio.to_thread.run_sync(function)
-
-
-@pytest.fixture
-def gguf(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny.gguf"
-    write_demo_model(path)
-    return path
-
-
-@pytest.fixture
-def clients() -> Iterator[list[ollama.Client]]:
-    """Clients opened by a test; their connections are closed when it ends."""
-    opened: list[ollama.Client] = []
-    yield opened
-    for client in opened:
-        client.close()  # type: ignore[no-untyped-call]
-
-
-async def _server(
-    nursery: trio.Nursery,
-    clients: list[ollama.Client],
-    root: Path,
-    *,
-    max_queue: int = 512,
-    max_loaded_models: int = 3,
-) -> tuple[LiveServer, ollama.Client]:
-    settings = ServerSettings(
-        host="127.0.0.1",
-        port=0,
-        models=root,
-        max_queue=max_queue,
-        max_loaded_models=max_loaded_models,
-    )
-    live = await start_live_server(nursery, settings)
-    client = ollama.Client(host=f"http://127.0.0.1:{live.port}")
-    clients.append(client)
-    return live, client
-
-
-async def install(client: ollama.Client, name: str, path: Path) -> None:
-    """Upload a GGUF file and create a model from it, as `ollama create` does."""
-    digest = await call(lambda: client.create_blob(path))
-    await call(lambda: client.create(model=name, files={"m.gguf": digest}))
-
-
-async def load(
-    client: ollama.Client, name: str, options: dict[str, int] | None = None
-) -> None:
-    """Load a model with an empty prompt, as Open WebUI does."""
-    answer = await call(lambda: client.generate(model=name, prompt="", options=options))
-    assert answer.done_reason == "load"
-
-
-@pytest.fixture
-async def served(
-    nursery: trio.Nursery, clients: list[ollama.Client], tmp_path: Path, gguf: Path
-) -> AsyncIterator[tuple[LiveServer, ollama.Client]]:
-    """A server whose store has the tiny model installed as ``tiny``."""
-    live, client = await _server(nursery, clients, tmp_path / "models")
-    await install(client, "tiny", gguf)
-    yield live, client
-    live.server.shutdown()
+from .ollama_setup import QUICK, call, install, load, ollama_server
 
 
 async def test_create_list_show_copy_delete(
     nursery: trio.Nursery, clients: list[ollama.Client], tmp_path: Path, gguf: Path
 ) -> None:
-    _, client = await _server(nursery, clients, tmp_path / "models")
+    _, client = await ollama_server(nursery, clients, tmp_path / "models")
     digest = await call(lambda: client.create_blob(gguf))
     assert digest.startswith("sha256:")
     progress = await call(
@@ -403,7 +328,9 @@ async def test_a_client_that_disconnects_stops_generation_within_a_token(
 async def test_the_request_past_the_queue_limit_gets_503(
     nursery: trio.Nursery, clients: list[ollama.Client], tmp_path: Path, gguf: Path
 ) -> None:
-    live, client = await _server(nursery, clients, tmp_path / "models", max_queue=1)
+    live, client = await ollama_server(
+        nursery, clients, tmp_path / "models", max_queue=1
+    )
     await install(client, "tiny", gguf)
     await load(client, "tiny")
     models = live.server.models
@@ -451,7 +378,7 @@ async def test_a_new_load_time_option_reloads_the_model(
 async def test_the_least_recently_used_idle_model_makes_room(
     nursery: trio.Nursery, clients: list[ollama.Client], tmp_path: Path
 ) -> None:
-    _, client = await _server(
+    _, client = await ollama_server(
         nursery, clients, tmp_path / "models", max_loaded_models=2
     )
     for seed, name in enumerate(("a", "b", "c")):

@@ -281,19 +281,6 @@ def _not_yet(method: str, target: str) -> str:
 @pytest.mark.parametrize(
     ("method", "target"),
     [
-        ("POST", "/api/embed"),
-        ("POST", "/api/embeddings"),
-    ],
-)
-def test_native_routes_not_built_yet_answer_501(method: str, target: str) -> None:
-    t = run(method, target, b"{}" if method == "POST" else None)
-    assert t.status == 501
-    assert t.json() == {"error": _not_yet(method, target)}
-
-
-@pytest.mark.parametrize(
-    ("method", "target"),
-    [
         ("POST", "/v1/chat/completions"),
         ("GET", "/v1/models"),
         ("GET", "/v1/models/library/llama3:latest"),

@@ -24,6 +24,7 @@ from gateway_core import (
     Result,
     RunnerReady,
     Tokenize,
+    TokenizerInfo,
     Tokens,
     Unloaded,
     UnloadModel,
@@ -76,7 +77,14 @@ class World:
                 return [ModelFound(record=self.record)]
             case AcquireRunner():
                 return [
-                    RunnerReady(load_duration=0.5, context_length=self.context_length)
+                    RunnerReady(
+                        load_duration=0.5,
+                        tokenizer=TokenizerInfo(
+                            context_length=self.context_length,
+                            add_bos=False,
+                            add_eos=False,
+                        ),
+                    )
                 ]
             case UnloadModel():
                 return [Unloaded()]
