@@ -11,7 +11,7 @@ nox.options.sessions = ["lint", "typecheck", "tests", "core_only"]
 
 PYTHON = "3.11"
 LINT_TOOLS = ["ruff>=0.6"]
-TYPE_TOOLS = ["mypy>=1.11"]
+TYPE_TOOLS = ["mypy>=1.11", "types-jsonschema"]
 
 
 @nox.session(python=PYTHON)
@@ -53,7 +53,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the sources and the tests."""
     session.install(".[server,runner,test]", *TYPE_TOOLS, "nox")
-    session.run("mypy", "--strict", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("mypy", "--strict", "src", "tests", "benchmarks", "docs", "noxfile.py")
 
 
 @nox.session(python=PYTHON)

@@ -31,6 +31,18 @@ Ollama options (ollama-api.md §1.3) and where they go:
   which is not implemented (a full context ends the output with "length");
   ``draft_num_predict`` needs a draft model, which the gateway does not load.
 
+Structured output: ``generate`` takes an optional ``Constraint``
+(``adapters.constraint``: outlines' token automaton for a JSON schema). Each step
+then samples only among the tokens the constraint allows: their logits are
+gathered into llama.cpp's candidate array and the sampler chain runs on that, in
+plain Python between two C calls. Nothing is left to a llama-cpp-python
+logits-processor callback, where a Python exception is swallowed by ctypes and
+generation goes on unconstrained: here any failure of the constraint, or a
+sampled token it does not allow, raises ``ConstraintFailed`` out of the pull.
+Leaving tokens out of the candidates, rather than writing -inf into the logits,
+leaves llama.cpp's logits buffer untouched and gives every sampler of the chain
+finite values only.
+
 A runner is made for generation or, with ``LoadParams.embedding``, for embeddings
 (``LlamaRunner.embed``), never both: an embedding context pools its output and
 takes whole inputs in one micro-batch, which generation has no use for. The
@@ -47,16 +59,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
 
 from . import llama_embed
 
+if TYPE_CHECKING:
+    from .constraint import Constraint, ConstraintState
+
 __all__ = [
+    "ConstraintFailed",
     "ContextOverflow",
     "DoneReason",
     "Generation",
@@ -66,6 +84,7 @@ __all__ = [
     "RunnerError",
     "Sampling",
     "TokenPiece",
+    "TokenTable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,10 +97,22 @@ _SEED_MODULUS: Final = 2**32
 _UBATCH_MAX: Final = 512
 _PIECE_BUFFER: Final = 64
 _T = TypeVar("_T")
+# llama_token_data as numpy sees it, for building candidate arrays in bulk.
+_TOKEN_DATA: Final = np.dtype(
+    [("id", np.int32), ("logit", np.float32), ("p", np.float32)]
+)
 
 
 class RunnerError(Exception):
     """llama.cpp failed: a file it cannot load, a failed decode, a closed runner."""
+
+
+class ConstraintFailed(RunnerError):
+    """Constrained generation cannot go on: no token is allowed, or the sampler
+    picked one the constraint forbids, or the constraint itself failed.
+
+    Raised out of the pull instead of letting generation continue unconstrained.
+    """
 
 
 class PromptTooLong(RunnerError):
@@ -172,6 +203,22 @@ class TokenPiece:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenTable:
+    """Every token of a model's vocabulary as generation sees it, by token id.
+
+    ``pieces`` are the bytes ``generate`` yields for each token (special tokens
+    rendered); ``attributes`` are llama.cpp's ``LLAMA_TOKEN_ATTR_*`` flags;
+    ``eog`` holds the end-of-generation tokens and ``eos`` the end-of-sequence
+    token, if the vocabulary has one.
+    """
+
+    pieces: tuple[bytes, ...]
+    attributes: tuple[int, ...]
+    eog: frozenset[int]
+    eos: int | None
+
+
 class LlamaRunner:
     """One loaded model with one context; one generation or embedding at a time.
 
@@ -197,6 +244,7 @@ class LlamaRunner:
         self._closed = False
         self._cached: list[int] = []
         self._piece_buffer = ctypes.create_string_buffer(_PIECE_BUFFER)
+        self._token_table: TokenTable | None = None
         self.n_vocab: int = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_train: int = llama_cpp.llama_model_n_ctx_train(self._model)
         self.n_batch: int = llama_cpp.llama_n_batch(self._ctx)
@@ -264,13 +312,35 @@ class LlamaRunner:
         tokens = self._checked_tokens(tokens)
         return await self._call(lambda: b"".join(map(self._piece, tokens)))
 
-    def generate(self, prompt: Sequence[int], sampling: Sampling) -> Generation:
+    def token_table(self) -> TokenTable:
+        """The vocabulary's tokens, read once per runner.
+
+        Blocking (a fraction of a second for 150k tokens): call it from a worker
+        thread. It only reads the vocabulary, with a buffer of its own, so it may
+        run beside a generation's pull, but not after ``close()``, which frees
+        the model: hold the runner (a pool lease) meanwhile.
+        """
+        self._check_open()
+        if self._token_table is None:
+            self._token_table = self._read_token_table()
+        return self._token_table
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        sampling: Sampling,
+        constraint: Constraint | None = None,
+    ) -> Generation:
         """Start generating after ``prompt``; nothing runs until the first pull.
 
         Use as ``async with runner.generate(...) as gen: async for piece in gen``.
+        With a ``constraint`` every token is one it allows, an end-of-generation
+        token only where the constraint may end, and the generation stops by
+        itself ("stop") once the constraint is complete and nothing may follow.
         Raises RuntimeError while another generation holds the context,
-        PromptTooLong when the prompt does not fit, ValueError for an empty prompt
-        or a token outside the vocabulary; RuntimeError on an embedding runner.
+        PromptTooLong when the prompt does not fit, ValueError for an empty prompt,
+        a token outside the vocabulary or a constraint compiled for another
+        model; RuntimeError on an embedding runner.
         """
         self._check_open()
         if self.params.embedding:
@@ -284,7 +354,13 @@ class LlamaRunner:
             raise PromptTooLong(
                 f"the prompt has {len(tokens)} tokens, the context holds {self.n_ctx}"
             )
-        self._active = Generation(self, tokens, sampling)
+        if constraint is not None and not constraint.fits(self):
+            raise ValueError(
+                f"the constraint was compiled for {constraint.model_file},"
+                f" not {self.model_file}"
+            )
+        state = constraint.start() if constraint is not None else None
+        self._active = Generation(self, tokens, sampling, state)
         return self._active
 
     async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
@@ -357,6 +433,60 @@ class LlamaRunner:
             self._piece_buffer = ctypes.create_string_buffer(-n)
             return self._piece(token)
         return self._piece_buffer.raw[:n]
+
+    def _read_token_table(self) -> TokenTable:
+        buffer = ctypes.create_string_buffer(_PIECE_BUFFER)
+
+        def piece(token: int) -> bytes:
+            nonlocal buffer
+            n = llama_cpp.llama_token_to_piece(
+                self._vocab, token, buffer, len(buffer), 0, True
+            )
+            if n < 0:
+                buffer = ctypes.create_string_buffer(-n)
+                return piece(token)
+            return buffer.raw[:n]
+
+        eog = [
+            t
+            for t in range(self.n_vocab)
+            if llama_cpp.llama_vocab_is_eog(self._vocab, t)
+        ]
+        return TokenTable(
+            pieces=tuple(map(piece, range(self.n_vocab))),
+            attributes=tuple(
+                llama_cpp.llama_vocab_get_attr(self._vocab, token)
+                for token in range(self.n_vocab)
+            ),
+            eog=frozenset(eog),
+            eos=self.eos_token,
+        )
+
+    def _sample_allowed(
+        self, sampler: llama_cpp.llama_sampler_p, allowed: npt.NDArray[np.int32]
+    ) -> int:
+        """What ``llama_sampler_sample`` does, with only ``allowed`` as candidates."""
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, -1)
+        if not pointer:
+            raise RunnerError("llama.cpp has no logits to sample from")
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        data = np.empty(len(allowed), dtype=_TOKEN_DATA)
+        data["id"] = allowed
+        data["logit"] = logits[allowed]
+        data["p"] = 0.0
+        candidates = llama_cpp.llama_token_data_array(
+            data=data.ctypes.data_as(llama_cpp.llama_token_data_p),
+            size=len(data),
+            selected=-1,
+            sorted=False,
+        )
+        llama_cpp.llama_sampler_apply(sampler, ctypes.byref(candidates))
+        if not 0 <= candidates.selected < candidates.size:
+            raise ConstraintFailed("the sampler chain selected no allowed token")
+        # A sampler may point ``data`` at an array of its own: read through it.
+        token = int(candidates.data[candidates.selected].id)
+        llama_cpp.llama_sampler_accept(sampler, token)
+        return token
 
     def _evaluate_prompt(self, prompt: list[int]) -> int:
         """Decode what the KV cache lacks of ``prompt``; return the tokens reused.
@@ -454,10 +584,17 @@ class Generation:
     time are not in them; sampling the first token counts as generation.
     """
 
-    def __init__(self, runner: LlamaRunner, prompt: list[int], sampling: Sampling):
+    def __init__(
+        self,
+        runner: LlamaRunner,
+        prompt: list[int],
+        sampling: Sampling,
+        constraint: ConstraintState | None = None,
+    ):
         self._runner = runner
         self._prompt = prompt
         self._sampling = sampling
+        self._constraint = constraint
         self._sampler: llama_cpp.llama_sampler_p | None = None
         self._pending: int | None = None
         self._pulling = False
@@ -526,14 +663,45 @@ class Generation:
         started = time.perf_counter()
         if self._pending is not None:
             runner._decode([self._pending])
-        token: int = llama_cpp.llama_sampler_sample(self._sampler, runner._ctx, -1)
-        runner.tokens_generated += 1
-        self._pending = token
+            self._pending = None
+        token = self._sample(self._sampler)
         piece = None
-        if not llama_cpp.llama_vocab_is_eog(runner._vocab, token):
-            piece = TokenPiece(token, runner._piece(token))
+        if token is not None:
+            runner.tokens_generated += 1
+            self._pending = token
+            if not llama_cpp.llama_vocab_is_eog(runner._vocab, token):
+                piece = TokenPiece(token, runner._piece(token))
         self.eval_duration += time.perf_counter() - started
         return piece
+
+    def _sample(self, sampler: llama_cpp.llama_sampler_p) -> int | None:
+        """The next token; None when a complete constraint allows nothing more."""
+        runner = self._runner
+        if self._constraint is None:
+            token: int = llama_cpp.llama_sampler_sample(sampler, runner._ctx, -1)
+            return token
+        try:
+            return self._sample_constrained(sampler, self._constraint)
+        except ConstraintFailed:
+            raise
+        except Exception as error:
+            raise ConstraintFailed(f"the constraint failed: {error!r}") from error
+
+    def _sample_constrained(
+        self, sampler: llama_cpp.llama_sampler_p, state: ConstraintState
+    ) -> int | None:
+        runner = self._runner
+        allowed = state.allowed_tokens()
+        if state.is_complete():
+            return None
+        if len(allowed) == 0:
+            raise ConstraintFailed("the constraint allows no token here")
+        token = runner._sample_allowed(sampler, allowed)
+        if not np.any(allowed == token):
+            raise ConstraintFailed(f"token {token} was sampled but is not allowed")
+        if not llama_cpp.llama_vocab_is_eog(runner._vocab, token):
+            state.advance(token)
+        return token
 
     def _finish(self, reason: DoneReason | None, *, aborted: bool = False) -> None:
         if self._finished:

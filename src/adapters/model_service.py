@@ -65,6 +65,7 @@ from gateway_core import (
 from gateway_core import ContextOverflow as ContextOverflowResult
 from gateway_core._scheduler import Scheduler
 
+from .constraint import UnsupportedSchema, compile_constraint
 from .driver import BodyFailed, BodySource
 from .llama_runner import (
     ContextOverflow,
@@ -346,9 +347,19 @@ class ModelWork:
                 sampling = _sampling(effect.sampling)
             except ValueError as exc:
                 return WorkFailed(status=400, message=f"invalid option: {exc}")
+            runner = self._held()
+            constraint = None
+            if effect.format is not None:
+                try:
+                    # Compiled once per model and format; the cache makes this cheap.
+                    constraint = await anyio.to_thread.run_sync(
+                        compile_constraint, runner, effect.format
+                    )
+                except UnsupportedSchema as exc:
+                    return WorkFailed(status=400, message=str(exc))
             try:
-                generation = self._generation = self._held().generate(
-                    effect.prompt, sampling
+                generation = self._generation = runner.generate(
+                    effect.prompt, sampling, constraint=constraint
                 )
             except ValueError:
                 # The only tokens the core did not get from this runner come from a

@@ -49,6 +49,10 @@ class CompletionRequest:
         raw_conflict: raw mode was combined with template, system or context (a 400
             the flow raises after the unload shortcut, as Ollama does).
         debug_render_only: answer with the rendered prompt instead of generating.
+        tool_choice: None or "auto" (the model decides), "none" (no tools offered),
+            "required" (a call of one of the tools, forced by constrained decoding)
+            or a function's name (a call of that one). The native API has no such
+            field; the compatibility layers set it.
         keep_alive: seconds (``math.inf`` for forever), None to keep the current.
         stream: stream NDJSON (True) or answer with one object (False).
         truncate: shorten a prompt that is too long instead of failing.
@@ -70,6 +74,7 @@ class CompletionRequest:
     format: JsonValue = None
     raw_conflict: bool = False
     debug_render_only: bool = False
+    tool_choice: str | None = None
     keep_alive: float | None = None
     stream: bool = True
     truncate: bool = True
@@ -201,6 +206,7 @@ def chat_request(body: Mapping[str, JsonValue]) -> CompletionRequest:
             raise FlowError(400, f"tools[{index}] must be an object", param="tools")
     return CompletionRequest(
         kind=Kind.CHAT,
+        tool_choice=tool_choice(body.get("tool_choice")),
         model_text=model_text,
         model=model,
         messages=messages,
@@ -213,6 +219,24 @@ def chat_request(body: Mapping[str, JsonValue]) -> CompletionRequest:
         stream=common.stream,
         truncate=common.truncate,
         debug_render_only=common.debug_render_only,
+    )
+
+
+def tool_choice(value: JsonValue) -> str | None:
+    """``tool_choice`` (an extension on the native API, OpenAI's field on /v1):
+    ``"auto"``, ``"none"``, ``"required"``, or ``{"function": {"name": ...}}``
+    (also with OpenAI's ``"type": "function"``) for one named tool."""
+    if value is None or value in ("auto", "none", "required"):
+        return value if isinstance(value, str) else None
+    if isinstance(value, dict):
+        function = value.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            return str(function["name"])
+    raise FlowError(
+        400,
+        'tool_choice must be "auto", "none", "required" or '
+        '{"type": "function", "function": {"name": ...}}',
+        param="tool_choice",
     )
 
 

@@ -271,6 +271,7 @@ class Exchange:
             param=self._match.param,
             body=body,
             config=self._config,
+            request_id=self._request_id,
             timeline=self._timeline,
             notes=self._notes,
         )

@@ -17,8 +17,8 @@ adapter closes the generation when the exchange finishes.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Generator, Mapping, Sequence
 
 from ._catalog import capabilities
 from ._completion_request import (
@@ -27,32 +27,26 @@ from ._completion_request import (
     chat_request,
     generate_request,
 )
-from ._durations import format_rfc3339
 from ._flow import (
-    MORE,
     Flow,
     FlowError,
     Step,
-    StreamItem,
-    StreamOpen,
     perform,
-    succeeded,
 )
 from ._json import JsonValue
 from ._model_ops import body_of, lookup
 from ._models import ModelRecord
 from ._options import Options, SamplingOptions, effective_num_ctx, resolve_options
+from ._passes import Metrics, Output, Shape, run_passes
 from ._prompt import chat_messages, generate_messages, truncated_histories
 from ._replies import JsonReply
 from ._request import Request
-from ._stops import StopScanner, Utf8Decoder
+from ._structured import check_format, tool_call_schema
 from ._templates import ChatTemplate, TemplateError, TemplateRaised
+from ._thinking import prompt_opens_thinking, strip_thinking
+from ._tool_calls import tool_format
 from ._work import (
     AcquireRunner,
-    Generate,
-    GenerationDone,
-    Piece,
-    PromptEvaluated,
     Result,
     RunnerReady,
     Tokenize,
@@ -63,11 +57,6 @@ from ._work import (
 
 __all__ = ["chat", "generate"]
 
-_NS = 1_000_000_000
-# num_predict of -1 means "until the model stops"; Ollama still bounds it, so that a
-# model that never emits an end token cannot run forever.
-_UNBOUNDED_FACTOR = 10
-
 
 def generate(request: Request) -> Flow:
     yield from _serve(generate_request(body_of(request)), request)
@@ -77,66 +66,8 @@ def chat(request: Request) -> Flow:
     yield from _serve(chat_request(body_of(request)), request)
 
 
-@dataclass(slots=True)
-class _Metrics:
-    load: float = 0.0
-    prompt_count: int = 0
-    prompt_duration: float = 0.0
-    eval_count: int = 0
-    eval_duration: float = 0.0
-
-    def to_json(self, total: float) -> dict[str, JsonValue]:
-        # Ollama omits zero metrics; clients treat absent as zero.
-        values = {
-            "total_duration": round(total * _NS),
-            "load_duration": round(self.load * _NS),
-            "prompt_eval_count": self.prompt_count,
-            "prompt_eval_duration": round(self.prompt_duration * _NS),
-            "eval_count": self.eval_count,
-            "eval_duration": round(self.eval_duration * _NS),
-        }
-        return {name: value for name, value in values.items() if value}
-
-
-class _Output:
-    """Native response objects for one request: generate's ``response`` or chat's
-    ``message``, each stamped with the model name as asked and the current time."""
-
-    def __init__(self, completion: CompletionRequest, request: Request) -> None:
-        self._completion = completion
-        self._timeline = request.timeline
-
-    def chunk(self, text: str, *, done: bool = False) -> dict[str, JsonValue]:
-        body: dict[str, JsonValue] = {
-            "model": self._completion.model_text,
-            "created_at": format_rfc3339(self._timeline.now),
-        }
-        if self._completion.kind is Kind.GENERATE:
-            body["response"] = text
-        else:
-            body["message"] = {"role": "assistant", "content": text}
-        body["done"] = done
-        return body
-
-    def final(
-        self,
-        reason: str,
-        *,
-        text: str = "",
-        metrics: _Metrics | None = None,
-        context: Sequence[int] | None = None,
-    ) -> dict[str, JsonValue]:
-        body = self.chunk(text, done=True)
-        body["done_reason"] = reason
-        if context is not None:
-            body["context"] = list(context)
-        if metrics is not None:
-            body.update(metrics.to_json(self._timeline.elapsed))
-        return body
-
-
 def _serve(completion: CompletionRequest, request: Request) -> Flow:
-    out = _Output(completion, request)
+    out = Output(completion, request)
     record = yield from lookup(completion.model, completion.model_text)
     if completion.is_empty and completion.keep_alive == 0:
         yield from perform(UnloadModel(model=record), Unloaded)
@@ -144,11 +75,9 @@ def _serve(completion: CompletionRequest, request: Request) -> Flow:
         return
     if completion.raw_conflict:
         raise FlowError(400, "raw mode does not support template, system, or context")
-    if completion.format is not None:
-        # Structured output arrives with its own issue; until then, say so rather
-        # than hand back text that ignores the schema.
-        raise FlowError(501, "'format' (structured output) is not supported yet")
+    fmt = check_format(completion.format)
     _check_capabilities(completion, record)
+    completion = _with_defaults(completion, record)
     if completion.debug_render_only:
         yield JsonReply(value=_debug_render(completion, record, out, request))
         return
@@ -169,18 +98,91 @@ def _serve(completion: CompletionRequest, request: Request) -> Flow:
         keep_alive=completion.keep_alive,
     )
     ready = yield from perform(acquire, RunnerReady)
-    metrics = _Metrics(load=ready.load_duration)
+    metrics = Metrics(load=ready.load_duration)
     if completion.is_empty:
         yield JsonReply(value=out.final("load", metrics=metrics))
         return
-    prompt = yield from _prompt_tokens(
+    prompt, text = yield from _prompt_tokens(
         completion, record, request, options, ready.context_length
     )
-    yield from _run(completion, out, options, prompt, ready.context_length, metrics)
+    shape = _shape(completion, record, fmt, text)
+    yield from run_passes(
+        completion,
+        request,
+        out,
+        shape,
+        options.sampling,
+        prompt,
+        ready.context_length,
+        metrics,
+    )
+
+
+def _with_defaults(
+    completion: CompletionRequest, record: ModelRecord
+) -> CompletionRequest:
+    """What the request means once the model is known: a thinking model thinks
+    unless told not to (Ollama's default), and ``tool_choice: none`` offers no
+    tools at all."""
+    changes: dict[str, object] = {}
+    if completion.think is None and "thinking" in capabilities(record):
+        changes["think"] = True
+    if completion.tool_choice == "none":
+        changes["tools"] = ()
+    return dataclasses.replace(completion, **changes) if changes else completion  # type: ignore[arg-type]
+
+
+def _shape(
+    completion: CompletionRequest, record: ModelRecord, fmt: JsonValue, prompt: str
+) -> Shape:
+    """What this answer is made of, and how it is constrained."""
+    template = completion.template or record.template
+    forced = completion.tool_choice not in (None, "auto", "none")
+    if forced:
+        if fmt is not None:
+            raise FlowError(400, "a forced tool call and a format can't be combined")
+        fmt = tool_call_schema(_chosen_tools(completion))
+    thinking = "thinking" in capabilities(record)
+    return Shape(
+        thinking=thinking,
+        show_thinking=completion.think is not False,
+        opens_thinking=thinking and prompt_opens_thinking(prompt),
+        tools=None if forced or not completion.tools else tool_format(template),
+        tool_names=tuple(_tool_names(completion.tools)),
+        forced_call=forced,
+        format=fmt,
+    )
+
+
+def _tool_names(tools: Sequence[Mapping[str, JsonValue]]) -> list[str]:
+    names = []
+    for tool in tools:
+        function = tool.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            names.append(str(function["name"]))
+    return names
+
+
+def _chosen_tools(completion: CompletionRequest) -> tuple[Mapping[str, JsonValue], ...]:
+    """The tools a forced call may use: all (``required``) or the one named."""
+    if completion.tool_choice == "required":
+        return completion.tools
+    chosen = tuple(
+        tool
+        for tool, name in zip(
+            completion.tools, _tool_names(completion.tools), strict=False
+        )
+        if name == completion.tool_choice
+    )
+    if not chosen:
+        raise FlowError(
+            400, f"tool_choice names no offered tool: {completion.tool_choice}"
+        )
+    return chosen
 
 
 def _debug_render(
-    completion: CompletionRequest, record: ModelRecord, out: _Output, request: Request
+    completion: CompletionRequest, record: ModelRecord, out: Output, request: Request
 ) -> dict[str, JsonValue]:
     """``_debug_render_only``: the prompt the model would see, and no generation.
     Rendered in full: trimming a long history needs the tokenizer, hence the model."""
@@ -229,19 +231,19 @@ def _prompt_tokens(
     request: Request,
     options: Options,
     context_length: int,
-) -> Generator[Step, Result | None, tuple[int, ...]]:
+) -> Generator[Step, Result | None, tuple[tuple[int, ...], str]]:
     """Render and tokenize the prompt so that it fits the context with room left for
-    the answer, or fail."""
+    the answer, or fail. Returns the tokens and the text rendered last."""
     now = request.timeline.now
     budget = context_length - _answer_room(context_length, options.sampling)
+    text = ""
     if completion.kind is Kind.CHAT:
         messages = _chat_messages(completion, record)
         histories = truncated_histories(messages) if completion.truncate else [messages]
         tokens: tuple[int, ...] = ()
         for history in histories:
-            tokens = yield from _tokenize(
-                _render(completion, record, history, now), record
-            )
+            text = _render(completion, record, history, now)
+            tokens = yield from _tokenize(text, record)
             if len(tokens) <= budget:
                 break
     else:
@@ -257,22 +259,38 @@ def _prompt_tokens(
     if not tokens:
         raise FlowError(400, "the prompt is empty once the template is applied")
     if len(tokens) <= budget:
-        return tokens
+        return tokens, text
     if not completion.truncate:
         raise FlowError(400, "the input length exceeds the context length")
     request.notes.append(
         f"truncating a prompt of {len(tokens)} tokens to {budget}, "
         f"leaving room to answer in num_ctx {context_length}"
     )
-    return _truncate(tokens, budget, options.sampling.num_keep)
+    return _truncate(tokens, budget, options.sampling.num_keep), text
 
 
 def _chat_messages(
     completion: CompletionRequest, record: ModelRecord
 ) -> list[dict[str, JsonValue]]:
-    return chat_messages(
+    messages = chat_messages(
         completion.messages, system=record.system, modelfile_messages=record.messages
     )
+    if "thinking" in capabilities(record):
+        _strip_old_thinking(messages)
+    return messages
+
+
+def _strip_old_thinking(messages: list[dict[str, JsonValue]]) -> None:
+    """Drop ``<think>`` spans from assistant turns before the last user message
+    (§3.4): old reasoning costs context and templates leave it out of the history
+    they were trained on. Later turns, and ``thinking`` fields, are left alone."""
+    last_user = max(
+        (i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1
+    )
+    for message in messages[:last_user]:
+        content = message.get("content")
+        if message.get("role") == "assistant" and isinstance(content, str):
+            message["content"] = strip_thinking(content)
 
 
 def _answer_room(context_length: int, sampling: SamplingOptions) -> int:
@@ -382,71 +400,3 @@ def _generate_text(
 
 
 # -- generation ---------------------------------------------------------------------
-
-
-def _run(
-    completion: CompletionRequest,
-    out: _Output,
-    options: Options,
-    prompt: tuple[int, ...],
-    context_length: int,
-    metrics: _Metrics,
-) -> Flow:
-    sampling = options.sampling
-    limit = sampling.num_predict
-    if limit <= 0:
-        limit = _UNBOUNDED_FACTOR * context_length
-    decoder, scanner = Utf8Decoder(), StopScanner(sampling.stop)
-    generated: list[int] = []
-    collected: list[str] = []
-    opened = False
-
-    def emit(text: str) -> Generator[Step, Result | None, None]:
-        nonlocal opened
-        if not text:
-            return
-        if not completion.stream:
-            collected.append(text)
-            return
-        if not opened:
-            opened = True
-            yield StreamOpen()
-        yield StreamItem(value=out.chunk(text))
-
-    result = yield Generate(prompt=prompt, sampling=sampling)
-    reason: str | None = None
-    while reason is None:
-        match succeeded(result):
-            case PromptEvaluated(count=count, duration=duration):
-                metrics.prompt_count, metrics.prompt_duration = count, duration
-            case Piece(token=token, data=data, duration=duration):
-                generated.append(token)
-                metrics.eval_count += 1
-                metrics.eval_duration += duration
-                text, stopped = scanner.feed(decoder.feed(data))
-                yield from emit(text)
-                if stopped:
-                    reason = "stop"
-                elif len(generated) >= limit:
-                    reason = "length"
-            case GenerationDone(reason=done_reason):
-                reason = done_reason
-            case other:
-                raise TypeError(f"core bug: {other!r} during a generation")
-        if reason is None:
-            result = yield MORE
-    if not scanner.stopped:
-        text, stopped = scanner.feed(decoder.flush())
-        yield from emit(text if stopped else text + scanner.flush())
-        if stopped:
-            reason = "stop"  # the stop string was completed by the last bytes
-    context = None
-    if completion.kind is Kind.GENERATE and not completion.raw:
-        context = prompt + tuple(generated)
-    final = out.final(reason, text="".join(collected), metrics=metrics, context=context)
-    if completion.stream:
-        if not opened:
-            yield StreamOpen()
-        yield StreamItem(value=final)
-    else:
-        yield JsonReply(value=final)

@@ -25,6 +25,8 @@ class Request:
     body: Mapping[str, JsonValue] | None
     """The decoded JSON object, for operations that take one."""
     config: GatewayConfig
+    request_id: str
+    """The adapter's name for this request; seeds tool-call ids."""
     timeline: Timeline
     """When the request arrived and what time it is now, for timestamps."""
     notes: list[str] = field(default_factory=list)

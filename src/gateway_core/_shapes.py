@@ -111,7 +111,9 @@ SHAPES: Mapping[Operation, Shape] = MappingProxyType(
             raw=_B,
             images=_A,
         ),
-        Operation.CHAT: _shape(**_NATIVE_GENERATION, messages=_A, tools=_A),
+        Operation.CHAT: _shape(
+            **_NATIVE_GENERATION, messages=_A, tools=_A, tool_choice=(_S, _O)
+        ),
         Operation.EMBED: _shape(
             model=_S,
             input=(_S, _A),

@@ -411,6 +411,10 @@ class Generate:
     answers: ClassVar[tuple[type, ...]] = (PromptEvaluated, Piece, GenerationDone)
     prompt: tuple[int, ...]
     sampling: SamplingOptions
+    format: JsonValue = None
+    """Constrain the output: ``"json"`` (any JSON object) or a JSON schema (an
+    object), enforced token by token; None leaves the model free. A schema the
+    constraint engine cannot enforce fails the work with 400."""
 
     def __post_init__(self) -> None:
         if not self.prompt:

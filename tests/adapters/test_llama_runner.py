@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import llama_cpp
 import pytest
 import trio
 import trio.testing
@@ -108,6 +109,22 @@ def test_params_are_validated() -> None:
         Sampling(repeat_penalty=0.0)
     with pytest.raises(ValueError, match="repeat_last_n"):
         Sampling(repeat_last_n=-2)
+
+
+async def test_token_table_holds_every_token_as_generated(
+    runner: LlamaRunner,
+) -> None:
+    table = runner.token_table()
+    assert len(table.pieces) == len(table.attributes) == runner.n_vocab
+    assert table.eos == runner.eos_token
+    assert table.eog == {t for t in range(runner.n_vocab) if runner.is_eog(t)}
+    assert runner.eos_token in table.eog
+    tokens = await runner.tokenize(CHAT + "héllo 🦙", add_bos=True)
+    assert b"".join(table.pieces[t] for t in tokens) == await runner.detokenize(tokens)
+    (im_start,) = await runner.tokenize(IM_START_TOKEN, add_bos=False)
+    assert table.attributes[im_start] & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+    assert table.attributes[ord("a")] & llama_cpp.LLAMA_TOKEN_ATTR_NORMAL
+    assert runner.token_table() is table
 
 
 async def test_tokenize_round_trips_text_and_special_tokens(

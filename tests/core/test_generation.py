@@ -497,14 +497,14 @@ def test_a_partial_stop_string_held_back_is_released_at_the_end() -> None:
 def test_checks_come_in_the_references_order() -> None:
     # The unload shortcut comes before the raw and format checks (ollama-api §1.4).
     unload = {"model": "tiny", "prompt": "", "keep_alive": 0}
-    for extra in ({"format": "json"}, {"raw": True, "system": "s"}):
+    for extra in ({"format": "xml"}, {"raw": True, "system": "s"}):
         t = post("/api/generate", {**unload, **extra})
         assert t.status == 200, extra
     # And the model lookup before both.
     missing = post("/api/generate", {"model": "gone", "raw": True, "system": "s"})
     assert missing.status == 404
-    fmt = post("/api/generate", {"model": "tiny", "prompt": "x", "format": "json"})
-    assert fmt.status == 501
+    fmt = post("/api/generate", {"model": "tiny", "prompt": "x", "format": "xml"})
+    assert fmt.status == 400
 
 
 def test_debug_render_only_returns_the_prompt_without_running_the_model() -> None:

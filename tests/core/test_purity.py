@@ -3,10 +3,10 @@
 Statically, every import under src/gateway_core must come from an allow-list of pure
 standard-library modules (or the package itself). At run time, importing gateway_core in
 a fresh interpreter must not load any module that does I/O or reads ambient state.
-jinja2 is the one third-party dependency: the core uses its sandbox, with no loader,
-to render chat templates. jinja2 itself loads ``random`` (for a filter the core removes)
-and ``threading`` (for its cache's lock), so the run-time check measures what the core
-loads beyond jinja2.
+jinja2 and jsonschema are the third-party dependencies: the core uses jinja2's sandbox,
+with no loader, to render chat templates, and jsonschema to check structured answers.
+jinja2 itself loads ``random`` (for a filter the core removes) and ``threading`` (for
+its cache's lock), so the run-time check measures what the core loads beyond jinja2.
 The core_only nox session adds a third check: the core's tests pass in an environment
 where trio, anyio, h11 and llama_cpp are not installed at all.
 """
@@ -42,6 +42,7 @@ ALLOWED = {
     "jinja2.exceptions",
     "jinja2.sandbox",
     "json",
+    "jsonschema",  # validates structured answers; pure Python, no I/O at import
     "math",
     "re",
     "struct",

@@ -1,0 +1,442 @@
+"""Running the generation: one or two passes, and what their tokens become.
+
+Each token's bytes go through a small pipeline of incremental machines, each holding
+back only what the next token could change:
+
+    bytes -> Utf8Decoder -> StopScanner -> ThinkingParser -> ToolCallParser -> segments
+
+and the segments (thinking, content, tool calls) become response objects: streamed one
+per token that produced something, or gathered into one. ``PassPlan`` decides whether
+a first, free pass runs until the thinking ends before a constrained one
+(``_two_pass.py``); a constrained answer is checked against its schema at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+from ._completion_request import CompletionRequest, Kind
+from ._durations import format_rfc3339
+from ._flow import (
+    MORE,
+    Flow,
+    FlowError,
+    Step,
+    StreamItem,
+    StreamOpen,
+    perform,
+    succeeded,
+)
+from ._json import JsonValue
+from ._options import SamplingOptions
+from ._replies import JsonReply
+from ._request import Request
+from ._segments import Content, Segment, Thinking, ToolCall
+from ._stops import StopScanner, Utf8Decoder
+from ._structured import check_answer
+from ._thinking import CLOSING_TAG, ThinkingParser
+from ._tool_calls import ToolCallParser, ToolFormat, call_id
+from ._two_pass import Event, PassPlan, Phase
+from ._work import (
+    Generate,
+    GenerationDone,
+    Piece,
+    PromptEvaluated,
+    Result,
+    Tokenize,
+    Tokens,
+)
+
+__all__ = ["Metrics", "Output", "Shape", "run_passes"]
+
+_NS = 1_000_000_000
+# num_predict of -1 means "until the model stops"; Ollama still bounds it, so that a
+# model that never emits an end token cannot run forever.
+_UNBOUNDED_FACTOR = 10
+
+
+@dataclass(slots=True)
+class Metrics:
+    load: float = 0.0
+    prompt_count: int = 0
+    prompt_duration: float = 0.0
+    eval_count: int = 0
+    eval_duration: float = 0.0
+
+    def to_json(self, total: float) -> dict[str, JsonValue]:
+        # Ollama omits zero metrics; clients treat absent as zero.
+        values = {
+            "total_duration": round(total * _NS),
+            "load_duration": round(self.load * _NS),
+            "prompt_eval_count": self.prompt_count,
+            "prompt_eval_duration": round(self.prompt_duration * _NS),
+            "eval_count": self.eval_count,
+            "eval_duration": round(self.eval_duration * _NS),
+        }
+        return {name: value for name, value in values.items() if value}
+
+
+@dataclass(slots=True)
+class _Gathered:
+    thinking: list[str] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+class Output:
+    """Native response objects for one request: generate's ``response`` or chat's
+    ``message``, each stamped with the model name as asked and the current time."""
+
+    def __init__(self, completion: CompletionRequest, request: Request) -> None:
+        self._completion = completion
+        self._timeline = request.timeline
+
+    def chunk(
+        self,
+        text: str = "",
+        *,
+        thinking: str = "",
+        calls: Sequence[ToolCall] = (),
+        done: bool = False,
+    ) -> dict[str, JsonValue]:
+        body: dict[str, JsonValue] = {
+            "model": self._completion.model_text,
+            "created_at": format_rfc3339(self._timeline.now),
+        }
+        if self._completion.kind is Kind.GENERATE:
+            body["response"] = text
+            if thinking:
+                body["thinking"] = thinking
+        else:
+            message: dict[str, JsonValue] = {"role": "assistant", "content": text}
+            if thinking:
+                message["thinking"] = thinking
+            if calls:
+                message["tool_calls"] = [call.to_native() for call in calls]
+            body["message"] = message
+        body["done"] = done
+        return body
+
+    def final(
+        self,
+        reason: str,
+        *,
+        gathered: _Gathered | None = None,
+        metrics: Metrics | None = None,
+        context: Sequence[int] | None = None,
+    ) -> dict[str, JsonValue]:
+        got = gathered or _Gathered()
+        body = self.chunk(
+            "".join(got.content),
+            thinking="".join(got.thinking),
+            calls=got.calls,
+            done=True,
+        )
+        body["done_reason"] = reason
+        if context is not None:
+            body["context"] = list(context)
+        if metrics is not None:
+            body.update(metrics.to_json(self._timeline.elapsed))
+        return body
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shape:
+    """What the output of this request is made of.
+
+    Attributes:
+        thinking: parse thinking tags (the model has the capability).
+        show_thinking: return the thinking (``think`` is not false); when false the
+            tags are still parsed, so that they never leak into the content.
+        opens_thinking: the rendered prompt ends with the opening tag.
+        tools: the tool-call format to parse, if tools were offered.
+        tool_names: the offered tools' names.
+        forced_call: the output is one constrained ``{"name", "arguments"}`` object
+            (``tool_choice`` required or named), returned as a tool call.
+        format: the constraint (``"json"``, a schema) or None.
+    """
+
+    thinking: bool = False
+    show_thinking: bool = True
+    opens_thinking: bool = False
+    tools: ToolFormat | None = None
+    tool_names: tuple[str, ...] = ()
+    forced_call: bool = False
+    format: JsonValue = None
+
+
+class _Pipeline:
+    """One pass's token bytes to segments."""
+
+    def __init__(
+        self, shape: Shape, *, stops: Sequence[str], free: bool, id_seed: str
+    ) -> None:
+        self._decoder = Utf8Decoder()
+        # Stop strings could cut a constrained answer in two; they apply to free text.
+        self._scanner = StopScanner(stops if free else ())
+        self._thinking = (
+            ThinkingParser(inside=shape.opens_thinking)
+            if free and shape.thinking
+            else None
+        )
+        self._tools = (
+            ToolCallParser(shape.tools, tool_names=shape.tool_names, id_seed=id_seed)
+            if free and shape.tools is not None
+            else None
+        )
+        self.stopped = False
+
+    @property
+    def done_thinking(self) -> bool:
+        return self._thinking is None or self._thinking.done_thinking
+
+    def feed(self, data: bytes) -> list[Segment]:
+        text, self.stopped = self._scanner.feed(self._decoder.feed(data))
+        return self._split(text, final=False)
+
+    def finish(self) -> list[Segment]:
+        """Release everything held back; the output is over."""
+        if self._scanner.stopped:
+            return self._split("", final=True)
+        text, self.stopped = self._scanner.feed(self._decoder.flush())
+        if not self.stopped:
+            text += self._scanner.flush()
+        return self._split(text, final=True)
+
+    def _split(self, text: str, *, final: bool) -> list[Segment]:
+        parts: list[Segment] = []
+        if self._thinking is None:
+            parts = [Content(text=text)] if text else []
+        else:
+            parts = list(self._thinking.feed(text)) if text else []
+            if final:
+                parts += self._thinking.finish()
+        if self._tools is None:
+            return parts
+        out: list[Segment] = []
+        for part in parts:
+            if isinstance(part, Content):
+                out += self._tools.feed(part.text)
+            else:
+                out.append(part)
+        if final:
+            out += self._tools.finish()
+        return out
+
+
+class _Emitter:
+    """Segments to the client: one object per batch when streaming, else gathered."""
+
+    def __init__(
+        self, completion: CompletionRequest, out: Output, shape: Shape
+    ) -> None:
+        self._stream = completion.stream
+        self._out = out
+        self._shape = shape
+        self.opened = False
+        self.gathered = _Gathered()
+
+    def emit(self, segments: Sequence[Segment]) -> Generator[Step, Result | None, None]:
+        thinking, content, calls = [], [], []
+        for segment in segments:
+            match segment:
+                case Thinking(text=text):
+                    if self._shape.show_thinking:
+                        thinking.append(text)
+                case Content(text=text):
+                    content.append(text)
+                case ToolCall():
+                    calls.append(segment)
+        if not (thinking or content or calls):
+            return
+        self.gathered.content += content  # kept for the final check, streamed or not
+        if not self._stream:
+            self.gathered.thinking += thinking
+            self.gathered.calls += calls
+            return
+        if self._shape.forced_call:
+            content = []  # the JSON becomes a tool call at the end, not text
+            if not (thinking or calls):
+                return
+        if not self.opened:
+            self.opened = True
+            yield StreamOpen()
+        yield StreamItem(
+            value=self._out.chunk(
+                "".join(content), thinking="".join(thinking), calls=calls
+            )
+        )
+
+    def finish(
+        self, final: dict[str, JsonValue]
+    ) -> Generator[Step, Result | None, None]:
+        if not self._stream:
+            yield JsonReply(value=final)
+            return
+        if not self.opened:
+            yield StreamOpen()
+        yield StreamItem(value=final)
+
+
+def run_passes(
+    completion: CompletionRequest,
+    request: Request,
+    out: Output,
+    shape: Shape,
+    sampling: SamplingOptions,
+    prompt: tuple[int, ...],
+    context_length: int,
+    metrics: Metrics,
+) -> Flow:
+    """Generate the answer (one pass, or think-then-constrain) and send it."""
+    limit = sampling.num_predict
+    if limit <= 0:
+        limit = _UNBOUNDED_FACTOR * context_length
+    # think: false asks for no thinking, so the constraint applies from the start
+    # (the parser still runs, so stray tags never reach the content).
+    plan = PassPlan(
+        format=shape.format, thinking=shape.thinking and shape.show_thinking
+    )
+    emitter = _Emitter(completion, out, shape)
+    generated: list[int] = []
+    pass_prompt = prompt
+    constrained_from = 0  # where in the emitted content the constrained answer starts
+    while True:
+        outcome = yield from _one_pass(
+            plan, emitter, shape, sampling, pass_prompt, generated, limit, metrics,
+            request.request_id,
+        )  # fmt: skip
+        phase = plan.on(outcome.event)
+        if phase is not Phase.CONSTRAINED:
+            break
+        constrained_from = len("".join(emitter.gathered.content))
+        if not outcome.saw_thinking:
+            continue  # no thinking to keep: answer from the original prompt
+        # Continue exactly where the thinking ended: the model's own tokens, already
+        # in the runner's cache, so pass 2 evaluates almost nothing. A model that
+        # stopped inside its thinking gets the closing tag written for it.
+        pass_prompt += outcome.kept
+        if outcome.event is Event.STOPPED:
+            closing = yield from perform(
+                Tokenize(text=CLOSING_TAG + "\n\n", add_bos=False), Tokens
+            )
+            pass_prompt += closing.ids
+    reason = "length" if outcome.event is Event.LENGTH else "stop"
+    answer = "".join(emitter.gathered.content)[constrained_from:]
+    if shape.format is not None and reason != "length":
+        check_answer(answer, shape.format)
+    if shape.forced_call:
+        call = _forced_call(answer, request.request_id)
+        emitter.gathered.content = []
+        if completion.stream:
+            yield from emitter.emit([call])
+        else:
+            emitter.gathered.calls = [call]
+    context = None
+    if completion.kind is Kind.GENERATE and not completion.raw:
+        context = prompt + tuple(generated)
+    final = out.final(
+        reason,
+        gathered=emitter.gathered if not completion.stream else None,
+        metrics=metrics,
+        context=context,
+    )
+    yield from emitter.finish(final)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _PassOutcome:
+    event: Event
+    kept: tuple[int, ...] = ()
+    """The tokens of this pass that pass 2 continues after."""
+    saw_thinking: bool = False
+
+
+def _one_pass(
+    plan: PassPlan,
+    emitter: _Emitter,
+    shape: Shape,
+    sampling: SamplingOptions,
+    prompt: tuple[int, ...],
+    generated: list[int],
+    limit: int,
+    metrics: Metrics,
+    id_seed: str,
+) -> Generator[Step, Result | None, _PassOutcome]:
+    """Run one pass to its end and say how it ended."""
+    free = plan.constraint is None
+    pipeline = _Pipeline(shape, stops=sampling.stop, free=free, id_seed=id_seed)
+    tokens: list[int] = []
+    saw_thinking = False
+    result = yield Generate(prompt=prompt, sampling=sampling, format=plan.constraint)
+    while True:
+        try:
+            step = succeeded(result)
+        except FlowError:
+            plan.on(Event.FAILED)
+            raise
+        match step:
+            case PromptEvaluated(count=count, duration=duration):
+                if not generated:
+                    metrics.prompt_count = count
+                metrics.prompt_duration += duration
+            case Piece(token=token, data=data, duration=duration):
+                generated.append(token)
+                tokens.append(token)
+                metrics.eval_count += 1
+                metrics.eval_duration += duration
+                segments = pipeline.feed(data)
+                saw_thinking |= any(isinstance(s, Thinking) for s in segments)
+                if plan.ends_with_thinking and pipeline.done_thinking:
+                    # Thinking is over: keep its last words, drop whatever content
+                    # came with them, and let pass 2 answer.
+                    thinking = [s for s in segments if isinstance(s, Thinking)]
+                    yield from emitter.emit(thinking)
+                    return _PassOutcome(
+                        event=Event.THOUGHT,
+                        kept=tuple(tokens),
+                        saw_thinking=saw_thinking,
+                    )
+                yield from emitter.emit(segments)
+                if pipeline.stopped:
+                    break
+                if len(generated) >= limit:
+                    yield from emitter.emit(pipeline.finish())
+                    return _PassOutcome(event=Event.LENGTH)
+            case GenerationDone(reason=reason):
+                if reason == "length":
+                    yield from emitter.emit(pipeline.finish())
+                    return _PassOutcome(event=Event.LENGTH)
+                break
+            case other:
+                raise TypeError(f"core bug: {other!r} during a generation")
+        result = yield MORE
+    segments = pipeline.finish()
+    if plan.ends_with_thinking:
+        # Stopped inside its thinking: what it thought is kept, and the answer comes
+        # from pass 2.
+        thinking = [s for s in segments if isinstance(s, Thinking)]
+        saw_thinking |= bool(thinking)
+        yield from emitter.emit(thinking)
+        return _PassOutcome(
+            event=Event.STOPPED, kept=tuple(tokens), saw_thinking=saw_thinking
+        )
+    yield from emitter.emit(segments)
+    return _PassOutcome(event=Event.STOPPED)
+
+
+def _forced_call(answer: str, request_id: str) -> ToolCall:
+    value = json.loads(answer)  # check_answer has validated it
+    assert isinstance(value, dict)
+    arguments = value.get("arguments")
+    name = value.get("name")
+    assert isinstance(name, str)
+    assert isinstance(arguments, dict)
+    return ToolCall(
+        index=0,
+        id=call_id(request_id, 0),
+        name=name,
+        arguments=arguments,
+    )

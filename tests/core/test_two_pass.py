@@ -1,0 +1,311 @@
+"""Thinking, tool calls and structured output through the Exchange, with a scripted
+runner: the two-pass machine's every transition, the parsers on the output, and the
+answers' shapes.
+
+The runner here says what each test scripts, per pass: a free pass (no format) and a
+constrained pass (a format) can say different things, as a real constrained runner
+would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from gateway_core import (
+    AcquireRunner,
+    Generate,
+    GenerationDone,
+    LookupModel,
+    ModelFound,
+    ModelRecord,
+    Piece,
+    PromptEvaluated,
+    Result,
+    RunnerReady,
+    Tokenize,
+    TokenizerInfo,
+    Tokens,
+    WorkEffect,
+    WorkFailed,
+)
+from gateway_core._two_pass import TRANSITIONS, Event, Phase
+
+from .helpers import NOW, Transcript, run
+
+TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{# <think></think> tools <tool_call> #}"
+)
+RECORD = ModelRecord(
+    name="thinker:latest",
+    digest="ab" * 32,
+    size=1,
+    modified_at=NOW,
+    model_file="/m",
+    model_digest="sha256:" + "cd" * 32,
+    template=TEMPLATE,
+    context_length=4096,
+)
+SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+}
+Script = Sequence[bytes | Result]
+
+
+class Runner:
+    """Answers ``free`` pieces to an unconstrained pass, ``constrained`` pieces to
+    one with a format; each script ends with GenerationDone(stop) unless it ends
+    with a result of its own."""
+
+    def __init__(self, free: Script = (), constrained: Script = ()) -> None:
+        self.scripts = {False: free, True: constrained}
+        self.generations: list[Generate] = []
+
+    def __call__(self, effect: WorkEffect) -> Sequence[Result]:
+        match effect:
+            case LookupModel():
+                return [ModelFound(record=RECORD)]
+            case AcquireRunner():
+                info = TokenizerInfo(context_length=4096, add_bos=False, add_eos=False)
+                return [RunnerReady(load_duration=0.0, tokenizer=info)]
+            case Tokenize(text=text):
+                return [Tokens(ids=tuple(map(ord, text)))]
+            case Generate(format=fmt):
+                self.generations.append(effect)
+                script = self.scripts[fmt is not None]
+                results: list[Result] = [PromptEvaluated(count=5, duration=0.0)]
+                for i, item in enumerate(script):
+                    if isinstance(item, bytes):
+                        results.append(Piece(token=900 + i, data=item, duration=0.0))
+                    else:
+                        results.append(item)
+                if not script or isinstance(script[-1], bytes):
+                    results.append(GenerationDone(reason="stop"))
+                return results
+        raise AssertionError(effect)
+
+
+def chat(runner: Runner, **fields: object) -> Transcript:
+    body: dict[str, object] = {
+        "model": "thinker",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": False,
+        **fields,
+    }
+    return run("POST", "/api/chat", json.dumps(body).encode(), world=runner)
+
+
+def message(t: Transcript) -> dict[str, Any]:
+    body = t.json()
+    assert isinstance(body, dict), t.body
+    found = body["message"]
+    assert isinstance(found, dict)
+    return found
+
+
+def test_think_then_constrain_runs_two_passes() -> None:
+    runner = Runner(
+        free=[b"<think>", b"Let me", b" see</think>", b"junk never shown"],
+        constrained=[b'{"ok"', b": true}"],
+    )
+    t = chat(runner, format=SCHEMA)
+    assert t.status == 200, t.body
+    first, second = runner.generations
+    assert (first.format, second.format) == (None, SCHEMA)
+    # Pass 2 continues after the thinking, with the model's own tokens.
+    assert second.prompt == (*first.prompt, 900, 901, 902)
+    assert message(t) == {
+        "role": "assistant",
+        "content": '{"ok": true}',
+        "thinking": "Let me see",
+    }
+
+
+def test_think_false_constrains_from_the_first_token() -> None:
+    runner = Runner(constrained=[b'{"ok": false}'])
+    t = chat(runner, format=SCHEMA, think=False)
+    assert [g.format for g in runner.generations] == [SCHEMA]
+    assert message(t)["content"] == '{"ok": false}'
+
+
+def test_a_model_that_stops_inside_its_thinking_still_answers() -> None:
+    runner = Runner(free=[b"<think>", b"hmm"], constrained=[b'{"ok": true}'])
+    t = chat(runner, format="json")
+    first, second = runner.generations
+    closing = tuple(map(ord, "</think>\n\n"))
+    assert second.prompt == (*first.prompt, 900, 901, *closing)
+    assert message(t) == {
+        "role": "assistant",
+        "content": '{"ok": true}',
+        "thinking": "hmm",
+    }
+
+
+def test_length_in_pass_1_ends_the_request_with_no_second_pass() -> None:
+    runner = Runner(free=[b"<think>", b"a", b"b", b"c"])
+    t = chat(runner, format=SCHEMA, options={"num_predict": 3})
+    assert len(runner.generations) == 1
+    body = t.json()
+    assert isinstance(body, dict)
+    assert body["done_reason"] == "length"
+    assert message(t)["content"] == ""
+
+
+def test_an_error_in_either_pass_becomes_the_answer() -> None:
+    failure = WorkFailed(status=500, message="decode failed")
+    for runner in (
+        Runner(free=[b"<think>", failure]),
+        Runner(free=[b"<think>x</think>"], constrained=[b"{", failure]),
+    ):
+        t = chat(runner, format=SCHEMA)
+        assert (t.status, t.json()) == (500, {"error": "decode failed"})
+
+
+def test_an_unenforceable_schema_is_a_400_from_the_runner() -> None:
+    refused = WorkFailed(status=400, message="the schema uses 'not', unsupported")
+    t = chat(Runner(constrained=[refused]), format=SCHEMA, think=False)
+    assert (t.status, t.json()) == (400, {"error": refused.message})
+
+
+def test_an_answer_the_schema_rejects_is_an_error_not_a_wrong_answer() -> None:
+    t = chat(Runner(constrained=[b'{"ok": "yes"}']), format=SCHEMA, think=False)
+    assert t.status == 500
+    assert "does not match the schema" in str(t.json())
+
+
+def test_a_bad_format_is_a_400_before_any_work() -> None:
+    for fmt, message_text in [
+        ("xml", 'invalid format: "xml"'),
+        ({"type": 12}, "invalid JSON schema in format"),
+    ]:
+        runner = Runner()
+        t = chat(runner, format=fmt)
+        assert t.status == 400
+        assert message_text in str(t.json())
+        assert runner.generations == []
+
+
+def test_streaming_two_passes_is_one_continuous_stream() -> None:
+    runner = Runner(
+        free=[b"<think>idea", b"</think>"], constrained=[b'{"ok": ', b"true}"]
+    )
+    t = chat(runner, format=SCHEMA, stream=True)
+    lines = [json.loads(line) for line in t.body.splitlines()]
+    assert [line["done"] for line in lines] == [False] * (len(lines) - 1) + [True]
+    thinking = "".join(line["message"].get("thinking", "") for line in lines)
+    content = "".join(line["message"]["content"] for line in lines)
+    assert (thinking, content) == ("idea", '{"ok": true}')
+
+
+def test_thinking_is_parsed_out_and_hidden_when_think_is_false() -> None:
+    runner = Runner(free=[b"<think>secret</think>", b"Answer"])
+    shown = chat(runner)
+    assert message(shown) == {
+        "role": "assistant",
+        "content": "Answer",
+        "thinking": "secret",
+    }
+    hidden = chat(Runner(free=[b"<think>secret</think>", b"Answer"]), think=False)
+    assert message(hidden) == {"role": "assistant", "content": "Answer"}
+
+
+def test_tool_calls_come_back_with_ids_and_bad_ones_as_content() -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather"}}]
+    runner = Runner(
+        free=[
+            b'<tool_call>{"name": "get_weather", ',
+            b'"arguments": {"city": "Tokyo"}}</tool_call>',
+        ]
+    )
+    t = chat(runner, tools=tools, think=False)
+    (call,) = message(t)["tool_calls"]
+    assert call["function"] == {
+        "index": 0,
+        "name": "get_weather",
+        "arguments": {"city": "Tokyo"},
+    }
+    assert call["id"].startswith("call_")
+    broken = chat(Runner(free=[b"<tool_call>{not json</tool_call>"]), tools=tools)
+    assert message(broken)["content"] == "<tool_call>{not json</tool_call>"
+
+
+def test_a_forced_tool_call_is_constrained_and_returned_as_a_call() -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "add",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"a": {"type": "integer"}},
+                    "required": ["a"],
+                },
+            },
+        }
+    ]
+    runner = Runner(constrained=[b'{"name": "add", "arguments": {"a": 2}}'])
+    choice = {"type": "function", "function": {"name": "add"}}
+    t = chat(runner, tools=tools, tool_choice=choice, think=False)
+    (generation,) = runner.generations
+    assert isinstance(generation.format, dict)
+    properties = generation.format["properties"]
+    assert isinstance(properties, dict)
+    assert properties["name"] == {"const": "add"}
+    found = message(t)
+    assert found["content"] == ""
+    (call,) = found["tool_calls"]
+    assert call["function"] == {"index": 0, "name": "add", "arguments": {"a": 2}}
+
+
+def test_tool_choice_none_offers_no_tools_and_parses_none() -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather"}}]
+    text = b'<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>'
+    t = chat(Runner(free=[text]), tools=tools, tool_choice="none", think=False)
+    assert message(t) == {"role": "assistant", "content": text.decode()}
+
+
+def test_a_named_tool_that_was_not_offered_is_a_400() -> None:
+    tools = [{"type": "function", "function": {"name": "add"}}]
+    choice = {"function": {"name": "sub"}}
+    t = chat(Runner(), tools=tools, tool_choice=choice)
+    assert (t.status, t.json()) == (
+        400,
+        {"error": "tool_choice names no offered tool: sub"},
+    )
+
+
+def test_the_two_pass_table_is_what_these_tests_walk() -> None:
+    walked = {
+        (Phase.THINKING, Event.THOUGHT),
+        (Phase.THINKING, Event.STOPPED),
+        (Phase.THINKING, Event.LENGTH),
+        (Phase.THINKING, Event.FAILED),
+        (Phase.CONSTRAINED, Event.STOPPED),
+        (Phase.CONSTRAINED, Event.FAILED),
+        (Phase.SINGLE, Event.STOPPED),
+    }
+    assert walked <= set(TRANSITIONS)
+    assert set(TRANSITIONS) - walked == {
+        (Phase.CONSTRAINED, Event.LENGTH),
+        (Phase.SINGLE, Event.LENGTH),
+        (Phase.SINGLE, Event.FAILED),
+    }
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/api/chat"])
+def test_generate_also_thinks_then_constrains(path: str) -> None:
+    runner = Runner(free=[b"<think>x</think>"], constrained=[b'{"ok": true}'])
+    body: dict[str, object] = {"model": "thinker", "format": SCHEMA, "stream": False}
+    if path == "/api/generate":
+        body["prompt"] = "Hi"
+    else:
+        body["messages"] = [{"role": "user", "content": "Hi"}]
+    t = run("POST", path, json.dumps(body).encode(), world=runner)
+    assert len(runner.generations) == 2, t.body
