@@ -9,12 +9,12 @@ its raw vector, as Ollama always has.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 
 from ._durations import keep_alive_seconds
 from ._embed_truncation import EmbedFailed, EmbedFinished, TruncateRetry
-from ._flow import Flow, FlowError, perform, succeeded
+from ._flow import Flow, FlowError, Step, perform, succeeded
 from ._json import JsonValue
 from ._model_ops import body_of, perform_on_model, requested_name
 from ._names import InvalidModelName, ModelName
@@ -22,9 +22,9 @@ from ._options import effective_num_ctx, resolve_options
 from ._replies import JsonReply
 from ._request import Request
 from ._vectors import finish_vector
-from ._work import AcquireRunner, LookupModel, ModelFound, RunnerReady
+from ._work import AcquireRunner, LookupModel, ModelFound, Result, RunnerReady
 
-__all__ = ["embed", "embeddings"]
+__all__ = ["EmbedOutcome", "EmbedRequest", "embed", "embed_vectors", "embeddings"]
 
 _NS = 1_000_000_000
 
@@ -123,7 +123,41 @@ def embeddings(request: Request) -> Flow:
     yield from _serve(embeddings_request(body_of(request)), request)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbedOutcome:
+    """Finished vectors (cut and normalized as asked) and what they cost."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+    load_duration: float
+
+
 def _serve(wanted: EmbedRequest, request: Request) -> Flow:
+    outcome = yield from embed_vectors(wanted, request)
+    vectors = _json_vectors(outcome)
+    if wanted.legacy:
+        yield JsonReply(value={"embedding": vectors[0] if vectors else []})
+        return
+    body: dict[str, JsonValue] = {
+        "model": wanted.model_text,
+        "embeddings": vectors,
+    }
+    if outcome.vectors:
+        body["total_duration"] = round(request.timeline.elapsed * _NS)
+        body["load_duration"] = round(outcome.load_duration * _NS)
+        body["prompt_eval_count"] = outcome.prompt_tokens
+    yield JsonReply(value=body)
+
+
+def _json_vectors(outcome: EmbedOutcome) -> list[JsonValue]:
+    return [list[JsonValue](vector) for vector in outcome.vectors]
+
+
+def embed_vectors(
+    wanted: EmbedRequest, request: Request
+) -> Generator[Step, Result | None, EmbedOutcome]:
+    """The embedding flow up to finished vectors; each API shapes its own answer.
+    No inputs: the model is loaded and the outcome is empty."""
     found = yield from perform_on_model(
         LookupModel(name=wanted.model),
         ModelFound,
@@ -148,13 +182,7 @@ def _serve(wanted: EmbedRequest, request: Request) -> Flow:
     )
     ready = yield from perform(acquire, RunnerReady)
     if not wanted.inputs:  # load only
-        body: dict[str, JsonValue] = (
-            {"embedding": []}
-            if wanted.legacy
-            else {"model": wanted.model_text, "embeddings": []}
-        )
-        yield JsonReply(value=body)
-        return
+        return EmbedOutcome(vectors=[], prompt_tokens=0, load_duration=0.0)
     machine = TruncateRetry(
         wanted.inputs, tokenizer=ready.tokenizer, truncate=wanted.truncate
     )
@@ -165,15 +193,12 @@ def _serve(wanted: EmbedRequest, request: Request) -> Flow:
         raise FlowError(step.status, step.message)
     if machine.cuts:
         request.notes.append(f"truncated {machine.cuts} embedding input(s) to fit")
-    yield JsonReply(value=_answer(wanted, step, ready, request))
+    return _finish(wanted, step, ready)
 
 
-def _answer(
-    wanted: EmbedRequest,
-    finished: EmbedFinished,
-    ready: RunnerReady,
-    request: Request,
-) -> dict[str, JsonValue]:
+def _finish(
+    wanted: EmbedRequest, finished: EmbedFinished, ready: RunnerReady
+) -> EmbedOutcome:
     result = finished.result
     width = len(result.vectors[0]) if result.vectors else 0
     if wanted.dimensions is not None and wanted.dimensions > width:
@@ -183,22 +208,16 @@ def _answer(
             param="dimensions",
         )
     try:
-        vectors: list[JsonValue] = [
-            list[JsonValue](
-                finish_vector(
-                    vector, dimensions=wanted.dimensions, normalize=wanted.normalize
-                )
+        vectors = [
+            finish_vector(
+                vector, dimensions=wanted.dimensions, normalize=wanted.normalize
             )
             for vector in result.vectors
         ]
     except ValueError as exc:
         raise FlowError(500, str(exc)) from None
-    if wanted.legacy:
-        return {"embedding": vectors[0]}
-    return {
-        "model": wanted.model_text,
-        "embeddings": vectors,
-        "total_duration": round(request.timeline.elapsed * _NS),
-        "load_duration": round(ready.load_duration * _NS),
-        "prompt_eval_count": sum(result.token_counts),
-    }
+    return EmbedOutcome(
+        vectors=vectors,
+        prompt_tokens=sum(result.token_counts),
+        load_duration=ready.load_duration,
+    )

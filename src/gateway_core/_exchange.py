@@ -36,7 +36,6 @@ from ._dialects import DIALECTS
 from ._effects import Effect, EndResponse, ResponseEffect, Wait
 from ._errors import ClientError, LocalProtocolError
 from ._flow import Flow, More, StreamItem, StreamOpen, Timeline
-from ._framing import encode_ndjson
 from ._head import RequestHead
 from ._json import JsonValue, parse_body
 from ._operations import Request, handle
@@ -320,8 +319,8 @@ class Exchange:
             match step:
                 case StreamOpen():
                     self._queue.extend(self._writer.start_stream())
-                case StreamItem(value=value):
-                    self._queue.extend(self._writer.frame(encode_ndjson(value)))
+                case StreamItem(data=data):
+                    self._queue.extend(self._writer.frame(data))
                 case More.MORE:
                     if self._outstanding is None:
                         raise RuntimeError("core bug: MORE with no work outstanding")

@@ -10,7 +10,7 @@ A flow yields:
 - a work effect (``LookupModel``, ``Generate``...): it is sent the effect's result;
 - ``MORE``: the outstanding effect has more results coming (a generation); it is sent
   the next one;
-- ``StreamOpen`` / ``StreamItem``: a streaming response opens / carries one object;
+- ``StreamOpen`` / ``StreamItem``: a streaming response opens / carries frames;
   it is sent None at once;
 - a ``Reply``: the whole answer; the flow is closed after it.
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
 
 from ._errors import ClientError
+from ._framing import encode_ndjson
 from ._json import JsonValue
 from ._replies import Reply
 from ._work import Result, WorkEffect, WorkFailed
@@ -65,9 +66,14 @@ class StreamOpen:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StreamItem:
-    """One object of the open stream."""
+    """Bytes of the open stream: one or more frames, already encoded (an NDJSON line,
+    SSE events), because only the dialect knows its framing."""
 
-    value: JsonValue
+    data: bytes
+
+    @classmethod
+    def ndjson(cls, value: JsonValue) -> StreamItem:
+        return cls(data=encode_ndjson(value))
 
 
 class Timeline:

@@ -18,7 +18,7 @@ adapter closes the generation when the exchange finishes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 
 from ._catalog import capabilities
 from ._completion_request import (
@@ -37,7 +37,7 @@ from ._json import JsonValue
 from ._model_ops import body_of, lookup
 from ._models import ModelRecord
 from ._options import Options, SamplingOptions, effective_num_ctx, resolve_options
-from ._passes import Metrics, Output, Shape, run_passes
+from ._passes import Metrics, Output, Renderer, Shape, run_passes
 from ._prompt import chat_messages, generate_messages, truncated_histories
 from ._replies import JsonReply
 from ._request import Request
@@ -55,18 +55,25 @@ from ._work import (
     UnloadModel,
 )
 
-__all__ = ["chat", "generate"]
+__all__ = ["chat", "generate", "serve_completion"]
 
 
 def generate(request: Request) -> Flow:
-    yield from _serve(generate_request(body_of(request)), request)
+    yield from serve_completion(generate_request(body_of(request)), request)
 
 
 def chat(request: Request) -> Flow:
-    yield from _serve(chat_request(body_of(request)), request)
+    yield from serve_completion(chat_request(body_of(request)), request)
 
 
-def _serve(completion: CompletionRequest, request: Request) -> Flow:
+def serve_completion(
+    completion: CompletionRequest,
+    request: Request,
+    renderer: Callable[[CompletionRequest], Renderer] | None = None,
+) -> Flow:
+    """The generation flow for a translated request; ``renderer`` writes the answer
+    in the caller's dialect (native objects when None). The compatibility layers
+    enter here with their own translation and renderer."""
     out = Output(completion, request)
     record = yield from lookup(completion.model, completion.model_text)
     if completion.is_empty and completion.keep_alive == 0:
@@ -109,7 +116,7 @@ def _serve(completion: CompletionRequest, request: Request) -> Flow:
     yield from run_passes(
         completion,
         request,
-        out,
+        out if renderer is None else renderer(completion),
         shape,
         options.sampling,
         prompt,

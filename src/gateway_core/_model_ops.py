@@ -181,8 +181,8 @@ def create_model(request: Request) -> Flow:
         return
     yield StreamOpen()
     for status in created.statuses:
-        yield StreamItem(value={"status": status})
-    yield StreamItem(value={"status": "success"})
+        yield StreamItem.ndjson({"status": status})
+    yield StreamItem.ndjson({"status": "success"})
 
 
 def _create_effect(body: Mapping[str, JsonValue]) -> CreateModel:

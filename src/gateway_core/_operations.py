@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from . import _embedding, _generation, _model_ops
+from . import _compat_anthropic, _compat_openai, _embedding, _generation, _model_ops
 from ._flow import Flow
 from ._replies import ErrorReply, JsonReply, Reply, TextReply
 from ._request import Request
@@ -64,6 +64,13 @@ _HANDLERS: Mapping[Operation, Callable[[Request], Reply | Flow]] = MappingProxyT
         Operation.CHAT: _generation.chat,
         Operation.EMBED: _embedding.embed,
         Operation.EMBEDDINGS: _embedding.embeddings,
+        Operation.OPENAI_CHAT: _compat_openai.openai_chat,
+        Operation.OPENAI_COMPLETIONS: _compat_openai.openai_completions,
+        Operation.OPENAI_EMBEDDINGS: _compat_openai.openai_embeddings,
+        Operation.OPENAI_LIST_MODELS: _compat_openai.openai_models,
+        Operation.OPENAI_GET_MODEL: _compat_openai.openai_model,
+        Operation.ANTHROPIC_MESSAGES: _compat_anthropic.anthropic_messages,
+        Operation.ANTHROPIC_COUNT_TOKENS: _compat_anthropic.anthropic_count_tokens,
     }
 )
 

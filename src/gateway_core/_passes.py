@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ._completion_request import CompletionRequest, Kind
 from ._durations import format_rfc3339
@@ -29,6 +30,7 @@ from ._flow import (
     perform,
     succeeded,
 )
+from ._framing import encode_ndjson
 from ._json import JsonValue
 from ._options import SamplingOptions
 from ._replies import JsonReply
@@ -49,7 +51,15 @@ from ._work import (
     Tokens,
 )
 
-__all__ = ["Metrics", "Output", "Shape", "run_passes"]
+__all__ = [
+    "Ending",
+    "Gathered",
+    "Metrics",
+    "Output",
+    "Renderer",
+    "Shape",
+    "run_passes",
+]
 
 _NS = 1_000_000_000
 # num_predict of -1 means "until the model stops"; Ollama still bounds it, so that a
@@ -79,10 +89,47 @@ class Metrics:
 
 
 @dataclass(slots=True)
-class _Gathered:
+class Gathered:
+    """The whole answer so far: what a non-streaming response carries."""
+
     thinking: list[str] = field(default_factory=list)
     content: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ending:
+    """How the answer ended, for the last object of a response."""
+
+    reason: str
+    metrics: Metrics
+    gathered: Gathered
+    context: Sequence[int] | None = None
+
+
+class Renderer(Protocol):
+    """One dialect's way of writing an answer: the stream's frames, or one body.
+
+    The passes produce the same thinking, content and tool calls whatever API was
+    called; a renderer turns them into that API's wire format. Stream frames are
+    bytes because only the dialect knows its framing (NDJSON lines, SSE events).
+    """
+
+    def opening(self) -> bytes:
+        """Frames that open a stream (b"" if the dialect has none)."""
+        ...
+
+    def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
+        """Frames for one step of the answer."""
+        ...
+
+    def closing(self, ending: Ending) -> bytes:
+        """The frames that end a stream, terminator included."""
+        ...
+
+    def whole(self, ending: Ending) -> JsonValue:
+        """The body of a non-streaming response."""
+        ...
 
 
 class Output:
@@ -123,11 +170,11 @@ class Output:
         self,
         reason: str,
         *,
-        gathered: _Gathered | None = None,
+        gathered: Gathered | None = None,
         metrics: Metrics | None = None,
         context: Sequence[int] | None = None,
     ) -> dict[str, JsonValue]:
-        got = gathered or _Gathered()
+        got = gathered or Gathered()
         body = self.chunk(
             "".join(got.content),
             thinking="".join(got.thinking),
@@ -140,6 +187,28 @@ class Output:
         if metrics is not None:
             body.update(metrics.to_json(self._timeline.elapsed))
         return body
+
+    # -- Renderer --------------------------------------------------------------
+
+    def opening(self) -> bytes:
+        return b""
+
+    def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
+        return encode_ndjson(self.chunk(content, thinking=thinking, calls=calls))
+
+    def closing(self, ending: Ending) -> bytes:
+        return encode_ndjson(self._final(ending, gathered=None))
+
+    def whole(self, ending: Ending) -> JsonValue:
+        return self._final(ending, gathered=ending.gathered)
+
+    def _final(self, ending: Ending, *, gathered: Gathered | None) -> JsonValue:
+        return self.final(
+            ending.reason,
+            gathered=gathered,
+            metrics=ending.metrics,
+            context=ending.context,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,13 +299,13 @@ class _Emitter:
     """Segments to the client: one object per batch when streaming, else gathered."""
 
     def __init__(
-        self, completion: CompletionRequest, out: Output, shape: Shape
+        self, completion: CompletionRequest, out: Renderer, shape: Shape
     ) -> None:
         self._stream = completion.stream
         self._out = out
         self._shape = shape
         self.opened = False
-        self.gathered = _Gathered()
+        self.gathered = Gathered()
 
     def emit(self, segments: Sequence[Segment]) -> Generator[Step, Result | None, None]:
         thinking, content, calls = [], [], []
@@ -260,30 +329,33 @@ class _Emitter:
             content = []  # the JSON becomes a tool call at the end, not text
             if not (thinking or calls):
                 return
+        yield from self._open()
+        frames = self._out.delta(
+            thinking="".join(thinking), content="".join(content), calls=calls
+        )
+        if frames:
+            yield StreamItem(data=frames)
+
+    def _open(self) -> Generator[Step, Result | None, None]:
         if not self.opened:
             self.opened = True
             yield StreamOpen()
-        yield StreamItem(
-            value=self._out.chunk(
-                "".join(content), thinking="".join(thinking), calls=calls
-            )
-        )
+            opening = self._out.opening()
+            if opening:
+                yield StreamItem(data=opening)
 
-    def finish(
-        self, final: dict[str, JsonValue]
-    ) -> Generator[Step, Result | None, None]:
+    def finish(self, ending: Ending) -> Generator[Step, Result | None, None]:
         if not self._stream:
-            yield JsonReply(value=final)
+            yield JsonReply(value=self._out.whole(ending))
             return
-        if not self.opened:
-            yield StreamOpen()
-        yield StreamItem(value=final)
+        yield from self._open()
+        yield StreamItem(data=self._out.closing(ending))
 
 
 def run_passes(
     completion: CompletionRequest,
     request: Request,
-    out: Output,
+    out: Renderer,
     shape: Shape,
     sampling: SamplingOptions,
     prompt: tuple[int, ...],
@@ -337,13 +409,10 @@ def run_passes(
     context = None
     if completion.kind is Kind.GENERATE and not completion.raw:
         context = prompt + tuple(generated)
-    final = out.final(
-        reason,
-        gathered=emitter.gathered if not completion.stream else None,
-        metrics=metrics,
-        context=context,
+    ending = Ending(
+        reason=reason, metrics=metrics, gathered=emitter.gathered, context=context
     )
-    yield from emitter.finish(final)
+    yield from emitter.finish(ending)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

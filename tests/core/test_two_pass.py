@@ -17,6 +17,8 @@ import pytest
 
 from gateway_core import (
     AcquireRunner,
+    Exchange,
+    GatewayConfig,
     Generate,
     GenerationDone,
     LookupModel,
@@ -24,15 +26,17 @@ from gateway_core import (
     ModelRecord,
     Piece,
     PromptEvaluated,
+    RequestHead,
     Result,
     RunnerReady,
     Tokenize,
     TokenizerInfo,
     Tokens,
+    Wait,
     WorkEffect,
     WorkFailed,
 )
-from gateway_core._two_pass import TRANSITIONS, Event, Phase
+from gateway_core._two_pass import TRANSITIONS, Event, PassPlan, Phase
 
 from .helpers import NOW, Transcript, run
 
@@ -281,22 +285,77 @@ def test_a_named_tool_that_was_not_offered_is_a_400() -> None:
     )
 
 
-def test_the_two_pass_table_is_what_these_tests_walk() -> None:
-    walked = {
-        (Phase.THINKING, Event.THOUGHT),
-        (Phase.THINKING, Event.STOPPED),
-        (Phase.THINKING, Event.LENGTH),
-        (Phase.THINKING, Event.FAILED),
-        (Phase.CONSTRAINED, Event.STOPPED),
-        (Phase.CONSTRAINED, Event.FAILED),
-        (Phase.SINGLE, Event.STOPPED),
-    }
-    assert walked <= set(TRANSITIONS)
-    assert set(TRANSITIONS) - walked == {
-        (Phase.CONSTRAINED, Event.LENGTH),
-        (Phase.SINGLE, Event.LENGTH),
-        (Phase.SINGLE, Event.FAILED),
-    }
+def test_a_cancellation_between_the_passes_ends_everything() -> None:
+    runner = Runner(free=[b"<think>x</think>"], constrained=[b"{}"])
+    body = {"model": "thinker", "messages": [], "format": "json", "stream": True}
+    body["messages"] = [{"role": "user", "content": "Hi"}]
+    data = json.dumps(body).encode()
+    exchange = Exchange(
+        RequestHead(
+            method="POST",
+            target="/api/chat",
+            headers=(("content-length", str(len(data))),),
+        ),
+        config=GatewayConfig(),
+        request_id="r",
+    )
+    exchange.receive_body(data)
+    exchange.end_body()
+    generations = 0
+    results: list[Result] = []
+    while True:
+        effect = exchange.next_effect()
+        if effect is Wait.NEED_RESULT:
+            exchange.receive_result(results.pop(0), now=NOW)
+        elif isinstance(effect, Generate):
+            generations += 1
+            if generations == 2:
+                break  # pass 2 handed out; the client leaves before it runs
+            results = list(runner(effect))
+        elif isinstance(effect, LookupModel | AcquireRunner | Tokenize):
+            results = list(runner(effect))
+        else:
+            assert not isinstance(effect, Wait), effect  # response bytes: sent
+    exchange.abort("client disconnected")
+    assert exchange.next_effect() is Wait.FINISHED
+    assert exchange.outstanding is None
+
+
+FAIL = WorkFailed(status=500, message="x")
+JSON = b'{"ok": true}'
+SCENARIOS: list[tuple[Runner, dict[str, object]]] = [
+    (Runner(free=[b"<think>a</think>"], constrained=[JSON]), {"format": SCHEMA}),
+    (Runner(free=[b"<think>a"], constrained=[JSON]), {"format": SCHEMA}),
+    (
+        Runner(free=[b"<think>", b"a", b"b"]),
+        {"format": SCHEMA, "options": {"num_predict": 2}},
+    ),
+    (Runner(free=[b"<think>", FAIL]), {"format": SCHEMA}),
+    (
+        Runner(free=[b"<think>a</think>"], constrained=[b"{", b" ", b" "]),
+        {"format": SCHEMA, "options": {"num_predict": 3}},
+    ),
+    (Runner(free=[b"<think>a</think>"], constrained=[FAIL]), {"format": SCHEMA}),
+    (Runner(free=[b"plain"]), {}),
+    (Runner(free=[b"a", b"b", b"c"]), {"options": {"num_predict": 2}}),
+    (Runner(free=[FAIL]), {}),
+]
+
+
+def test_the_scenarios_walk_every_transition_of_the_two_pass_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    walked: set[tuple[Phase, Event]] = set()
+    original = PassPlan.on
+
+    def recording(plan: PassPlan, event: Event) -> Phase:
+        walked.add((plan.phase, event))
+        return original(plan, event)
+
+    monkeypatch.setattr(PassPlan, "on", recording)
+    for runner, fields in SCENARIOS:
+        chat(runner, **fields)
+    assert walked == set(TRANSITIONS)
 
 
 @pytest.mark.parametrize("path", ["/api/generate", "/api/chat"])
