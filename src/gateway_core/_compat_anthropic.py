@@ -1,17 +1,84 @@
-"""Anthropic's Messages API as a translation layer (being written)."""
+"""Anthropic's Messages API as a translation layer over the native core.
+
+``POST /v1/messages`` becomes one ``CompletionRequest``
+(``_compat_anthropic_request.py``), served by the same flow as ``/api/chat``;
+``MessagesRenderer`` (``_compat_anthropic_output.py``) writes the answer as
+Anthropic's message body or event stream. ``POST /v1/messages/count_tokens``
+renders the same prompt and counts it with the model's own tokenizer. Nothing here
+runs a model, and nothing elsewhere knows Anthropic's shapes (ollama-api.md §1.8,
+§2.4).
+"""
 
 from __future__ import annotations
 
-from ._flow import Flow, FlowError
+import dataclasses
+
+from ._catalog import capabilities
+from ._compat_anthropic_output import MessagesRenderer
+from ._compat_anthropic_request import messages_request
+from ._completion_request import CompletionRequest
+from ._flow import Flow, perform
+from ._generation import (
+    _chat_messages,
+    _check_capabilities,
+    _render,
+    _tokenize,
+    _with_defaults,
+    serve_completion,
+)
+from ._model_ops import body_of, lookup
+from ._models import ModelRecord
+from ._options import effective_num_ctx, resolve_options
+from ._replies import JsonReply
 from ._request import Request
+from ._work import AcquireRunner, RunnerReady
 
 __all__ = ["anthropic_count_tokens", "anthropic_messages"]
 
 
-def _not_yet(request: Request) -> Flow:
-    if request.body is not None or request.method:
-        raise FlowError(501, f"{request.method} {request.path} is not implemented yet")
-    yield from ()
+def anthropic_messages(request: Request) -> Flow:
+    """``POST /v1/messages``: the native generation, written in Anthropic's shapes."""
+    completion = messages_request(body_of(request), notes=request.notes)
+    if completion.think not in (None, False):
+        # The reference relaxes thinking for this API: a coding agent asks every
+        # model to think, and one that cannot answers without thinking instead of
+        # failing. Whether it can is only known from the model, hence this lookup.
+        record = yield from lookup(completion.model, completion.model_text)
+        completion = _relax_thinking(completion, record)
+    yield from serve_completion(
+        completion,
+        request,
+        renderer=lambda translated: MessagesRenderer(translated, request),
+    )
 
 
-anthropic_messages = anthropic_count_tokens = _not_yet
+def anthropic_count_tokens(request: Request) -> Flow:
+    """``POST /v1/messages/count_tokens``: the prompt ``/v1/messages`` would give
+    the model, rendered with its template and counted with its tokenizer."""
+    completion = messages_request(body_of(request), notes=request.notes, counting=True)
+    record = yield from lookup(completion.model, completion.model_text)
+    completion = _relax_thinking(completion, record)
+    _check_capabilities(completion, record)
+    completion = _with_defaults(completion, record)
+    options = resolve_options(record.parameters)
+    context_length = effective_num_ctx(
+        options.load,
+        default=request.config.default_context_length,
+        train=record.context_length,
+    )
+    acquire = AcquireRunner(
+        model=record, load=options.load, context_length=context_length, keep_alive=None
+    )
+    yield from perform(acquire, RunnerReady)
+    messages = _chat_messages(completion, record)
+    text = _render(completion, record, messages, request.timeline.now)
+    tokens = yield from _tokenize(text, record)
+    yield JsonReply(value={"input_tokens": len(tokens)})
+
+
+def _relax_thinking(
+    completion: CompletionRequest, record: ModelRecord
+) -> CompletionRequest:
+    if completion.think in (None, False) or "thinking" in capabilities(record):
+        return completion
+    return dataclasses.replace(completion, think=None)

@@ -115,8 +115,9 @@ class Renderer(Protocol):
     bytes because only the dialect knows its framing (NDJSON lines, SSE events).
     """
 
-    def opening(self) -> bytes:
-        """Frames that open a stream (b"" if the dialect has none)."""
+    def opening(self, metrics: Metrics) -> bytes:
+        """Frames that open a stream (b"" if the dialect has none). The prompt has
+        been evaluated by then, so ``metrics.prompt_count`` is known."""
         ...
 
     def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
@@ -190,7 +191,7 @@ class Output:
 
     # -- Renderer --------------------------------------------------------------
 
-    def opening(self) -> bytes:
+    def opening(self, metrics: Metrics) -> bytes:
         return b""
 
     def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
@@ -299,8 +300,13 @@ class _Emitter:
     """Segments to the client: one object per batch when streaming, else gathered."""
 
     def __init__(
-        self, completion: CompletionRequest, out: Renderer, shape: Shape
+        self,
+        completion: CompletionRequest,
+        out: Renderer,
+        shape: Shape,
+        metrics: Metrics,
     ) -> None:
+        self._metrics = metrics
         self._stream = completion.stream
         self._out = out
         self._shape = shape
@@ -340,7 +346,7 @@ class _Emitter:
         if not self.opened:
             self.opened = True
             yield StreamOpen()
-            opening = self._out.opening()
+            opening = self._out.opening(self._metrics)
             if opening:
                 yield StreamItem(data=opening)
 
@@ -371,7 +377,7 @@ def run_passes(
     plan = PassPlan(
         format=shape.format, thinking=shape.thinking and shape.show_thinking
     )
-    emitter = _Emitter(completion, out, shape)
+    emitter = _Emitter(completion, out, shape, metrics)
     generated: list[int] = []
     pass_prompt = prompt
     constrained_from = 0  # where in the emitted content the constrained answer starts

@@ -274,38 +274,39 @@ def test_a_body_split_into_pieces_is_the_same_body() -> None:
     assert whole.status == 400
 
 
-def _not_yet(method: str, target: str) -> str:
-    return f"{method} {target} is not implemented yet"
-
-
-@pytest.mark.parametrize(
-    ("method", "target"),
-    [
-        ("POST", "/v1/chat/completions"),
-        ("GET", "/v1/models"),
-        ("GET", "/v1/models/library/llama3:latest"),
-    ],
-)
-def test_openai_routes_not_built_yet_answer_501(method: str, target: str) -> None:
-    t = run(method, target, b"{}" if method == "POST" else None)
-    assert t.status == 501
+def test_an_unknown_model_on_the_openai_api_is_its_not_found_error() -> None:
+    t = run("GET", "/v1/models/library/llama3:latest")
+    assert t.status == 404
     assert t.json() == {
         "error": {
-            "message": _not_yet(method, target),
-            "type": "api_error",
+            "message": "model 'library/llama3:latest' not found",
+            "type": "not_found_error",
             "param": None,
             "code": None,
         }
     }
 
 
+def test_a_missing_model_on_the_openai_api_names_the_param() -> None:
+    t = run("POST", "/v1/chat/completions", b"{}")
+    assert t.status == 400
+    assert t.json() == {
+        "error": {
+            "message": "you must provide a model parameter",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": None,
+        }
+    }
+
+
 @pytest.mark.parametrize("target", ["/v1/messages", "/v1/messages/count_tokens"])
-def test_anthropic_routes_not_built_yet_answer_501(target: str) -> None:
+def test_a_missing_model_on_the_anthropic_api_uses_its_envelope(target: str) -> None:
     t = run("POST", target, b"{}")
-    assert t.status == 501
+    assert t.status == 400
     assert t.json() == {
         "type": "error",
-        "error": {"type": "api_error", "message": _not_yet("POST", target)},
+        "error": {"type": "invalid_request_error", "message": "model is required"},
         "request_id": "req_test",
     }
 

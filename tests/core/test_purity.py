@@ -128,3 +128,44 @@ def test_importing_the_core_loads_no_io_module() -> None:
     assert "gateway_core" in out
     loaded = {name.split(".")[0] for name in out}
     assert not loaded & (FORBIDDEN | {"subprocess", "selectors", "select", "signal"})
+
+
+_DIALECT_MODULES = {
+    "openai": ("_compat_openai", "_dialects/_openai"),
+    "anthropic": ("_compat_anthropic", "_dialects/_anthropic"),
+}
+
+
+def _dialect_of(path: Path) -> str | None:
+    relative = str(path.relative_to(CORE).with_suffix(""))
+    for dialect, prefixes in _DIALECT_MODULES.items():
+        if relative.startswith(prefixes):
+            return dialect
+    return None
+
+
+def _relative_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        node.module or ""
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in SOURCES if _dialect_of(p)],
+    ids=lambda p: str(p.relative_to(CORE)),
+)
+def test_each_dialect_knows_nothing_of_the_others(path: Path) -> None:
+    mine = _dialect_of(path)
+    others = [d for d in _DIALECT_MODULES if d != mine]
+    imported = _relative_imports(path)
+    leaks = [m for m in imported if any(d in m for d in others)]
+    assert not leaks, f"{path.name} ({mine}) imports {leaks}"
+
+
+def test_the_dialect_check_sees_every_dialect() -> None:
+    found = {_dialect_of(p) for p in SOURCES} - {None}
+    assert found == set(_DIALECT_MODULES)
