@@ -22,7 +22,6 @@ from ._segments import ToolCall
 __all__ = ["MessagesRenderer", "message_id", "stop_reason", "tool_use_id"]
 
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
-# Anthropic's rule of thumb for text: about four characters a token.
 
 
 def message_id(request_id: str) -> str:

@@ -390,31 +390,39 @@ def run_passes(
         if phase is not Phase.CONSTRAINED:
             break
         constrained_from = len("".join(emitter.gathered.content))
-        if not outcome.saw_thinking:
-            continue  # no thinking to keep: answer from the original prompt
-        # Continue exactly where the thinking ended: the model's own tokens, already
-        # in the runner's cache, so pass 2 evaluates almost nothing. A model that
-        # stopped inside its thinking gets the closing tag written for it.
-        pass_prompt += outcome.kept
-        if outcome.event is Event.STOPPED:
-            closing = yield from perform(
-                Tokenize(text=CLOSING_TAG + "\n\n", add_bos=False), Tokens
-            )
-            pass_prompt += closing.ids
+        if len(generated) >= limit:
+            # num_predict counts both passes: none left for the answer.
+            outcome = _PassOutcome(event=Event.LENGTH)
+            plan.on(Event.LENGTH)
+            break
+        if outcome.saw_thinking or shape.opens_thinking:
+            # Continue exactly where the thinking ended: the model's own tokens,
+            # already in the runner's cache, so pass 2 evaluates almost nothing. A
+            # model that stopped inside its thinking gets the closing tag written
+            # for it. (Without any thinking, pass 2 answers from the prompt.)
+            pass_prompt += outcome.kept
+            if outcome.event is Event.STOPPED:
+                closing = yield from perform(
+                    Tokenize(text=CLOSING_TAG + "\n\n", add_bos=False), Tokens
+                )
+                pass_prompt += closing.ids
     reason = "length" if outcome.event is Event.LENGTH else "stop"
     answer = "".join(emitter.gathered.content)[constrained_from:]
     if shape.format is not None and reason != "length":
         check_answer(answer, shape.format)
     if shape.forced_call:
-        call = _forced_call(answer, request.request_id)
         emitter.gathered.content = []
-        if completion.stream:
-            yield from emitter.emit([call])
-        else:
-            emitter.gathered.calls = [call]
+        if reason != "length":  # a call cut short is no call: done_reason says why
+            call = _forced_call(answer, request.request_id)
+            if completion.stream:
+                yield from emitter.emit([call])
+            else:
+                emitter.gathered.calls = [call]
     context = None
     if completion.kind is Kind.GENERATE and not completion.raw:
-        context = prompt + tuple(generated)
+        # What the model has seen and said, as it will continue: the last pass's
+        # prompt (original prompt, kept thinking) and that pass's tokens.
+        context = pass_prompt + outcome.tokens
     ending = Ending(
         reason=reason, metrics=metrics, gathered=emitter.gathered, context=context
     )
@@ -427,6 +435,8 @@ class _PassOutcome:
     kept: tuple[int, ...] = ()
     """The tokens of this pass that pass 2 continues after."""
     saw_thinking: bool = False
+    tokens: tuple[int, ...] = ()
+    """Every token this pass generated."""
 
 
 def _one_pass(
@@ -479,11 +489,11 @@ def _one_pass(
                     break
                 if len(generated) >= limit:
                     yield from emitter.emit(pipeline.finish())
-                    return _PassOutcome(event=Event.LENGTH)
+                    return _PassOutcome(event=Event.LENGTH, tokens=tuple(tokens))
             case GenerationDone(reason=reason):
                 if reason == "length":
                     yield from emitter.emit(pipeline.finish())
-                    return _PassOutcome(event=Event.LENGTH)
+                    return _PassOutcome(event=Event.LENGTH, tokens=tuple(tokens))
                 break
             case other:
                 raise TypeError(f"core bug: {other!r} during a generation")
@@ -496,19 +506,26 @@ def _one_pass(
         saw_thinking |= bool(thinking)
         yield from emitter.emit(thinking)
         return _PassOutcome(
-            event=Event.STOPPED, kept=tuple(tokens), saw_thinking=saw_thinking
+            event=Event.STOPPED,
+            kept=tuple(tokens),
+            saw_thinking=saw_thinking,
+            tokens=tuple(tokens),
         )
     yield from emitter.emit(segments)
-    return _PassOutcome(event=Event.STOPPED)
+    return _PassOutcome(event=Event.STOPPED, tokens=tuple(tokens))
 
 
 def _forced_call(answer: str, request_id: str) -> ToolCall:
-    value = json.loads(answer)  # check_answer has validated it
-    assert isinstance(value, dict)
-    arguments = value.get("arguments")
-    name = value.get("name")
-    assert isinstance(name, str)
-    assert isinstance(arguments, dict)
+    # check_answer has validated it against the call schema; a failure here is a
+    # constraint engine that let something through, and earns a clear error.
+    try:
+        value = json.loads(answer)
+    except ValueError:
+        raise FlowError(500, "the forced tool call is not valid JSON") from None
+    arguments = value.get("arguments") if isinstance(value, dict) else None
+    name = value.get("name") if isinstance(value, dict) else None
+    if not isinstance(name, str) or not isinstance(arguments, dict):
+        raise FlowError(500, "the forced tool call has no name or arguments")
     return ToolCall(
         index=0,
         id=call_id(request_id, 0),

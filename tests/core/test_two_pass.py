@@ -368,3 +368,62 @@ def test_generate_also_thinks_then_constrains(path: str) -> None:
         body["messages"] = [{"role": "user", "content": "Hi"}]
     t = run("POST", path, json.dumps(body).encode(), world=runner)
     assert len(runner.generations) == 2, t.body
+
+
+def test_a_forced_call_cut_short_by_the_limit_is_no_call_and_no_crash() -> None:
+    tools = [{"type": "function", "function": {"name": "add"}}]
+    runner = Runner(constrained=[b'{"na', b'me": "a'])
+    t = chat(
+        runner, tools=tools, tool_choice="required", think=False,
+        options={"num_predict": 2},
+    )  # fmt: skip
+    assert t.status == 200
+    body = t.json()
+    assert isinstance(body, dict)
+    assert body["done_reason"] == "length"
+    assert "tool_calls" not in message(t)
+
+
+def test_num_predict_counts_both_passes() -> None:
+    runner = Runner(free=[b"<think>", b"a", b"</think>"], constrained=[JSON])
+    t = chat(runner, format=SCHEMA, options={"num_predict": 3})
+    assert len(runner.generations) == 1  # nothing left for a second pass
+    body = t.json()
+    assert isinstance(body, dict)
+    assert (body["done_reason"], body["eval_count"]) == ("length", 3)
+
+
+def test_a_prompt_that_opens_thinking_continues_after_the_models_close() -> None:
+    opened = ModelRecord(
+        **{
+            **{f: getattr(RECORD, f) for f in RECORD.__dataclass_fields__},
+            "template": TEMPLATE + "<think>\n",
+        }
+    )
+
+    class Opened(Runner):
+        def __call__(self, effect: WorkEffect) -> Sequence[Result]:
+            if isinstance(effect, LookupModel):
+                return [ModelFound(record=opened)]
+            return super().__call__(effect)
+
+    runner = Opened(free=[b"</think>"], constrained=[JSON])
+    t = chat(runner, format=SCHEMA)
+    assert t.status == 200, t.body
+    first, second = runner.generations
+    # Empty thinking, but closed by the model: pass 2 goes on after its tag
+    # instead of answering inside the open thinking block.
+    assert second.prompt == (*first.prompt, 900)
+
+
+def test_generate_context_is_what_the_model_saw_and_said_last() -> None:
+    # Stopped inside its thinking: pass 2's prompt has the closing tag the flow
+    # wrote for it, and the context must too.
+    runner = Runner(free=[b"<think>x"], constrained=[JSON])
+    body = {"model": "thinker", "prompt": "Hi", "format": SCHEMA, "stream": False}
+    t = run("POST", "/api/generate", json.dumps(body).encode(), world=runner)
+    answer = t.json()
+    assert isinstance(answer, dict)
+    first, second = runner.generations
+    assert len(second.prompt) > len(first.prompt) + 1
+    assert answer["context"] == [*second.prompt, 900]
