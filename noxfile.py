@@ -60,4 +60,4 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: speed lives here, never in timed unit tests."""
     session.install(".[server]")
-    session.run("python", "benchmarks/embed_batch.py", *session.posargs)
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -2,7 +2,8 @@
 
 Starts ``gateway-core serve`` in a subprocess on a fresh model store (it registers the
 generated demo model as ``demo``), talks to it over a real keep-alive connection, and
-prints the median of several rounds as JSON. Run with ``nox -s bench`` or
+prints the median of several rounds as JSON. Run with ``nox -s bench``,
+``python -m benchmarks --only embed_batch`` or
 ``python benchmarks/embed_batch.py [--rounds N]``.
 """
 
@@ -17,14 +18,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 INPUTS = 64
 TEXT = "the quick brown fox jumps over the lazy dog and keeps on running "
 
 
-def _start_server(models: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(models: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``gateway-core serve`` on a free port; return the process and the port.
+
+    The server logs every request to stderr. Once it is listening, a daemon thread
+    keeps reading that pipe, so that a long benchmark cannot fill it and stall the
+    server on a blocked write.
+    """
     env = {**os.environ, "GATEWAY_MODELS": str(models)}
     src = Path(__file__).resolve().parents[1] / "src"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
@@ -43,9 +52,15 @@ def _start_server(models: Path) -> tuple[subprocess.Popen[bytes], int]:
         log += line
         found = re.search(rb"listening on http://[\d.]+:(\d+)", line)
         if found:
+            threading.Thread(target=_drain, args=(process.stderr,), daemon=True).start()
             return process, int(found[1])
     process.kill()
     raise RuntimeError(f"the server did not start:\n{log.decode()}")
+
+
+def _drain(stream: IO[bytes]) -> None:
+    while stream.read(65536):
+        pass
 
 
 def _post(
@@ -73,12 +88,10 @@ def _time(action: object, rounds: int) -> float:
     return statistics.median(samples)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+def run(rounds: int = 5) -> dict[str, object]:
+    """Measure both ways of embedding ``INPUTS`` texts; medians of ``rounds``."""
     with tempfile.TemporaryDirectory() as tmp:
-        process, port = _start_server(Path(tmp) / "models")
+        process, port = start_server(Path(tmp) / "models")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             texts = [f"{i} {TEXT}" for i in range(INPUTS)]
@@ -93,25 +106,27 @@ def main() -> int:
                 for text in texts:
                     _post(conn, {"model": "demo", "input": text})
 
-            one_request = _time(batched, args.rounds)
-            many_requests = _time(separate, args.rounds)
+            one_request = _time(batched, rounds)
+            many_requests = _time(separate, rounds)
             conn.close()
         finally:
             process.terminate()
             process.wait(timeout=30)
-    print(
-        json.dumps(
-            {
-                "benchmark": "embed_batch",
-                "inputs": INPUTS,
-                "rounds": args.rounds,
-                "one_request_s": round(one_request, 4),
-                "separate_requests_s": round(many_requests, 4),
-                "speedup": round(many_requests / one_request, 2),
-            },
-            indent=2,
-        )
-    )
+    return {
+        "benchmark": "embed_batch",
+        "inputs": INPUTS,
+        "rounds": rounds,
+        "one_request_s": round(one_request, 4),
+        "separate_requests_s": round(many_requests, 4),
+        "speedup": round(many_requests / one_request, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    print(json.dumps(run(args.rounds), indent=2))
     return 0
 
 
