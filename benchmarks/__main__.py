@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import core_micro, embed_batch, http_layer
+from . import core_micro, embed_batch, http_layer, streaming
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "core_micro": lambda quick: core_micro.run(quick=quick),
     "http_layer": lambda quick: http_layer.run(quick=quick),
     "embed_batch": lambda quick: embed_batch.run(rounds=1 if quick else 5),
+    "streaming": lambda quick: streaming.run(quick=quick),
 }
 
 

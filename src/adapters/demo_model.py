@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -42,9 +43,11 @@ __all__ = [
     "SPECIAL_TOKENS",
     "THINK_END_TOKEN",
     "THINK_START_TOKEN",
+    "TINY",
     "TOOL_CALL_END_TOKEN",
     "TOOL_CALL_START_TOKEN",
     "VOCAB_SIZE",
+    "ModelShape",
     "write_demo_model",
 ]
 
@@ -64,6 +67,40 @@ HEAD_COUNT: Final = 4
 HEAD_COUNT_KV: Final = 2
 FEED_FORWARD_LENGTH: Final = 128
 _HEAD_DIM: Final = EMBEDDING_LENGTH // HEAD_COUNT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelShape:
+    """The dimensions of a llama-architecture model with the demo vocabulary.
+
+    The demo model is ``TINY``; the benchmarks write bigger ones (a model whose
+    matrix products dominate, as a user's real model's do) with the same writer.
+    """
+
+    embedding_length: int
+    block_count: int
+    head_count: int
+    head_count_kv: int
+    feed_forward_length: int
+
+    def __post_init__(self) -> None:
+        if self.embedding_length % self.head_count:
+            raise ValueError("embedding_length must be a multiple of head_count")
+        if self.head_count % self.head_count_kv:
+            raise ValueError("head_count must be a multiple of head_count_kv")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embedding_length // self.head_count
+
+
+TINY: Final = ModelShape(
+    embedding_length=EMBEDDING_LENGTH,
+    block_count=BLOCK_COUNT,
+    head_count=HEAD_COUNT,
+    head_count_kv=HEAD_COUNT_KV,
+    feed_forward_length=FEED_FORWARD_LENGTH,
+)
 _ROPE_FREQ_BASE: Final = 10000.0
 _RMS_NORM_EPS: Final = 1e-5
 # Small enough that activations stay tame through the blocks; the value matters
@@ -215,6 +252,7 @@ def write_demo_model(
     seed: int = 0,
     name: str = DEFAULT_NAME,
     pooling: gguf.PoolingType | None = None,
+    shape: ModelShape = TINY,
 ) -> None:
     """Write the demo model to ``path``, replacing any file there.
 
@@ -222,7 +260,8 @@ def write_demo_model(
     random streams are only promised stable within a release). ``context_length`` is
     the model's trained context (``n_ctx_train``); a small one lets tests reach
     context overflow cheaply. ``pooling`` declares a pooling type, which makes it an
-    embedding-only model to Ollama (and to this gateway). The file is written under a
+    embedding-only model to Ollama (and to this gateway); ``shape`` makes a bigger
+    model with the same vocabulary and template. The file is written under a
     temporary name in the same
     directory, read back and checked, and only then renamed into place, so ``path``
     never holds a partial model.
@@ -237,9 +276,14 @@ def write_demo_model(
     tmp.touch(exist_ok=False)
     try:
         _write(
-            tmp, context_length=context_length, seed=seed, name=name, pooling=pooling
+            tmp,
+            context_length=context_length,
+            seed=seed,
+            name=name,
+            pooling=pooling,
+            shape=shape,
         )
-        _verify(tmp, context_length=context_length, name=name)
+        _verify(tmp, context_length=context_length, name=name, shape=shape)
         _fsync(tmp)
         # No fsync of the directory: the model can always be written again, and a
         # rename lost in a crash leaves the old file or none, never a torn one.
@@ -256,6 +300,7 @@ def _write(
     seed: int,
     name: str,
     pooling: gguf.PoolingType | None,
+    shape: ModelShape,
 ) -> None:
     writer = gguf.GGUFWriter(path, ARCHITECTURE)
     try:
@@ -264,12 +309,12 @@ def _write(
         writer.add_name(name)
         writer.add_file_type(gguf.LlamaFileType.ALL_F32)
         writer.add_context_length(context_length)
-        writer.add_embedding_length(EMBEDDING_LENGTH)
-        writer.add_block_count(BLOCK_COUNT)
-        writer.add_feed_forward_length(FEED_FORWARD_LENGTH)
-        writer.add_head_count(HEAD_COUNT)
-        writer.add_head_count_kv(HEAD_COUNT_KV)
-        writer.add_rope_dimension_count(_HEAD_DIM)
+        writer.add_embedding_length(shape.embedding_length)
+        writer.add_block_count(shape.block_count)
+        writer.add_feed_forward_length(shape.feed_forward_length)
+        writer.add_head_count(shape.head_count)
+        writer.add_head_count_kv(shape.head_count_kv)
+        writer.add_rope_dimension_count(shape.head_dim)
         writer.add_rope_freq_base(_ROPE_FREQ_BASE)
         writer.add_layer_norm_rms_eps(_RMS_NORM_EPS)
         writer.add_vocab_size(VOCAB_SIZE)
@@ -290,7 +335,7 @@ def _write(
         writer.add_add_eos_token(False)
         writer.add_chat_template(CHAT_TEMPLATE)
 
-        for tensor_name, tensor in _tensors(np.random.default_rng(seed)):
+        for tensor_name, tensor in _tensors(shape, np.random.default_rng(seed)):
             writer.add_tensor(tensor_name, tensor)
 
         writer.write_header_to_file()
@@ -301,7 +346,7 @@ def _write(
 
 
 def _tensors(
-    rng: np.random.Generator,
+    shape: ModelShape, rng: np.random.Generator
 ) -> Iterator[tuple[str, npt.NDArray[np.float32]]]:
     """Every weight, in a fixed order, since the order decides what the rng draws.
 
@@ -315,37 +360,24 @@ def _tensors(
 
     def norm() -> npt.NDArray[np.float32]:
         # RMS norm weights of one, as in an untrained model: the norm only rescales.
-        return np.ones(EMBEDDING_LENGTH, dtype=np.float32)
+        return np.ones(width, dtype=np.float32)
 
-    kv_width = _HEAD_DIM * HEAD_COUNT_KV
-    yield _name(gguf.MODEL_TENSOR.TOKEN_EMBD), matrix(VOCAB_SIZE, EMBEDDING_LENGTH)
-    for block in range(BLOCK_COUNT):
-        yield _name(gguf.MODEL_TENSOR.ATTN_NORM, block), norm()
-        yield (
-            _name(gguf.MODEL_TENSOR.ATTN_Q, block),
-            matrix(EMBEDDING_LENGTH, EMBEDDING_LENGTH),
-        )
-        yield _name(gguf.MODEL_TENSOR.ATTN_K, block), matrix(kv_width, EMBEDDING_LENGTH)
-        yield _name(gguf.MODEL_TENSOR.ATTN_V, block), matrix(kv_width, EMBEDDING_LENGTH)
-        yield (
-            _name(gguf.MODEL_TENSOR.ATTN_OUT, block),
-            matrix(EMBEDDING_LENGTH, EMBEDDING_LENGTH),
-        )
-        yield _name(gguf.MODEL_TENSOR.FFN_NORM, block), norm()
-        yield (
-            _name(gguf.MODEL_TENSOR.FFN_GATE, block),
-            matrix(FEED_FORWARD_LENGTH, EMBEDDING_LENGTH),
-        )
-        yield (
-            _name(gguf.MODEL_TENSOR.FFN_UP, block),
-            matrix(FEED_FORWARD_LENGTH, EMBEDDING_LENGTH),
-        )
-        yield (
-            _name(gguf.MODEL_TENSOR.FFN_DOWN, block),
-            matrix(EMBEDDING_LENGTH, FEED_FORWARD_LENGTH),
-        )
-    yield _name(gguf.MODEL_TENSOR.OUTPUT_NORM), norm()
-    yield _name(gguf.MODEL_TENSOR.OUTPUT), matrix(VOCAB_SIZE, EMBEDDING_LENGTH)
+    width, ff = shape.embedding_length, shape.feed_forward_length
+    kv_width = shape.head_dim * shape.head_count_kv
+    tensor = gguf.MODEL_TENSOR
+    yield _name(tensor.TOKEN_EMBD), matrix(VOCAB_SIZE, width)
+    for block in range(shape.block_count):
+        yield _name(tensor.ATTN_NORM, block), norm()
+        yield _name(tensor.ATTN_Q, block), matrix(width, width)
+        yield _name(tensor.ATTN_K, block), matrix(kv_width, width)
+        yield _name(tensor.ATTN_V, block), matrix(kv_width, width)
+        yield _name(tensor.ATTN_OUT, block), matrix(width, width)
+        yield _name(tensor.FFN_NORM, block), norm()
+        yield _name(tensor.FFN_GATE, block), matrix(ff, width)
+        yield _name(tensor.FFN_UP, block), matrix(ff, width)
+        yield _name(tensor.FFN_DOWN, block), matrix(width, ff)
+    yield _name(tensor.OUTPUT_NORM), norm()
+    yield _name(tensor.OUTPUT), matrix(VOCAB_SIZE, width)
 
 
 def _name(tensor: gguf.MODEL_TENSOR, block: int | None = None) -> str:
@@ -353,14 +385,14 @@ def _name(tensor: gguf.MODEL_TENSOR, block: int | None = None) -> str:
     return f"{base.format(bid=block) if block is not None else base}.weight"
 
 
-def _verify(path: Path, *, context_length: int, name: str) -> None:
+def _verify(path: Path, *, context_length: int, name: str, shape: ModelShape) -> None:
     """Read the file back and check what a loader keys on, before anyone can see it."""
     reader = gguf.GGUFReader(path)
     expected: dict[str, object] = {
         gguf.Keys.General.ARCHITECTURE: ARCHITECTURE,
         gguf.Keys.General.NAME: name,
         gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=ARCHITECTURE): context_length,
-        gguf.Keys.LLM.BLOCK_COUNT.format(arch=ARCHITECTURE): BLOCK_COUNT,
+        gguf.Keys.LLM.BLOCK_COUNT.format(arch=ARCHITECTURE): shape.block_count,
         gguf.Keys.Tokenizer.LIST: list(_TOKENS),
         gguf.Keys.Tokenizer.CHAT_TEMPLATE: CHAT_TEMPLATE,
     }
@@ -369,7 +401,7 @@ def _verify(path: Path, *, context_length: int, name: str) -> None:
         found = None if field is None else field.contents()
         if found != value:
             raise OSError(f"{path}: {key} reads back as {found!r:.80}")
-    tensor_count = 2 + 9 * BLOCK_COUNT + 1
+    tensor_count = 2 + 9 * shape.block_count + 1
     if len(reader.tensors) != tensor_count:
         raise OSError(f"{path}: {len(reader.tensors)} tensors, expected {tensor_count}")
 

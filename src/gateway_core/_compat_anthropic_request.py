@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import jsonschema
 import jsonschema.exceptions
 
-from ._completion_request import CompletionRequest, Kind
+from ._completion_request import CompletionRequest, Kind, NamedTool, ToolChoice
 from ._flow import FlowError
 from ._json import JsonValue
 from ._names import InvalidModelName, ModelName
@@ -64,7 +64,11 @@ _EFFORTS = {
     "xhigh": "high",
     "max": "max",
 }
-_TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+_TOOL_CHOICES: dict[str, ToolChoice] = {
+    "auto": "auto",
+    "any": "required",
+    "none": "none",
+}
 _BLOCK_SEPARATOR = "\n\n"
 
 
@@ -425,7 +429,7 @@ def _input_schema(name: str, schema: JsonValue) -> JsonValue:
     return schema
 
 
-def _tool_choice(value: JsonValue) -> str | None:
+def _tool_choice(value: JsonValue) -> ToolChoice:
     if value is None:
         return None
     assert isinstance(value, dict)
@@ -436,7 +440,7 @@ def _tool_choice(value: JsonValue) -> str | None:
             raise FlowError(
                 400, 'tool_choice of type "tool" needs a name', param="tool_choice"
             )
-        return name
+        return NamedTool(name)
     if isinstance(kind, str) and kind in _TOOL_CHOICES:
         return _TOOL_CHOICES[kind]
     raise FlowError(

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ._completion_request import CompletionRequest, Kind, tool_choice
+from ._completion_request import CompletionRequest, Kind, NamedTool, tool_choice
 from ._flow import FlowError
 from ._json import JsonValue, loads_strict
 from ._names import InvalidModelName, ModelName
@@ -284,7 +284,7 @@ def chat_call(body: Mapping[str, JsonValue]) -> ChatCall:
     sampling = _sampling(body, max_tokens=_max_tokens(body))
     tools = _tools(body.get("tools"))
     choice = tool_choice(body.get("tool_choice"))
-    if choice not in (None, "auto", "none") and not tools:
+    if (choice == "required" or isinstance(choice, NamedTool)) and not tools:
         raise FlowError(
             400,
             "tool_choice asks for a tool call, but no tools were given",

@@ -11,13 +11,22 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from ._durations import keep_alive_seconds
 from ._flow import FlowError
 from ._json import JsonValue
 from ._names import InvalidModelName, ModelName
 
-__all__ = ["CompletionRequest", "Kind", "chat_request", "generate_request"]
+__all__ = [
+    "CompletionRequest",
+    "Kind",
+    "NamedTool",
+    "ToolChoice",
+    "chat_request",
+    "generate_request",
+    "tool_choice",
+]
 
 Message = Mapping[str, JsonValue]
 
@@ -28,6 +37,16 @@ _THINK_LEVELS = frozenset({"low", "medium", "high", "max"})
 class Kind(enum.Enum):
     GENERATE = "generate"
     CHAT = "chat"
+
+
+@dataclass(frozen=True, slots=True)
+class NamedTool:
+    """``tool_choice`` naming one function: the answer must be a call of it."""
+
+    name: str
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedTool | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,8 +70,9 @@ class CompletionRequest:
         debug_render_only: answer with the rendered prompt instead of generating.
         tool_choice: None or "auto" (the model decides), "none" (no tools offered),
             "required" (a call of one of the tools, forced by constrained decoding)
-            or a function's name (a call of that one). The native API has no such
-            field; the compatibility layers set it.
+            or a ``NamedTool`` (a call of that one; a value of its own, so that a
+            tool called "none" is not the keyword). The native API has no such field
+            but accepts it as an extension; the compatibility layers set it.
         keep_alive: seconds (``math.inf`` for forever), None to keep the current.
         stream: stream NDJSON (True) or answer with one object (False).
         truncate: shorten a prompt that is too long instead of failing.
@@ -74,7 +94,7 @@ class CompletionRequest:
     format: JsonValue = None
     raw_conflict: bool = False
     debug_render_only: bool = False
-    tool_choice: str | None = None
+    tool_choice: ToolChoice = None
     keep_alive: float | None = None
     stream: bool = True
     truncate: bool = True
@@ -222,16 +242,22 @@ def chat_request(body: Mapping[str, JsonValue]) -> CompletionRequest:
     )
 
 
-def tool_choice(value: JsonValue) -> str | None:
+def tool_choice(value: JsonValue) -> ToolChoice:
     """``tool_choice`` (an extension on the native API, OpenAI's field on /v1):
     ``"auto"``, ``"none"``, ``"required"``, or ``{"function": {"name": ...}}``
     (also with OpenAI's ``"type": "function"``) for one named tool."""
-    if value is None or value in ("auto", "none", "required"):
-        return value if isinstance(value, str) else None
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
+    if value == "none":
+        return "none"
+    if value == "required":
+        return "required"
     if isinstance(value, dict):
         function = value.get("function")
         if isinstance(function, dict) and isinstance(function.get("name"), str):
-            return str(function["name"])
+            return NamedTool(str(function["name"]))
     raise FlowError(
         400,
         'tool_choice must be "auto", "none", "required" or '

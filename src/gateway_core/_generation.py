@@ -24,6 +24,7 @@ from ._catalog import capabilities
 from ._completion_request import (
     CompletionRequest,
     Kind,
+    NamedTool,
     chat_request,
     generate_request,
 )
@@ -144,7 +145,9 @@ def _shape(
 ) -> Shape:
     """What this answer is made of, and how it is constrained."""
     template = completion.template or record.template
-    forced = completion.tool_choice not in (None, "auto", "none")
+    forced = completion.tool_choice == "required" or isinstance(
+        completion.tool_choice, NamedTool
+    )
     if forced:
         if fmt is not None:
             raise FlowError(400, "a forced tool call and a format can't be combined")
@@ -172,19 +175,18 @@ def _tool_names(tools: Sequence[Mapping[str, JsonValue]]) -> list[str]:
 
 def _chosen_tools(completion: CompletionRequest) -> tuple[Mapping[str, JsonValue], ...]:
     """The tools a forced call may use: all (``required``) or the one named."""
-    if completion.tool_choice == "required":
+    choice = completion.tool_choice
+    if not isinstance(choice, NamedTool):
         return completion.tools
     chosen = tuple(
         tool
         for tool, name in zip(
             completion.tools, _tool_names(completion.tools), strict=False
         )
-        if name == completion.tool_choice
+        if name == choice.name
     )
     if not chosen:
-        raise FlowError(
-            400, f"tool_choice names no offered tool: {completion.tool_choice}"
-        )
+        raise FlowError(400, f"tool_choice names no offered tool: {choice.name}")
     return chosen
 
 

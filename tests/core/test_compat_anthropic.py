@@ -38,6 +38,7 @@ from gateway_core._compat_anthropic_output import (
     stop_reason,
 )
 from gateway_core._compat_anthropic_request import messages_request
+from gateway_core._completion_request import NamedTool
 from gateway_core._flow import FlowError, Timeline
 from gateway_core._json import JsonValue
 from gateway_core._passes import Metrics
@@ -630,7 +631,7 @@ def test_tools_become_native_function_tools() -> None:
     [
         ({"type": "auto"}, "auto"),
         ({"type": "any", "disable_parallel_tool_use": True}, "required"),
-        ({"type": "tool", "name": "get_weather"}, "get_weather"),
+        ({"type": "tool", "name": "get_weather"}, NamedTool("get_weather")),
         ({"type": "none"}, "none"),
     ],
 )

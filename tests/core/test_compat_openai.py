@@ -28,7 +28,7 @@ from gateway_core import (
     WorkFailed,
 )
 from gateway_core._compat_openai_request import chat_call, text_call
-from gateway_core._completion_request import Kind
+from gateway_core._completion_request import Kind, NamedTool
 from gateway_core._flow import FlowError
 
 from .helpers import NOW, Transcript, run
@@ -395,7 +395,9 @@ def test_reasoning_effort_becomes_think(fields: dict[str, Any], think: object) -
 def test_tool_choice_and_response_format_map_onto_the_canonical_fields() -> None:
     assert translate(tools=TOOLS, tool_choice="required").tool_choice == "required"
     named = {"type": "function", "function": {"name": "get_weather"}}
-    assert translate(tools=TOOLS, tool_choice=named).tool_choice == "get_weather"
+    assert translate(tools=TOOLS, tool_choice=named).tool_choice == NamedTool(
+        "get_weather"
+    )
     assert translate(tool_choice="none").tool_choice == "none"
     assert translate(response_format={"type": "json_object"}).format == "json"
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}

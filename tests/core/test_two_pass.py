@@ -427,3 +427,21 @@ def test_generate_context_is_what_the_model_saw_and_said_last() -> None:
     first, second = runner.generations
     assert len(second.prompt) > len(first.prompt) + 1
     assert answer["context"] == [*second.prompt, 900]
+
+
+def test_a_tool_named_like_a_keyword_can_still_be_forced() -> None:
+    tools = [
+        {"type": "function", "function": {"name": "none"}},
+        {"type": "function", "function": {"name": "other"}},
+    ]
+    runner = Runner(constrained=[b'{"name": "none", "arguments": {}}'])
+    choice = {"type": "function", "function": {"name": "none"}}
+    t = chat(runner, tools=tools, tool_choice=choice, think=False)
+    (generation,) = runner.generations
+    assert isinstance(generation.format, dict)
+    assert generation.format["properties"] == {  # only that tool, not the keyword
+        "name": {"const": "none"},
+        "arguments": {"type": "object"},
+    }
+    (call,) = message(t)["tool_calls"]
+    assert call["function"]["name"] == "none"
