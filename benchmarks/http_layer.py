@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .embed_batch import start_server
 
-__all__ = ["run"]
+__all__ = ["peak_rss_mb", "run"]
 
 CONCURRENCY = (1, 8)
 WARM_UP_REQUESTS = 50
@@ -90,7 +90,8 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def _peak_rss_mb(pid: int) -> float | None:
+def peak_rss_mb(pid: int) -> float | None:
+    """The peak resident memory of process ``pid`` in MB (Linux), or None."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -110,7 +111,7 @@ def run(*, quick: bool = False) -> dict[str, object]:
         try:
             for connections in CONCURRENCY:
                 result[f"version_c{connections}"] = _load(port, connections, seconds)
-            result["server_peak_rss_mb"] = _peak_rss_mb(process.pid)
+            result["server_peak_rss_mb"] = peak_rss_mb(process.pid)
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -39,6 +39,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from .embed_batch import start_server
+from .http_layer import peak_rss_mb
 from .models import write_model
 
 __all__ = ["run"]
@@ -368,22 +369,11 @@ def bench_model(
                         level["aggregate_vs_raw"] = round(agg / r_rate, 3)
                 result[f"{api}_c{concurrency}"] = level
                 print(f"  {size} {api} c{concurrency} done", file=sys.stderr)
-        result["server_peak_rss_mb"] = _peak_rss_mb(process.pid)
+        result["server_peak_rss_mb"] = peak_rss_mb(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
     return result
-
-
-def _peak_rss_mb(pid: int) -> float | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return None
 
 
 def run(
