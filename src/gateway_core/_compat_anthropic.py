@@ -11,12 +11,8 @@ runs a model, and nothing elsewhere knows Anthropic's shapes (ollama-api.md §1.
 
 from __future__ import annotations
 
-import dataclasses
-
-from ._catalog import capabilities
 from ._compat_anthropic_output import MessagesRenderer
 from ._compat_anthropic_request import messages_request
-from ._completion_request import CompletionRequest
 from ._flow import Flow, perform
 from ._generation import (
     _chat_messages,
@@ -24,10 +20,10 @@ from ._generation import (
     _render,
     _tokenize,
     _with_defaults,
+    relaxed,
     serve_completion,
 )
 from ._model_ops import body_of, lookup
-from ._models import ModelRecord
 from ._options import effective_num_ctx, resolve_options
 from ._replies import JsonReply
 from ._request import Request
@@ -38,13 +34,9 @@ __all__ = ["anthropic_count_tokens", "anthropic_messages"]
 
 def anthropic_messages(request: Request) -> Flow:
     """``POST /v1/messages``: the native generation, written in Anthropic's shapes."""
+    # Thinking is relaxed for this API, as in the reference (the request says so,
+    # and the flow drops it once it knows the model can't think).
     completion = messages_request(body_of(request), notes=request.notes)
-    if completion.think not in (None, False):
-        # The reference relaxes thinking for this API: a coding agent asks every
-        # model to think, and one that cannot answers without thinking instead of
-        # failing. Whether it can is only known from the model, hence this lookup.
-        record = yield from lookup(completion.model, completion.model_text)
-        completion = _relax_thinking(completion, record)
     yield from serve_completion(
         completion,
         request,
@@ -57,7 +49,7 @@ def anthropic_count_tokens(request: Request) -> Flow:
     the model, rendered with its template and counted with its tokenizer."""
     completion = messages_request(body_of(request), notes=request.notes, counting=True)
     record = yield from lookup(completion.model, completion.model_text)
-    completion = _relax_thinking(completion, record)
+    completion = relaxed(completion, record)
     _check_capabilities(completion, record)
     completion = _with_defaults(completion, record)
     options = resolve_options(record.parameters)
@@ -74,11 +66,3 @@ def anthropic_count_tokens(request: Request) -> Flow:
     text = _render(completion, record, messages, request.timeline.now)
     tokens = yield from _tokenize(text, record)
     yield JsonReply(value={"input_tokens": len(tokens)})
-
-
-def _relax_thinking(
-    completion: CompletionRequest, record: ModelRecord
-) -> CompletionRequest:
-    if completion.think in (None, False) or "thinking" in capabilities(record):
-        return completion
-    return dataclasses.replace(completion, think=None)

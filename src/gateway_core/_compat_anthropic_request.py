@@ -110,6 +110,7 @@ def messages_request(
     think, fmt = _output(body.get("thinking"), body.get("output_config"))
     return CompletionRequest(
         kind=Kind.CHAT,
+        relax_thinking=True,
         model_text=model_text,
         model=model,
         messages=tuple(messages),

@@ -73,6 +73,9 @@ class CompletionRequest:
             or a ``NamedTool`` (a call of that one; a value of its own, so that a
             tool called "none" is not the keyword). The native API has no such field
             but accepts it as an extension; the compatibility layers set it.
+        relax_thinking: asking a model that cannot think to think drops the
+            request's ``think`` instead of failing (Anthropic's API: coding agents
+            ask every model to think).
         keep_alive: seconds (``math.inf`` for forever), None to keep the current.
         stream: stream NDJSON (True) or answer with one object (False).
         truncate: shorten a prompt that is too long instead of failing.
@@ -95,6 +98,7 @@ class CompletionRequest:
     raw_conflict: bool = False
     debug_render_only: bool = False
     tool_choice: ToolChoice = None
+    relax_thinking: bool = False
     keep_alive: float | None = None
     stream: bool = True
     truncate: bool = True

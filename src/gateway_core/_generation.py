@@ -84,6 +84,7 @@ def serve_completion(
     if completion.raw_conflict:
         raise FlowError(400, "raw mode does not support template, system, or context")
     fmt = check_format(completion.format)
+    completion = relaxed(completion, record)
     _check_capabilities(completion, record)
     completion = _with_defaults(completion, record)
     if completion.debug_render_only:
@@ -208,6 +209,17 @@ def _debug_render(
     body = out.chunk("", done=True)
     body["_debug_info"] = {"rendered_template": text, "image_count": 0}
     return body
+
+
+def relaxed(completion: CompletionRequest, record: ModelRecord) -> CompletionRequest:
+    """The request without ``think`` when it allows that and the model cannot think."""
+    if (
+        completion.relax_thinking
+        and completion.think not in (None, False)
+        and "thinking" not in capabilities(record)
+    ):
+        return dataclasses.replace(completion, think=None)
+    return completion
 
 
 def _check_capabilities(completion: CompletionRequest, record: ModelRecord) -> None:

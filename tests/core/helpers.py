@@ -17,6 +17,7 @@ from gateway_core import (
     ListRunning,
     LookupModel,
     ModelList,
+    ModelRecord,
     RequestHead,
     ResponseEffect,
     Result,
@@ -31,6 +32,29 @@ from gateway_core import (
 CONFIG = GatewayConfig()
 NOW = 1_700_000_000.0
 """The wall-clock time every result arrives at, in these tests."""
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+"""A minimal ChatML chat template: it knows neither thinking nor tools."""
+THINKING_TOOLS = CHATML + "{# <think></think> tools <tool_call> #}"
+"""The same, mentioning what gives a model the thinking and tools capabilities."""
+
+
+def model_record(name: str = "tiny", template: str = CHATML) -> ModelRecord:
+    """An installed model as the store would describe it, for scripted worlds."""
+    return ModelRecord(
+        name=f"{name}:latest",
+        digest="ab" * 32,
+        size=1,
+        modified_at=NOW,
+        model_file="/m",
+        model_digest="sha256:" + "cd" * 32,
+        template=template,
+        context_length=4096,
+    )
+
 
 World = Callable[[WorkEffect], Sequence[Result]]
 """Answers a work effect with its results, as the adapter would."""

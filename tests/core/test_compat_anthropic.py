@@ -21,7 +21,6 @@ from gateway_core import (
     GenerationDone,
     LookupModel,
     ModelFound,
-    ModelRecord,
     Piece,
     PromptEvaluated,
     Result,
@@ -45,31 +44,11 @@ from gateway_core._passes import Metrics
 from gateway_core._request import Request
 from gateway_core._routes import Operation
 
-from .helpers import NOW, Transcript, run
-
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-THINKING_TOOLS = CHATML + "{# <think></think> tools <tool_call> #}"
-
-
-def _record(name: str, template: str) -> ModelRecord:
-    return ModelRecord(
-        name=f"{name}:latest",
-        digest="ab" * 32,
-        size=1,
-        modified_at=NOW,
-        model_file="/m",
-        model_digest="sha256:" + "cd" * 32,
-        template=template,
-        context_length=4096,
-    )
-
+from .helpers import CHATML, NOW, THINKING_TOOLS, Transcript, model_record, run
 
 MODELS = {
-    "thinker": _record("thinker", THINKING_TOOLS),
-    "plain": _record("plain", CHATML),  # neither thinking nor tools
+    "thinker": model_record("thinker", THINKING_TOOLS),
+    "plain": model_record("plain", CHATML),  # neither thinking nor tools
 }
 WEATHER = {
     "name": "get_weather",

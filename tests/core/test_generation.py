@@ -7,6 +7,7 @@ easy to reason about; generated pieces are scripted bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 
@@ -32,24 +33,9 @@ from gateway_core import (
     WorkFailed,
 )
 
-from .helpers import NOW, Transcript, run
+from .helpers import CHATML, NOW, THINKING_TOOLS, Transcript, model_record, run
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-THINKING_TOOLS = CHATML + "{# <think></think> tools <tool_call> #}"
-
-RECORD = ModelRecord(
-    name="tiny:latest",
-    digest="ab" * 32,
-    size=1000,
-    modified_at=NOW - 60,
-    model_file="/models/blobs/sha256-x",
-    model_digest="sha256:" + "cd" * 32,
-    template=CHATML,
-    context_length=4096,
-)
+RECORD = model_record("tiny", CHATML)
 
 
 class World:
@@ -311,8 +297,7 @@ def test_a_thinking_template_accepts_think() -> None:
 
 
 def _with_template(template: str) -> ModelRecord:
-    fields = {name: getattr(RECORD, name) for name in RECORD.__dataclass_fields__}
-    return ModelRecord(**{**fields, "template": template})
+    return dataclasses.replace(RECORD, template=template)
 
 
 def test_unknown_options_are_ignored_with_a_note() -> None:
@@ -541,5 +526,4 @@ def test_a_continued_conversation_adds_no_second_bos() -> None:
 
 
 def _with_bos(bos: str, template: str) -> ModelRecord:
-    fields = {name: getattr(RECORD, name) for name in RECORD.__dataclass_fields__}
-    return ModelRecord(**{**fields, "template": template, "bos_token": bos})
+    return dataclasses.replace(RECORD, template=template, bos_token=bos)

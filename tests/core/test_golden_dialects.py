@@ -19,7 +19,6 @@ from gateway_core import (
     GenerationDone,
     LookupModel,
     ModelFound,
-    ModelRecord,
     Piece,
     PromptEvaluated,
     Result,
@@ -30,23 +29,9 @@ from gateway_core import (
     WorkEffect,
 )
 
-from .helpers import NOW, run
+from .helpers import NOW, THINKING_TOOLS, model_record, run
 
-TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    "{# <think></think> tools <tool_call> #}"
-)
-RECORD = ModelRecord(
-    name="tiny:latest",
-    digest="ab" * 32,
-    size=1,
-    modified_at=NOW,
-    model_file="/m",
-    model_digest="sha256:" + "cd" * 32,
-    template=TEMPLATE,
-    context_length=4096,
-)
+RECORD = model_record("tiny", THINKING_TOOLS)
 PIECES = (
     b"<think>",
     b"plan",

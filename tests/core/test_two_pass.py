@@ -9,6 +9,7 @@ would.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +24,6 @@ from gateway_core import (
     GenerationDone,
     LookupModel,
     ModelFound,
-    ModelRecord,
     Piece,
     PromptEvaluated,
     RequestHead,
@@ -38,23 +38,10 @@ from gateway_core import (
 )
 from gateway_core._two_pass import TRANSITIONS, Event, PassPlan, Phase
 
-from .helpers import NOW, Transcript, run
+from .helpers import NOW, THINKING_TOOLS, Transcript, model_record, run
 
-TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    "{# <think></think> tools <tool_call> #}"
-)
-RECORD = ModelRecord(
-    name="thinker:latest",
-    digest="ab" * 32,
-    size=1,
-    modified_at=NOW,
-    model_file="/m",
-    model_digest="sha256:" + "cd" * 32,
-    template=TEMPLATE,
-    context_length=4096,
-)
+TEMPLATE = THINKING_TOOLS
+RECORD = model_record("thinker", TEMPLATE)
 SCHEMA = {
     "type": "object",
     "properties": {"ok": {"type": "boolean"}},
@@ -394,12 +381,7 @@ def test_num_predict_counts_both_passes() -> None:
 
 
 def test_a_prompt_that_opens_thinking_continues_after_the_models_close() -> None:
-    opened = ModelRecord(
-        **{
-            **{f: getattr(RECORD, f) for f in RECORD.__dataclass_fields__},
-            "template": TEMPLATE + "<think>\n",
-        }
-    )
+    opened = dataclasses.replace(RECORD, template=TEMPLATE + "<think>\n")
 
     class Opened(Runner):
         def __call__(self, effect: WorkEffect) -> Sequence[Result]:
