@@ -59,5 +59,5 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks: speed lives here, never in timed unit tests."""
-    session.install(".[server]")
+    session.install(".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)

@@ -4,6 +4,9 @@ Why one entry point: figures are only comparable when they come from the same ru
 the same machine, so every benchmark is run from here and lands in one JSON file,
 next to what the machine was (CPU count, Python, platform). ``--quick`` shortens
 every loop; its numbers are for checking that the suite works, not for publishing.
+``http_layer`` and ``streaming`` also measure llama-cpp-python's own server, the
+peer, whose dependencies come with the ``bench`` extra that ``nox -s bench``
+installs.
 """
 
 from __future__ import annotations

@@ -63,6 +63,10 @@ class LoadParams:
     every layer that fits. ``embedding`` makes a runner for ``embed`` instead of
     ``generate``; there ``n_batch`` caps the tokens of several inputs packed into
     one decode, while a single input may fill the whole context.
+    ``flash_attention`` is off unless asked for, as in Ollama (its
+    ``OLLAMA_FLASH_ATTENTION``) and llama-cpp-python's ``Llama``; llama.cpp's own
+    default ("auto") turns it on for CPUs, where it made the demo model generate
+    about a third slower on this project's machines.
     """
 
     model_file: str
@@ -73,6 +77,7 @@ class LoadParams:
     n_gpu_layers: int = -1
     main_gpu: int = 0
     embedding: bool = False
+    flash_attention: bool = False
 
     def __post_init__(self) -> None:
         for name, value, low in (
@@ -116,10 +121,15 @@ class Sampling:
 
 @dataclass(frozen=True, slots=True)
 class TokenPiece:
-    """One generated token and its raw text bytes (maybe part of a UTF-8 character)."""
+    """One generated token and its raw text bytes (maybe part of a UTF-8 character).
+
+    ``duration`` is the seconds of llama.cpp work it took: decoding the token before
+    it and sampling this one.
+    """
 
     token: int
     data: bytes
+    duration: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -75,6 +76,7 @@ from .llama_runner import (
     PromptTooLong,
     RunnerError,
     Sampling,
+    TokenPiece,
 )
 from .model_store import ModelStore, StoreError
 from .runner_pool import LoadFailed, PoolClosed, QueueFull, RunnerPool
@@ -84,6 +86,13 @@ __all__ = ["ModelService", "ModelWork"]
 logger = logging.getLogger("adapters.models")
 
 _T = TypeVar("_T")
+
+# How many tokens a generation's thread may make beyond those the exchange has
+# taken: enough for llama.cpp to keep working while the event loop formats and
+# sends, and for the driver's write interval (2 ms) at 30,000 tokens/s. Only a
+# stalled client lets the thread get that far ahead; a disconnect or an early stop
+# closes the generation, which then ends within the token in progress.
+LOOKAHEAD = 64
 
 # Ollama's words, two spaces included: clients and scripts match on them.
 _BUSY = "server busy, please try again.  maximum pending requests exceeded"
@@ -206,6 +215,16 @@ class ModelWork:
             logger.warning("runner failed: %s", exc)
             return WorkFailed(status=500, message=f"the model failed: {exc}")
 
+    def ready_result(self) -> Result | None:
+        """The next result if it is here already: a token the generation has made."""
+        if self._first is not None:
+            piece, self._first = self._first, None
+            return piece
+        if self._generation is None or not isinstance(self._effect, Generate):
+            return None
+        token = self._generation.next_ready()
+        return None if token is None else _piece(token)
+
     async def aclose(self) -> None:
         await self._end_generation()
         await self._stack.aclose()
@@ -216,9 +235,12 @@ class ModelWork:
         store = self._store
         match effect:
             case LookupModel(name=name, verbose=verbose):
-                record = await _thread(lambda: store.lookup(name))
+                # Cached: two stat calls, cheaper than the hop to a worker thread.
+                record = store.cached_lookup(name)
+                if record is None:
+                    record = await _thread(lambda: store.lookup(name))
                 if verbose:
-                    info = await _thread(lambda: store.show_info(record, verbose=True))
+                    info = await _thread(partial(store.show_info, record, verbose=True))
                     record = dataclasses.replace(record, model_info=info)
                 return ModelFound(record=record)
             case ListModels():
@@ -359,7 +381,7 @@ class ModelWork:
                     return WorkFailed(status=400, message=str(exc))
             try:
                 generation = self._generation = runner.generate(
-                    effect.prompt, sampling, constraint=constraint
+                    effect.prompt, sampling, constraint=constraint, lookahead=LOOKAHEAD
                 )
             except ValueError:
                 # The only tokens the core did not get from this runner come from a
@@ -384,21 +406,19 @@ class ModelWork:
         return piece
 
     async def _pull(self, generation: Generation) -> Piece | None:
-        before = generation.eval_duration
         try:
-            token = await generation.__anext__()
+            return _piece(await generation.__anext__())
         except StopAsyncIteration:
             return None
-        return Piece(
-            token=token.token,
-            data=token.data,
-            duration=max(0.0, generation.eval_duration - before),
-        )
 
     async def _end_generation(self) -> None:
         if self._generation is not None:
             generation, self._generation, self._first = self._generation, None, None
             await generation.aclose()
+
+
+def _piece(token: TokenPiece) -> Piece:
+    return Piece(token=token.token, data=token.data, duration=token.duration)
 
 
 def _sampling(options: SamplingOptions) -> Sampling:

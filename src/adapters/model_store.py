@@ -75,6 +75,14 @@ class _Changed(Exception):
     """A model's manifest changed while it was being read: read it again."""
 
 
+_FileIdentity = tuple[int, int, int, int]
+
+
+def _identity(stat: os.stat_result) -> _FileIdentity:
+    """What changes whenever a file is replaced or rewritten."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 class ModelStore:
     """Installed models under ``root``, in Ollama's layout. See the module docstring."""
 
@@ -88,6 +96,13 @@ class ModelStore:
         """Held by every mutation. Reentrant so a mutation can call another."""
         # GGUF metadata by blob digest: the content of a digest never changes.
         self._infos: dict[str, GgufInfo] = {}
+        # Records by manifest path, with the manifest's identity when it was read.
+        # Every change through the store drops the record and counts in _changes,
+        # so the cache never rests on timestamps for changes made here (a coarse
+        # clock and a reused inode can make a new manifest look like the old one);
+        # the identity catches changes made behind the store's back.
+        self._records: dict[Path, tuple[_FileIdentity, ModelRecord]] = {}
+        self._changes = 0
 
     # -- blobs -----------------------------------------------------------------
 
@@ -205,12 +220,64 @@ class ModelStore:
         except ManifestError as exc:
             raise _damaged(name, f"its config is invalid ({exc})") from None
 
+    def cached_lookup(self, name: ModelName) -> ModelRecord | None:
+        """``lookup(name)`` if nothing it read has changed since, else None.
+
+        It reads no file: ``stat`` of the manifest and of the model file. That is
+        cheap enough for an event loop, where ``lookup`` (reading and parsing five
+        files) belongs in a worker thread. Only the exact spelling of a name is
+        found here; any other spelling returns None.
+        """
+        path = self._manifest_path(name)
+        try:
+            identity = _identity(path.stat())
+        except OSError:
+            return None
+        return self._unchanged(path, identity)
+
     def _record(self, name: ModelName, path: Path) -> ModelRecord:
+        """The model of manifest ``path``, read again only if the manifest changed.
+
+        Every write replaces a manifest by renaming a new file over it, and blobs
+        never change under their digest, so a manifest with the same inode, size and
+        mtime describes the same record. The model file is still checked, so one
+        deleted behind the server's back is reported as damage, as without the
+        cache.
+        """
+        changes = self._changes
+        try:
+            identity = _identity(path.stat())
+        except FileNotFoundError:
+            raise _not_found(name) from None
+        except OSError as exc:
+            raise _damaged(name, f"its manifest cannot be read ({exc})") from None
+        record = self._unchanged(path, identity)
+        if record is None:
+            record = self._read_fresh(name, path)
+            if changes == self._changes:  # else a writer may have raced this read
+                self._records[path] = (identity, record)
+        return record
+
+    def _forget(self, path: Path) -> None:
+        """Drop the cached record of manifest ``path``; called under the lock."""
+        self._changes += 1
+        self._records.pop(path, None)
+
+    def _unchanged(self, path: Path, identity: _FileIdentity) -> ModelRecord | None:
+        cached = self._records.get(path)
+        if cached is None or cached[0] != identity:
+            return None
+        record = cached[1]
+        return record if Path(record.model_file).is_file() else None
+
+    def _read_fresh(self, name: ModelName, path: Path) -> ModelRecord:
         """Read a model without the lock: retried when a writer changed it meanwhile.
 
         A writer replaces the manifest first and prunes the old blobs after, so a
         reader can find a blob of the manifest it read already gone. That is only
-        damage if the manifest is still the one it read.
+        damage if the manifest is still the one it read. (A record read while the
+        manifest changed is cached under the older identity, so the next lookup
+        reads it again.)
         """
         for _ in range(_READ_ATTEMPTS - 1):
             try:
@@ -487,6 +554,7 @@ class ModelStore:
                 with contextlib.suppress(StoreError):
                     old = self._read_manifest(*previous)[0]
             write_file(self._manifest_path(name), manifest.to_bytes())
+            self._forget(self._manifest_path(name))
             if previous is not None and previous[1] != self._manifest_path(name):
                 self._remove_manifest(previous[1])
             if old is not None:
@@ -515,6 +583,7 @@ class ModelStore:
 
     def _remove_manifest(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+        self._forget(path)
         # Empty model, namespace and host directories go too, as Ollama's do.
         for directory in (path.parent, path.parent.parent, path.parent.parent.parent):
             try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from ._errors import ClientError
 from ._json import JsonValue
@@ -256,14 +257,22 @@ def format_rfc3339(unix_seconds: float) -> str:
     if unix_seconds >= _MAX_SECONDS:
         return FOREVER_TIMESTAMP
     try:
-        moment = _EPOCH + timedelta(microseconds=round(unix_seconds * 1_000_000))
-    except OverflowError:
+        whole, micro = divmod(round(unix_seconds * 1_000_000), 1_000_000)
+        text = _format_second(whole)
+    except (OverflowError, ValueError):  # -inf, or before the year 1
         raise ValueError(f"timestamp {unix_seconds} is out of range") from None
+    if micro:
+        text += f".{micro:06d}".rstrip("0")
+    return text + "Z"
+
+
+@lru_cache(maxsize=4)
+def _format_second(unix_second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a whole second; cached because a stream stamps
+    every chunk, and its chunks share a few seconds."""
+    moment = _EPOCH + timedelta(seconds=unix_second)  # OverflowError before the year 1
     # Not strftime: it drops the leading zeros of years before 1000 on some platforms.
-    text = (
+    return (
         f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
         f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
     )
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}".rstrip("0")
-    return text + "Z"

@@ -7,16 +7,20 @@ never wording.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import llama_cpp
 import pytest
 import trio
 import trio.testing
 
+from adapters import llama_generation, llama_runner
 from adapters.demo_model import EOS_TOKEN, IM_START_TOKEN, write_demo_model
+from adapters.handoff import Handoff
 from adapters.llama_runner import (
     Generation,
     LlamaRunner,
@@ -29,6 +33,12 @@ from adapters.llama_runner import (
 
 CHAT = f"{IM_START_TOKEN}user\nhello{EOS_TOKEN}\n{IM_START_TOKEN}assistant\n"
 GREEDY = Sampling(temperature=0.0)
+# Penalise every token already seen: greedy output then never repeats and never
+# ends early, whatever the weights (for the first hundred tokens, at least: see
+# test_presence_penalty_covers_prompt_and_output).
+NON_ENDING = Sampling(temperature=0.0, repeat_last_n=-1, presence_penalty=1e9)
+# The longest a test waits for a generation's thread; only a bug takes that long.
+THREAD_DEADLINE = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -239,15 +249,15 @@ async def test_consumer_that_stops_pulling_stops_generation(
     assert runner.tokens_generated - before == 3
 
 
+@pytest.mark.parametrize("lookahead", [0, 16])
 async def test_cancelled_consumer_stops_within_one_token(
-    runner: LlamaRunner,
+    runner: LlamaRunner, lookahead: int
 ) -> None:
     prompt = await runner.tokenize(CHAT, add_bos=True)
-    sampling = Sampling(temperature=0.0, repeat_last_n=-1, presence_penalty=1e9)
     received: list[TokenPiece] = []
     ten = trio.Event()
     before = runner.tokens_generated
-    generation = runner.generate(prompt, sampling)
+    generation = runner.generate(prompt, NON_ENDING, lookahead=lookahead)
 
     async def consume() -> None:
         async for piece in generation:
@@ -258,17 +268,20 @@ async def test_cancelled_consumer_stops_within_one_token(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume)
         await ten.wait()
-        # Now the consumer is inside a pull, waiting on its worker thread.
+        # Now the consumer is inside a pull, or the thread is waiting for credit.
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     made = runner.tokens_generated - before
     assert len(received) >= 10
-    assert made - len(received) in (0, 1)
+    # Beyond those received: the pending pull's token, and the ones made ahead.
+    assert 0 <= made - len(received) <= 1 + lookahead
+    # The cancellation waited for the thread: nothing is made after it returned.
     await trio.testing.wait_all_tasks_blocked()
     assert runner.tokens_generated - before == made
     # The cancelled generation is over and has released the runner.
     assert generation.done_reason is None
     await take(runner.generate(prompt, GREEDY), 1)
+    assert runner.tokens_generated - before == made + 1
 
 
 async def test_presence_penalty_covers_prompt_and_output(
@@ -405,3 +418,214 @@ def test_works_under_asyncio(model_file: Path) -> None:
 
     reason, n_prompt, n_output = anyio.run(main, backend="asyncio")
     assert reason == "stop" or n_prompt + n_output == 64
+
+
+# -- lookahead: tokens made before they are asked for ---------------------------------
+
+
+class WatchedHandoff(Handoff[TokenPiece]):
+    """A generation's ``Handoff`` that lets a test see where the thread is.
+
+    The thread is a real OS thread, out of ``wait_all_tasks_blocked``'s sight.
+    ``out_of_credit(made)`` waits until it has put ``made`` tokens and waits for
+    credit: with no more tokens asked for it stays there, so counts read after it
+    are exact, not a race.
+    """
+
+    def __init__(self, *, lookahead: int = 0) -> None:
+        super().__init__(lookahead=lookahead)
+        self._moved = threading.Condition()
+        self._asking = False
+        self.puts = 0
+
+    def wait_for_credit(self) -> bool:
+        with self._moved:
+            self._asking = True
+            self._moved.notify_all()
+        try:
+            return super().wait_for_credit()
+        finally:
+            with self._moved:
+                self._asking = False
+
+    def put(self, item: TokenPiece) -> None:
+        super().put(item)
+        with self._moved:
+            self.puts += 1
+            self._moved.notify_all()
+
+    async def out_of_credit(self, made: int) -> None:
+        def wait() -> tuple[int, bool]:
+            with self._moved:
+                self._moved.wait_for(
+                    lambda: self.puts > made or (self._asking and self.puts == made),
+                    timeout=THREAD_DEADLINE,
+                )
+                return self.puts, self._asking
+
+        assert await anyio.to_thread.run_sync(wait) == (made, True)
+
+
+@pytest.fixture
+def handoffs(monkeypatch: pytest.MonkeyPatch) -> list[WatchedHandoff]:
+    """The handoffs of the generations started from now on, watched, in order."""
+    made: list[WatchedHandoff] = []
+
+    def watched(*, lookahead: int = 0) -> WatchedHandoff:
+        made.append(WatchedHandoff(lookahead=lookahead))
+        return made[-1]
+
+    monkeypatch.setattr(llama_generation, "Handoff", watched)
+    return made
+
+
+def ready(generation: Generation, n: int) -> list[TokenPiece]:
+    """``n`` tokens the thread has already made, taken without waiting."""
+    pieces = [generation.next_ready() for _ in range(n)]
+    assert None not in pieces, pieces
+    return [piece for piece in pieces if piece is not None]
+
+
+def texts(pieces: Sequence[TokenPiece]) -> list[tuple[int, bytes]]:
+    """Tokens and their bytes, without the durations (never equal twice)."""
+    return [(piece.token, piece.data) for piece in pieces]
+
+
+@pytest.mark.parametrize("lookahead", [1, 4])
+async def test_lookahead_bounds_the_tokens_made_beyond_those_asked_for(
+    runner: LlamaRunner, handoffs: list[WatchedHandoff], lookahead: int
+) -> None:
+    prompt = await runner.tokenize(CHAT, add_bos=True)
+    before = runner.tokens_generated
+    async with runner.generate(prompt, NON_ENDING, lookahead=lookahead) as generation:
+        for _ in range(3):
+            await generation.__anext__()
+        (handoff,) = handoffs
+        await handoff.out_of_credit(3 + lookahead)
+        assert runner.tokens_generated - before == 3 + lookahead
+        assert generation.eval_count == 3
+        await generation.__anext__()
+        await handoff.out_of_credit(4 + lookahead)
+        assert runner.tokens_generated - before == 4 + lookahead
+
+
+async def test_without_lookahead_no_token_is_ready_before_it_is_asked_for(
+    runner: LlamaRunner, handoffs: list[WatchedHandoff]
+) -> None:
+    prompt = await runner.tokenize(CHAT, add_bos=True)
+    before = runner.tokens_generated
+    async with runner.generate(prompt, NON_ENDING) as generation:
+        assert generation.next_ready() is None  # nothing runs before the first pull
+        await generation.__anext__()
+        (handoff,) = handoffs
+        await handoff.out_of_credit(1)
+        assert generation.next_ready() is None
+        # Finding nothing ready asked for nothing: no token was made for it.
+        await handoff.out_of_credit(1)
+        assert runner.tokens_generated - before == 1
+
+
+async def test_tokens_made_ahead_are_handed_out_in_order(
+    runner: LlamaRunner, handoffs: list[WatchedHandoff]
+) -> None:
+    """Greedy sampling after the same prompt makes the same tokens, so those made
+    ahead and taken with ``next_ready`` must be those of a generation without
+    lookahead, in the same order."""
+    prompt = await runner.tokenize(CHAT, add_bos=True)
+    lookahead = 4
+    expected = await take(runner.generate(prompt, NON_ENDING), 1 + 2 * lookahead)
+    async with runner.generate(prompt, NON_ENDING, lookahead=lookahead) as generation:
+        assert generation.next_ready() is None  # nothing runs before the first pull
+        pieces = [await generation.__anext__()]
+        handoff = handoffs[-1]
+        await handoff.out_of_credit(1 + lookahead)
+        pieces += ready(generation, lookahead)
+        # Each token taken asked for one more: the thread made another lookahead.
+        await handoff.out_of_credit(1 + 2 * lookahead)
+        pieces += ready(generation, lookahead)
+    assert texts(pieces) == texts(expected)
+    assert generation.eval_count == len(pieces)
+
+
+async def test_eval_counts_are_the_tokens_yielded_either_way(
+    runner: LlamaRunner, handoffs: list[WatchedHandoff]
+) -> None:
+    prompt = await runner.tokenize(CHAT, add_bos=True)
+    lookahead = 4
+    before = runner.tokens_generated
+    async with runner.generate(prompt, NON_ENDING, lookahead=lookahead) as generation:
+        pieces = [await generation.__anext__() for _ in range(2)]
+        (handoff,) = handoffs
+        await handoff.out_of_credit(2 + lookahead)
+        pieces += ready(generation, lookahead)
+        pieces.append(await generation.__anext__())
+        await handoff.out_of_credit(len(pieces) + lookahead)
+    assert generation.eval_count == len(pieces) == 7
+    # Tokens made ahead and never yielded count in tokens_generated only.
+    assert runner.tokens_generated - before == len(pieces) + lookahead
+    assert all(piece.duration > 0 for piece in pieces)
+    assert generation.eval_duration == pytest.approx(
+        sum(piece.duration for piece in pieces)
+    )
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+async def test_closing_a_generation_that_ran_ahead_keeps_the_kv_cache_consistent(
+    runner: LlamaRunner, handoffs: list[WatchedHandoff]
+) -> None:
+    """The thread decodes each token it made ahead before making the next; the
+    runner's record of the KV cache must hold exactly those, or a follow-up that
+    reuses them would attend to keys that are not there."""
+    prompt = await runner.tokenize(CHAT, add_bos=True)
+    lookahead = 4
+    made = [p.token for p in await take(runner.generate(prompt, NON_ENDING), 7)]
+    async with runner.generate(prompt, NON_ENDING, lookahead=lookahead) as generation:
+        yielded = [(await generation.__anext__()).token for _ in range(3)]
+        await handoffs[-1].out_of_credit(3 + lookahead)
+    assert yielded == made[:3]
+    # Made 7 tokens; decoded all but the last (as without lookahead: a token is
+    # decoded when the next one is made). So the follow-up reuses the 3 yielded
+    # tokens, and a 4th if "more" happens to start with it.
+    follow_up = [*prompt, *yielded, *await runner.tokenize("more", add_bos=False)]
+    turn = runner.generate(follow_up, GREEDY)
+    reused = await take(turn, 5)
+    decoded = [*prompt, *made[:-1]]
+    assert turn.prompt_reused_count == common_prefix(decoded, follow_up[:-1])
+    # The same follow-up on a cache that shares nothing with it: the same tokens.
+    await take(runner.generate([(follow_up[0] + 1) % runner.n_vocab], GREEDY), 1)
+    fresh = runner.generate(follow_up, GREEDY)
+    assert texts(await take(fresh, 5)) == texts(reused)
+    assert fresh.prompt_reused_count == 0
+
+
+async def test_long_texts_tokenize_the_same_in_a_thread_and_inline(
+    runner: LlamaRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = CHAT + "héllo 🦙 wörld\n" * 100
+    data = text.encode()
+    assert len(data) > llama_runner.INLINE_TOKENIZE_BYTES
+    # Which thread tokenized, to know that each path was taken.
+    threads: list[threading.Thread] = []
+    tokenize = llama_runner._tokenize
+
+    def spy(vocab: llama_cpp.llama_vocab_p, data: bytes, add_bos: bool) -> list[int]:
+        threads.append(threading.current_thread())
+        return tokenize(vocab, data, add_bos)
+
+    monkeypatch.setattr(llama_runner, "_tokenize", spy)
+    monkeypatch.setattr(llama_runner, "INLINE_TOKENIZE_BYTES", len(data) - 1)
+    in_thread = await runner.tokenize(text, add_bos=True)
+    monkeypatch.setattr(llama_runner, "INLINE_TOKENIZE_BYTES", len(data))
+    inline = await runner.tokenize(text, add_bos=True)
+    here = threading.current_thread()
+    assert [thread is here for thread in threads] == [False, True]
+    assert inline == in_thread
+    assert await runner.detokenize(inline) == data

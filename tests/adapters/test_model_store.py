@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import gguf
 import pytest
@@ -350,6 +351,97 @@ def test_overwriting_a_model_prunes_its_old_layers(
     new = {path.name for path in (store.root / "blobs").iterdir()}
     assert len(old - new) == 1
     assert store.lookup(name("m")).system == "new"
+
+
+# -- the record cache -----------------------------------------------------------
+
+
+def test_cached_lookup_finds_only_what_lookup_has_read(
+    store: ModelStore, model_digest: str
+) -> None:
+    create(store, "m", model_digest)
+    assert store.cached_lookup(name("m")) is None
+    record = store.lookup(name("m"))
+    assert store.cached_lookup(name("m")) == record
+
+
+def test_an_unchanged_model_is_not_read_again(
+    store: ModelStore, model_digest: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cached_lookup`` runs on the event loop, so it may only ``stat``; ``lookup``
+    uses the same cache and reads nothing either while the manifest is unchanged."""
+    create(store, "m", model_digest, system="s")
+    record = store.lookup(name("m"))
+
+    def no_reading(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("a file was read")
+
+    monkeypatch.setattr(Path, "open", no_reading)
+    monkeypatch.setattr(Path, "read_bytes", no_reading)
+    assert store.cached_lookup(name("m")) == record
+    assert store.lookup(name("m")) == record
+
+
+def test_a_recreated_model_is_not_served_from_the_cache(
+    store: ModelStore, model_digest: str
+) -> None:
+    create(store, "m", model_digest, system="old")
+    assert store.lookup(name("m")).system == "old"
+    create(store, "m", model_digest, system="new")
+    assert store.cached_lookup(name("m")) is None
+    record = store.lookup(name("m"))
+    assert record.system == "new"
+    assert store.cached_lookup(name("m")) == record
+
+
+def test_changes_made_through_the_store_never_rest_on_file_identity(
+    store: ModelStore, model_digest: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a filesystem with a coarse clock, a manifest deleted and written again
+    # within one tick can reuse the inode and match the old size and mtime. Every
+    # file looking the same stands in for that here: the store must still see what
+    # it changed itself.
+    monkeypatch.setattr("adapters.model_store._identity", lambda stat: (0, 0, 0, 0))
+    create(store, "keep", model_digest)  # keeps the model file through the delete
+    create(store, "m", model_digest, system="old")
+    assert store.lookup(name("m")).system == "old"
+    store.delete(name("m"))
+    assert store.cached_lookup(name("m")) is None
+    create(store, "m", model_digest, system="new")
+    assert store.cached_lookup(name("m")) is None
+    assert store.lookup(name("m")).system == "new"
+    store.copy(name("m"), name("n"))
+    assert store.lookup(name("n")).system == "new"
+
+
+def test_a_model_whose_file_was_removed_is_not_served_from_the_cache(
+    store: ModelStore, model_digest: str
+) -> None:
+    # lookup() then reports the damage: test_model_file_removed_behind_the_stores_back.
+    create(store, "gone", model_digest)
+    store.lookup(name("gone"))
+    store.blob_path(model_digest).unlink()
+    assert store.cached_lookup(name("gone")) is None
+
+
+def test_cached_lookup_finds_only_the_installed_spelling(
+    store: ModelStore, model_digest: str
+) -> None:
+    create(store, "MyName/Model:Tag", model_digest)
+    record = store.lookup(name("myname/MODEL:tag"))
+    assert store.cached_lookup(name("myname/MODEL:tag")) is None
+    assert store.cached_lookup(name("MyName/Model:Tag")) == record
+
+
+def test_a_deleted_model_is_not_served_from_the_cache(
+    store: ModelStore, model_digest: str
+) -> None:
+    create(store, "m", model_digest)
+    create(store, "keep", model_digest)  # keeps the model file: only "m" is gone
+    store.lookup(name("m"))
+    store.delete(name("m"))
+    assert store.has_blob(model_digest)
+    assert store.cached_lookup(name("m")) is None
 
 
 # -- damage --------------------------------------------------------------------

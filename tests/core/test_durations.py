@@ -235,7 +235,7 @@ def test_format_rfc3339(unix: float, text: str) -> None:
     assert format_rfc3339(unix) == text
 
 
-@pytest.mark.parametrize("unix", [math.nan, -1e12])
+@pytest.mark.parametrize("unix", [math.nan, -1e12, -math.inf])
 def test_format_rfc3339_refuses_what_has_no_timestamp(unix: float) -> None:
     with pytest.raises(ValueError, match="timestamp"):
         format_rfc3339(unix)

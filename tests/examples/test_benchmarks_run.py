@@ -2,6 +2,9 @@
 
 Structure only: the figures must exist and be positive numbers, but how big they are
 is never asserted here. Speed targets belong to the benchmark report, not to tests.
+The peer, llama_cpp.server, is never started here (its dependencies come only with
+the ``bench`` extra); how its streams are read and compared is checked on lines and
+figures written out by hand.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from benchmarks.streaming import Stream, _compare_with_peer, _Reading
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +64,79 @@ def test_quick_core_run_writes_every_figure(tmp_path: Path) -> None:
         assert isinstance(value, int | float), name
         assert not isinstance(value, bool), name
         assert value > 0, name
+
+
+def _read(api: str, lines: list[bytes]) -> Stream:
+    """Feed ``lines`` one second apart, from a request sent at 0."""
+    reading = _Reading(api=api, started=0.0)
+    for now, line in enumerate(lines, start=1):
+        assert reading.feed(line, float(now))
+    return reading.stream(float(len(lines) + 1))
+
+
+def _data(chunk: dict[str, object]) -> bytes:
+    return b"data: " + json.dumps(chunk).encode()
+
+
+def _delta(delta: dict[str, str], finish_reason: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    return _data({"object": "chat.completion.chunk", "choices": [choice]})
+
+
+# How llama_cpp.server starts a chat stream: a chunk with the role, then one per token.
+PEER_START = [
+    _delta({"role": "assistant"}),
+    _delta({"content": "Once"}),
+    _delta({"content": ""}),  # a token with no text of its own is a chunk too
+    _delta({"content": " upon"}),
+]
+
+
+def test_a_peer_stream_counts_its_content_chunks_as_tokens() -> None:
+    stream = _read("peer_sse", [*PEER_START, _delta({}, "length"), b"data: [DONE]"])
+    assert stream.complete
+    assert stream.error is None
+    assert stream.tokens == 3
+    assert stream.ttft == 2.0  # the first chunk with text, not the role's
+    assert stream.decode == 2.0
+
+
+def test_a_peer_stream_interrupted_by_a_waiting_request_is_truncated() -> None:
+    # Under its default interrupt_requests the peer ends the stream with [DONE] alone.
+    stream = _read("peer_sse", [*PEER_START, b"data: [DONE]"])
+    assert not stream.complete
+    assert stream.error is None
+    assert stream.tokens == 3
+
+
+def test_gateway_sse_tokens_come_from_usage_not_chunks() -> None:
+    usage = {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}
+    finish = [_delta({}, "stop"), _data({"choices": [], "usage": usage})]
+    stream = _read("sse", [*PEER_START, *finish, b"data: [DONE]"])
+    assert stream.complete
+    assert stream.tokens == 5
+    assert _read("sse", [*PEER_START, _delta({}, "stop"), b"data: [DONE]"]).tokens == 0
+
+
+def test_gateway_levels_are_compared_with_the_peer_at_the_same_concurrency() -> None:
+    one = {"tokens_per_s": 90.0, "ttft_p50_ms": 12.5}
+    many = {"aggregate_tokens_per_s": 120.0}
+    levels: dict[str, dict[str, object]] = {
+        "ndjson_c1": dict(one),
+        "sse_c1": {"tokens_per_s": 45.0, "ttft_p50_ms": 10.0},
+        "peer_c1": {"tokens_per_s": 60.0, "ttft_p50_ms": 20.0},
+        "ndjson_c4": dict(many),
+        "sse_c4": dict(many),
+        "peer_c4": {"aggregate_tokens_per_s": 40.0},
+        "ndjson_c16": dict(many),
+        "sse_c16": dict(many),
+        "peer_c16": {"aggregate_tokens_per_s": 0.0},  # every stream cut short
+    }
+    _compare_with_peer(levels)
+    assert levels["ndjson_c1"]["tokens_per_s_vs_peer"] == 1.5
+    assert levels["ndjson_c1"]["ttft_minus_peer_ms"] == -7.5
+    assert levels["sse_c1"]["tokens_per_s_vs_peer"] == 0.75
+    assert levels["ndjson_c4"]["aggregate_vs_peer"] == 3.0
+    assert levels["sse_c4"]["aggregate_vs_peer"] == 3.0
+    assert "aggregate_vs_peer" not in levels["sse_c16"]
+    assert "tokens_per_s_vs_peer" not in levels["peer_c1"]
