@@ -3,7 +3,9 @@
 Why: every streamed token goes through a frame writer, and every request through a
 translation and an ``Exchange``. Timing them without any I/O shows how much of the
 gateway's per-token and per-request cost is the core's own, so an HTTP-level figure
-can be split into "core" and "everything else".
+can be split into "core" and "everything else". The streamed-generation figures run
+whole ``/api/generate`` and ``/v1/chat/completions`` streams through an ``Exchange``
+with a runner's results scripted: tokens/s there is the most the core alone allows.
 
 Each figure is the median of several repetitions of a ``time.perf_counter`` loop
 that runs long enough (calibrated) for the timer's resolution not to matter.
@@ -17,12 +19,26 @@ from collections.abc import Callable
 
 from gateway_core import (
     SSE_DONE,
+    AcquireRunner,
     Exchange,
     GatewayConfig,
+    Generate,
+    GenerationDone,
+    LookupModel,
+    ModelFound,
+    ModelRecord,
     NdjsonDecoder,
+    Piece,
+    PromptEvaluated,
     RequestHead,
+    Result,
+    RunnerReady,
     SseDecoder,
+    Tokenize,
+    TokenizerInfo,
+    Tokens,
     Wait,
+    WorkEffect,
     encode_ndjson,
     encode_sse,
 )
@@ -148,6 +164,78 @@ def _version_exchange() -> None:
         pass
 
 
+# A streamed generation through the whole core, as the server drives it: the model
+# as the store describes it, and the results a runner gives, token after token.
+_RECORD = ModelRecord(
+    name="bench:latest",
+    digest="ab" * 32,
+    size=1,
+    modified_at=0.0,
+    model_file="/bench.gguf",
+    model_digest="sha256:" + "cd" * 32,
+    template=(
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+        "{% endfor %}<|im_start|>assistant\n"
+    ),
+    context_length=4096,
+)
+_TOKEN = Piece(token=42, data=b" token", duration=0.0001)
+
+
+def _answer(effect: WorkEffect) -> Result:
+    match effect:
+        case LookupModel():
+            return ModelFound(record=_RECORD)
+        case AcquireRunner():
+            info = TokenizerInfo(context_length=4096, add_bos=False, add_eos=False)
+            return RunnerReady(load_duration=0.0, tokenizer=info)
+        case Tokenize():
+            return Tokens(ids=tuple(range(32)))
+        case Generate():
+            return PromptEvaluated(count=32, duration=0.001)
+    raise AssertionError(f"the benchmark answers no {effect!r}")
+
+
+def _streamed_generation(target: str, body: dict[str, JsonValue]) -> None:
+    """One streaming request of ``STREAM_TOKENS`` tokens through an ``Exchange``."""
+    data = dumps(body)
+    head = RequestHead(
+        method="POST",
+        target=target,
+        headers=(("content-length", str(len(data))),),
+    )
+    exchange = Exchange(head, config=GatewayConfig(), request_id="bench", now=0.0)
+    fed = False
+    tokens = 0
+    while (effect := exchange.next_effect()) is not Wait.FINISHED:
+        if effect is Wait.NEED_BODY:
+            if fed:
+                exchange.end_body()
+            else:
+                exchange.receive_body(data)
+                fed = True
+        elif effect is Wait.NEED_RESULT:
+            tokens += 1
+            done = tokens > STREAM_TOKENS
+            result = GenerationDone(reason="stop") if done else _TOKEN
+            exchange.receive_result(result, now=tokens * 1e-4)
+        elif isinstance(effect, LookupModel | AcquireRunner | Tokenize | Generate):
+            exchange.receive_result(_answer(effect), now=0.0)
+
+
+_GENERATE_BODY: dict[str, JsonValue] = {
+    "model": "bench",
+    "prompt": "Tell me a story.",
+    "options": {"num_predict": STREAM_TOKENS + 1},
+}
+_OPENAI_STREAM_BODY: dict[str, JsonValue] = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "Tell me a story."}],
+    "stream": True,
+    "max_tokens": STREAM_TOKENS + 1,
+}
+
+
 def run(*, quick: bool = False) -> dict[str, object]:
     """Every core figure, as a flat mapping of name to number."""
     seconds, repeats = (0.02, 3) if quick else (0.2, 7)
@@ -176,4 +264,17 @@ def run(*, quick: bool = False) -> dict[str, object]:
             rate(lambda: chat_request(NATIVE_BODY))
         ),
         "version_exchanges_per_s": round(rate(_version_exchange)),
+        # Whole streamed generations, per token: the core's share of each token's cost.
+        "generate_tokens_per_s": round(
+            rate(lambda: _streamed_generation("/api/generate", _GENERATE_BODY))
+            * STREAM_TOKENS
+        ),
+        "openai_stream_tokens_per_s": round(
+            rate(
+                lambda: _streamed_generation(
+                    "/v1/chat/completions", _OPENAI_STREAM_BODY
+                )
+            )
+            * STREAM_TOKENS
+        ),
     }

@@ -26,8 +26,11 @@ How the figures are made:
   never assumed. The peer ignores ``stream_options`` and sends no usage, but one
   chunk per token, so its tokens are its content chunks (a few tokens held back
   for a possible stop string come in one chunk: a slight undercount). The raw loop
-  stops at EOG too, and its rounds use the same seeds as the streams at
-  concurrency 1, so all three do the same work.
+  stops at EOG too.
+- One stream at a time (concurrency 1) is paired with raw: each server stream runs
+  right after a raw stream with the same seed, and its ratios to raw are the
+  medians over the pairs, so the machine's drift over minutes cancels out. The raw
+  figures are those of every paired raw stream.
 - At concurrency 4 and 16, threads each run streams back to back after a barrier;
   aggregate tokens/s is all tokens over the level's wall time. A stream that ends
   without its final ``done`` object, or without a ``finish_reason`` and then
@@ -91,73 +94,69 @@ def _rate(stream: Stream) -> float | None:
     return (stream.tokens - 1) / stream.decode
 
 
-def raw_limit(model: Path, *, tokens: int, rounds: int) -> dict[str, object]:
-    """The limit: ``Llama.generate`` in this process, at most ``tokens`` per round.
+class RawLoop:
+    """The limit: ``Llama.generate`` in this process, one stream at a time.
 
-    Like the servers, a round ends at an end-of-generation token, which is not
-    counted; the rounds after the warm-up use the seeds the servers' streams at
-    concurrency 1 use (1, 2, ...), so all of them do the same work. Its first token
-    is the first one that completes some text, as for a server: a token holding
-    half of a UTF-8 character shows nothing yet (the random models make many).
+    Like the servers, a stream ends at an end-of-generation token, which is not
+    counted, or after ``tokens``. Its first token is the first one that completes
+    some text, as for a server: a token holding half of a UTF-8 character shows
+    nothing yet (the random models make many). Seeds are the servers' seeds, so the
+    same seed asks the same work of every target.
     """
-    import llama_cpp
 
-    n_threads, n_threads_batch = runner_threads()
-    llm = llama_cpp.Llama(
-        str(model),
-        n_ctx=NUM_CTX,
-        n_threads=n_threads,
-        n_threads_batch=n_threads_batch,
-        seed=SEED,
-        verbose=False,
-    )
-    try:
-        prompt = llm.tokenize(_chatml(PROMPT).encode(), add_bos=False, special=True)
-        eog = 0
-        streams: list[Stream] = []
-        for round_ in range(rounds + 1):  # round 0 warms up
-            llm.set_seed(round_)
-            text = codecs.getincrementaldecoder("utf-8")("replace")
-            started = time.perf_counter()
-            first: float | None = None
-            last = started
-            count = 0
-            for token in llm.generate(
-                prompt,
-                top_k=SAMPLING["top_k"],  # type: ignore[arg-type]
-                top_p=SAMPLING["top_p"],
-                min_p=SAMPLING["min_p"],
-                temp=SAMPLING["temperature"],
-                repeat_penalty=1.0,
-                reset=True,
-            ):
-                if llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
-                    eog += 1
-                    break
-                shown = text.decode(llm.detokenize([token], special=True))
-                last = time.perf_counter()
-                if first is None and shown:
-                    first = last
-                count += 1
-                if count >= tokens:
-                    break
-            if round_ and first is not None:
-                streams.append(
-                    Stream(
-                        ttft=first - started,
-                        decode=last - first,
-                        total=last - started,
-                        tokens=count,
-                        complete=True,
-                    )
-                )
-    finally:
-        llm.close()
-    summary = _summarize(streams, wall=None)
-    summary["prompt_tokens"] = len(prompt)
-    summary["ended_at_eog"] = eog
-    summary["threads"] = [n_threads, n_threads_batch]
-    return summary
+    def __init__(self, model: Path) -> None:
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self.threads = runner_threads()
+        self._llm = llama_cpp.Llama(
+            str(model),
+            n_ctx=NUM_CTX,
+            n_threads=self.threads[0],
+            n_threads_batch=self.threads[1],
+            seed=SEED,
+            verbose=False,
+        )
+        chat = _chatml(PROMPT).encode()
+        self.prompt = self._llm.tokenize(chat, add_bos=False, special=True)
+        self.stream(0, 8)  # warm up
+
+    def stream(self, seed: int, tokens: int) -> Stream:
+        llm, vocab = self._llm, self._llm._model.vocab
+        llm.set_seed(seed)
+        text = codecs.getincrementaldecoder("utf-8")("replace")
+        started = time.perf_counter()
+        first: float | None = None
+        last = started
+        count = 0
+        for token in llm.generate(
+            self.prompt,
+            top_k=SAMPLING["top_k"],  # type: ignore[arg-type]
+            top_p=SAMPLING["top_p"],
+            min_p=SAMPLING["min_p"],
+            temp=SAMPLING["temperature"],
+            repeat_penalty=1.0,
+            reset=True,
+        ):
+            if self._llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            shown = text.decode(llm.detokenize([token], special=True))
+            last = time.perf_counter()
+            if first is None and shown:
+                first = last
+            count += 1
+            if count >= tokens:
+                break
+        return Stream(
+            ttft=None if first is None else first - started,
+            decode=None if first is None else last - first,
+            total=last - started,
+            tokens=count,
+            complete=True,
+        )
+
+    def close(self) -> None:
+        self._llm.close()
 
 
 def _post_json(port: int, path: str, body: bytes, content_type: str) -> bytes:
@@ -384,6 +383,45 @@ def _level(
     return summary
 
 
+def _paired(
+    port: int, api: str, plan: _Plan, raw: RawLoop
+) -> tuple[dict[str, object], list[Stream]]:
+    """One stream at a time, each right after a raw stream with the same seed.
+
+    Why paired: on shared CPUs the machine's speed drifts by tens of percent over a
+    few minutes, more than the differences measured. A ratio of two streams run a
+    second apart is not disturbed by that; the medians of those ratios are the
+    level's ratios to raw.
+    """
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    served: list[Stream] = []
+    limits: list[Stream] = []
+    started = time.perf_counter()
+    try:
+        for round_ in range(plan.rounds):
+            seed = 1 + round_
+            limits.append(raw.stream(seed, plan.tokens))
+            served.append(stream_once(conn, api, plan.model, plan.tokens, seed))
+    finally:
+        conn.close()
+    level = _summarize(served, wall=time.perf_counter() - started)
+    rates = [
+        a / b
+        for one, limit in zip(served, limits, strict=True)
+        if (a := _rate(one)) is not None and (b := _rate(limit)) is not None
+    ]
+    gaps = [
+        one.ttft - limit.ttft
+        for one, limit in zip(served, limits, strict=True)
+        if one.ttft is not None and limit.ttft is not None
+    ]
+    if rates:
+        level["tokens_per_s_vs_raw"] = round(statistics.median(rates), 3)
+    if gaps:
+        level["ttft_minus_raw_ms"] = round(statistics.median(gaps) * 1000, 3)
+    return level, limits
+
+
 def _ratio(numerator: object, denominator: object) -> float | None:
     """``numerator / denominator`` to three places; None unless both were measured."""
     if isinstance(numerator, float) and isinstance(denominator, float) and denominator:
@@ -456,14 +494,21 @@ def _warm(port: int, api: str, plan: _Plan) -> None:
         raise RuntimeError(f"{plan.size} {api}: warming up failed: {stream.error}")
 
 
-def _levels(port: int, api: str, plan: _Plan) -> dict[str, dict[str, object]]:
-    """Every concurrency on one API, once warmed."""
+def _levels(
+    port: int, api: str, plan: _Plan, raw: RawLoop, limits: list[Stream]
+) -> dict[str, dict[str, object]]:
+    """Every concurrency on one API, once warmed; one stream is paired with raw
+    (``_paired``), whose streams are added to ``limits``."""
     _warm(port, api, plan)
     label = LABELS[api]
     levels: dict[str, dict[str, object]] = {}
     for concurrency in CONCURRENCY:
-        repeat = plan.rounds if concurrency == 1 else plan.per_client
-        level = _level(port, api, plan.model, plan.tokens, concurrency, repeat)
+        if concurrency == 1:
+            level, paired = _paired(port, api, plan, raw)
+            limits += paired
+        else:
+            repeat = plan.per_client
+            level = _level(port, api, plan.model, plan.tokens, concurrency, repeat)
         levels[f"{label}_c{concurrency}"] = level
         print(f"  {plan.size} {label} c{concurrency} done", file=sys.stderr)
     return levels
@@ -472,29 +517,20 @@ def _levels(port: int, api: str, plan: _Plan) -> dict[str, dict[str, object]]:
 def _compare_with_raw(
     levels: dict[str, dict[str, object]], raw: dict[str, object]
 ) -> None:
-    """Add to each level its ratio to the raw limit."""
+    """Add to each level of several streams its aggregate over the raw rate (one
+    stream's ratios come from ``_paired``)."""
     for name, level in levels.items():
-        if name.endswith("_c1"):
-            level.update(_one_stream_ratios(level, raw, "raw"))
-        else:
+        if not name.endswith("_c1"):
             level.update(_aggregate_ratio(level, raw.get("tokens_per_s"), "raw"))
-
-
-def _faster(first: dict[str, object], second: dict[str, object]) -> dict[str, object]:
-    """The raw run with the higher decode rate: the limit the machine showed."""
-    rate, other = first.get("tokens_per_s"), second.get("tokens_per_s")
-    if isinstance(rate, float) and isinstance(other, float) and other > rate:
-        return second
-    return first
 
 
 def bench_model(
     size: str, tmp: Path, *, tokens: int, rounds: int, per_client: int
 ) -> dict[str, object]:
-    """Raw limit, the gateway on both APIs, the peer, then the raw limit again.
+    """The gateway on both APIs, then the peer, each single stream paired with raw.
 
     The peer starts only once the gateway has exited, so that the two servers never
-    share the CPUs.
+    share the CPUs; raw runs in this process, between the servers' streams.
     """
     model = write_model(tmp / f"bench-{size}.gguf", size)
     plan = _Plan(
@@ -508,33 +544,32 @@ def bench_model(
         "model_mb": round(model.stat().st_size / 1e6, 2),
         "num_predict": tokens,
     }
-    raw_before = raw_limit(model, tokens=tokens, rounds=rounds)
+    raw = RawLoop(model)
+    limits: list[Stream] = []
     levels: dict[str, dict[str, object]] = {}
-    process, port = start_server(tmp / f"store-{size}")
     try:
-        install(port, model, plan.model)
-        for api in ("ndjson", "sse"):
-            levels |= _levels(port, api, plan)
-        server_rss = peak_rss_mb(process.pid)
+        process, port = start_server(tmp / f"store-{size}")
+        try:
+            install(port, model, plan.model)
+            for api in ("ndjson", "sse"):
+                levels |= _levels(port, api, plan, raw, limits)
+            server_rss = peak_rss_mb(process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        process, port = start_peer(model, plan.model)
+        try:
+            levels |= _levels(port, "peer_sse", plan, raw, limits)
+            peer_rss = peak_rss_mb(process.pid)
+        finally:
+            stop_peer(process)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-    process, port = start_peer(model, plan.model)
-    try:
-        levels |= _levels(port, "peer_sse", plan)
-        peer_rss = peak_rss_mb(process.pid)
-    finally:
-        stop_peer(process)
-    raw_after = raw_limit(model, tokens=tokens, rounds=rounds)
-    # The machine's speed drifts over minutes (shared CPUs): the limit is the faster
-    # of a run before the servers and one after them.
-    raw = _faster(raw_before, raw_after)
-    result["raw"] = raw
-    result["raw_runs_tokens_per_s"] = [
-        raw_before.get("tokens_per_s"),
-        raw_after.get("tokens_per_s"),
-    ]
-    _compare_with_raw(levels, raw)
+        raw.close()
+    summary = _summarize(limits, wall=None)
+    summary["prompt_tokens"] = len(raw.prompt)
+    summary["threads"] = list(raw.threads)
+    result["raw"] = summary
+    _compare_with_raw(levels, summary)
     _compare_with_peer(levels)
     result |= levels
     result["server_peak_rss_mb"] = server_rss
@@ -557,7 +592,7 @@ def run(
                 size,
                 tmp,
                 tokens=tokens,
-                rounds=2 if quick else 10,
+                rounds=2 if quick else 20,
                 per_client=1 if quick else 2,
             )
     return result

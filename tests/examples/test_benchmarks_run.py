@@ -27,6 +27,8 @@ CORE_FIGURES = {
     "openai_chat_translations_per_s",
     "native_chat_translations_per_s",
     "version_exchanges_per_s",
+    "generate_tokens_per_s",
+    "openai_stream_tokens_per_s",
 }
 
 
