@@ -396,7 +396,6 @@ def _paired(
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     served: list[Stream] = []
     limits: list[Stream] = []
-    started = time.perf_counter()
     try:
         for round_ in range(plan.rounds):
             seed = 1 + round_
@@ -404,7 +403,8 @@ def _paired(
             served.append(stream_once(conn, api, plan.model, plan.tokens, seed))
     finally:
         conn.close()
-    level = _summarize(served, wall=time.perf_counter() - started)
+    # The level's wall time is its own streams', not the raw ones between them.
+    level = _summarize(served, wall=sum(stream.total for stream in served))
     rates = [
         a / b
         for one, limit in zip(served, limits, strict=True)
@@ -429,17 +429,19 @@ def _ratio(numerator: object, denominator: object) -> float | None:
     return None
 
 
-def _one_stream_ratios(
-    level: dict[str, object], base: dict[str, object], name: str
+def _one_stream_vs_peer(
+    level: dict[str, object], peer: dict[str, object]
 ) -> dict[str, object]:
-    """One stream against ``base`` (raw or the peer): decode rate and TTFT."""
+    """One stream against the peer's, through their paired figures: each was run
+    next to raw, so the ratio of their ratios to raw does not drift with the
+    machine, while their own medians, minutes apart, would."""
     out: dict[str, object] = {}
-    rate = _ratio(level.get("tokens_per_s"), base.get("tokens_per_s"))
+    rate = _ratio(level.get("tokens_per_s_vs_raw"), peer.get("tokens_per_s_vs_raw"))
     if rate is not None:
-        out[f"tokens_per_s_vs_{name}"] = rate
-    ttft, base_ttft = level.get("ttft_p50_ms"), base.get("ttft_p50_ms")
-    if isinstance(ttft, float) and isinstance(base_ttft, float):
-        out[f"ttft_minus_{name}_ms"] = round(ttft - base_ttft, 3)
+        out["tokens_per_s_vs_peer"] = rate
+    ttft, peer_ttft = level.get("ttft_minus_raw_ms"), peer.get("ttft_minus_raw_ms")
+    if isinstance(ttft, float) and isinstance(peer_ttft, float):
+        out["ttft_minus_peer_ms"] = round(ttft - peer_ttft, 3)
     return out
 
 
@@ -462,7 +464,7 @@ def _compare_with_peer(levels: dict[str, dict[str, object]]) -> None:
             level = levels[f"{api}_c{concurrency}"]
             peer = levels[f"peer_c{concurrency}"]
             if concurrency == 1:
-                level.update(_one_stream_ratios(level, peer, "peer"))
+                level.update(_one_stream_vs_peer(level, peer))
             else:
                 rate = peer.get("aggregate_tokens_per_s")
                 level.update(_aggregate_ratio(level, rate, "peer"))

@@ -121,12 +121,13 @@ def test_gateway_sse_tokens_come_from_usage_not_chunks() -> None:
 
 
 def test_gateway_levels_are_compared_with_the_peer_at_the_same_concurrency() -> None:
-    one = {"tokens_per_s": 90.0, "ttft_p50_ms": 12.5}
+    # One stream compares through the figures paired with raw.
+    one = {"tokens_per_s_vs_raw": 0.9, "ttft_minus_raw_ms": 12.5}
     many = {"aggregate_tokens_per_s": 120.0}
     levels: dict[str, dict[str, object]] = {
         "ndjson_c1": dict(one),
-        "sse_c1": {"tokens_per_s": 45.0, "ttft_p50_ms": 10.0},
-        "peer_c1": {"tokens_per_s": 60.0, "ttft_p50_ms": 20.0},
+        "sse_c1": {"tokens_per_s_vs_raw": 0.45, "ttft_minus_raw_ms": 10.0},
+        "peer_c1": {"tokens_per_s_vs_raw": 0.6, "ttft_minus_raw_ms": 20.0},
         "ndjson_c4": dict(many),
         "sse_c4": dict(many),
         "peer_c4": {"aggregate_tokens_per_s": 40.0},
