@@ -1,7 +1,7 @@
 """Items made by one worker thread, taken one at a time by an async consumer.
 
 Why not one ``anyio.to_thread.run_sync`` per item: each such call is a round trip
-through the thread pool (about 200 µs on this project's machines), paid on the event
+through the thread pool (250 to 330 µs on this project's machines), paid on the event
 loop and serialized with the work itself. A generation's tokens cost llama.cpp less
 than that on a small model. Here the thread keeps going while the event loop sends
 what it has, and the consumer picks up whatever is ready without any hop.
@@ -14,8 +14,8 @@ items. ``close()`` withdraws every credit: a thread that checks ``wait_for_credi
 before each item stops after the one it is making.
 
 The thread wakes the consumer through a socket pair (``anyio.wait_readable``), so it
-never blocks on the event loop, under trio or asyncio alike, and it rings only when
-the consumer is actually waiting.
+never blocks on the event loop, under trio or asyncio alike; an item rings only when
+the consumer is actually waiting for one.
 """
 
 from __future__ import annotations
