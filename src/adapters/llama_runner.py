@@ -1,12 +1,13 @@
 """llama.cpp behind anyio worker threads: load a GGUF file, tokenize, generate, embed.
 
-Every llama.cpp call runs in a worker thread, so the event loop, trio or asyncio,
-never blocks on model work: ``anyio.to_thread.run_sync`` for loading, tokenizing and
-embedding, and a thread of its own for each generation (``llama_generation``), which
-may run a few tokens ahead of its consumer. A consumer that stops pulling, or is
-cancelled, stops generation within one token (``LlamaRunner.tokens_generated`` lets
-tests check this): a C call cannot be interrupted, so the token in progress is
-finished, and no other is started.
+Model work runs in worker threads, so the event loop, trio or asyncio, never blocks
+on it: ``anyio.to_thread.run_sync`` for loading, tokenizing and embedding, and a
+thread of its own for each generation (``llama_generation``), which may run up to its
+``lookahead`` tokens ahead of its consumer. Only texts of at most 1 KiB are tokenized
+on the calling thread, where that is quicker than the hop. A consumer that stops
+pulling, or is cancelled, stops generation within one token
+(``LlamaRunner.tokens_generated`` lets tests check this): a C call cannot be
+interrupted, so the token in progress is finished, and no other is started.
 
 The runner drives llama.cpp's C API (``llama_cpp.llama_cpp``) rather than the
 ``llama_cpp.Llama`` class. ``Llama(verbose=False)`` silences llama.cpp by pointing the
