@@ -27,15 +27,20 @@ INPUTS = 64
 TEXT = "the quick brown fox jumps over the lazy dog and keeps on running "
 
 
-def start_server(models: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``gateway-core serve`` on a free port; return the process and the port.
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def start_server(
+    models: Path, *, src: Path = SRC
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``gateway-core serve`` from the tree ``src`` on a free port; return the
+    process and the port.
 
     The server logs every request to stderr. Once it is listening, a daemon thread
     keeps reading that pipe, so that a long benchmark cannot fill it and stall the
     server on a blocked write.
     """
     env = {**os.environ, "GATEWAY_MODELS": str(models)}
-    src = Path(__file__).resolve().parents[1] / "src"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "adapters", "serve", "--host", "127.0.0.1:0"],
@@ -55,7 +60,7 @@ def start_server(models: Path) -> tuple[subprocess.Popen[bytes], int]:
             threading.Thread(target=_drain, args=(process.stderr,), daemon=True).start()
             return process, int(found[1])
     process.kill()
-    raise RuntimeError(f"the server did not start:\n{log.decode()}")
+    raise RuntimeError(f"the server in {src} did not start:\n{log.decode()}")
 
 
 def _drain(stream: IO[bytes]) -> None:

@@ -22,23 +22,19 @@ import collections
 import http.client
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from .embed_batch import _drain
+from .embed_batch import SRC, start_server
 from .models import write_model
 from .streaming import install
 
 __all__ = ["cpu_seconds", "profile"]
 
-ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {"temperature": 0.0, "repeat_last_n": -1, "presence_penalty": 1e9}
 
 
@@ -48,28 +44,6 @@ def cpu_seconds(pid: int, *, thread: int | None = None) -> float:
     path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _start(src: Path, models: Path) -> tuple[subprocess.Popen[bytes], int]:
-    env = {**os.environ, "GATEWAY_MODELS": str(models), "PYTHONPATH": str(src)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "adapters", "serve", "--host", "127.0.0.1:0"],
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=src,
-    )
-    assert process.stderr is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        found = re.search(rb"listening on http://[\d.]+:(\d+)", line)
-        if found:
-            threading.Thread(target=_drain, args=(process.stderr,), daemon=True).start()
-            return process, int(found[1])
-        if not line:
-            break
-    process.kill()
-    raise RuntimeError(f"the server in {src} did not start")
 
 
 def _stream(port: int, tokens: int, seed: int) -> tuple[int, float, float]:
@@ -133,7 +107,7 @@ def profile(
     """Run the server from ``src`` and profile ``streams`` streams of ``tokens``."""
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        process, port = _start(src, tmp / "models")
+        process, port = start_server(tmp / "models", src=src)
         try:
             install(port, write_model(tmp / "tiny.gguf", "tiny"), "tiny")
             _stream(port, 16, 0)  # load the model
@@ -186,7 +160,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.profile", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--src", type=Path, default=ROOT / "src")
+    parser.add_argument("--src", type=Path, default=SRC)
     parser.add_argument("--streams", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--py-spy", action="store_true", help="sample with py-spy")

@@ -275,9 +275,10 @@ class ModelStore:
 
         A writer replaces the manifest first and prunes the old blobs after, so a
         reader can find a blob of the manifest it read already gone. That is only
-        damage if the manifest is still the one it read. (A record read while the
-        manifest changed is cached under the older identity, so the next lookup
-        reads it again.)
+        damage if the manifest is still the one it read. (``_record`` caches a
+        record under the manifest's identity from before the read, and not at all if
+        the store changed something meanwhile, so a record read across a change is
+        read again next time.)
         """
         for _ in range(_READ_ATTEMPTS - 1):
             try:
