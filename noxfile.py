@@ -18,6 +18,9 @@ TYPE_TOOLS = ["mypy>=1.11", "types-jsonschema"]
 def tests(session: nox.Session) -> None:
     """The whole test suite, slow tests included, against the installed package."""
     session.install(".[server,runner,test]")
+    # Test data, as an install step: the JSON-Schema-Test-Suite, from the sdist of
+    # python-jsonschema (tests never download anything).
+    session.run("python", "tests/fetch_schema_suite.py")
     session.run("pytest", *session.posargs)
 
 

@@ -1,19 +1,22 @@
-"""Performs the core's work effects: the model store on disk, and models in llama.cpp.
+"""Performs the core's work effects: the model store on disk, and models in runners.
 
 ``ModelService`` is shared by every exchange: the store, the runner pool (whose policy
-is the core's ``Scheduler``) and what is known about each loaded model. Each exchange
-gets its own ``ModelWork``, the ``WorkPerformer`` the driver talks to; it holds the
-exchange's lease on a runner and its generation, and gives both back in ``aclose``.
+is the core's ``Scheduler``) and what is known about each loaded model. Each loaded
+model is a runner process (``adapters.runner``), started and stopped by the pool, its
+tasks living in the service's task group (``run``). Each exchange gets its own
+``ModelWork``, the ``WorkPerformer`` the driver talks to; it holds the exchange's
+lease on a runner slot and its generation, and gives both back in ``aclose``.
 
-Blocking work (file I/O, llama.cpp) runs in worker threads through anyio; every
-failure becomes a ``WorkFailed`` result with the status it earns, so the core answers
-it in the client's dialect.
+Blocking file I/O runs in worker threads through anyio; model work is a message to
+the runner. Every failure becomes a ``WorkFailed`` result with the status it earns,
+so the core answers it in the client's dialect.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
 from gateway_core import (
@@ -30,6 +34,7 @@ from gateway_core import (
     BlobPresence,
     BlobStored,
     CheckBlob,
+    CheckSchema,
     CopyModel,
     CreateModel,
     DeleteModel,
@@ -53,6 +58,7 @@ from gateway_core import (
     RunningList,
     RunningModel,
     SamplingOptions,
+    SchemaSupported,
     StoreDone,
     Text,
     Tokenize,
@@ -66,19 +72,25 @@ from gateway_core import (
 from gateway_core import ContextOverflow as ContextOverflowResult
 from gateway_core._scheduler import Scheduler
 
-from .constraint import UnsupportedSchema, compile_constraint
 from .driver import BodyFailed, BodySource
-from .llama_runner import (
+from .model_store import ModelStore, StoreError
+from .runner.client import RemoteGeneration, RunnerProcess
+from .runner.errors import (
+    BadRequest,
     ContextOverflow,
-    Generation,
-    LlamaRunner,
-    LoadParams,
     PromptTooLong,
+    RunnerDied,
     RunnerError,
+    UnsupportedSchema,
+)
+from .runner.grammars import check_schema_support
+from .runner.values import (
+    GenerationConstraint,
+    LoadParams,
     Sampling,
     TokenPiece,
+    ToolCallTrigger,
 )
-from .model_store import ModelStore, StoreError
 from .runner_pool import LoadFailed, PoolClosed, QueueFull, RunnerPool
 
 __all__ = ["ModelService", "ModelWork"]
@@ -94,6 +106,9 @@ _T = TypeVar("_T")
 # closes the generation, which then ends within the token in progress.
 LOOKAHEAD = 64
 
+# Slots per generation runner until the core resolves num_parallel per request.
+_PARALLEL = 4
+
 # Ollama's words, two spaces included: clients and scripts match on them.
 _BUSY = "server busy, please try again.  maximum pending requests exceeded"
 
@@ -106,22 +121,42 @@ class _Loaded:
     context_length: int
 
 
-async def _load(key: str, spec: Hashable) -> LlamaRunner:
-    assert isinstance(spec, LoadParams)  # the only spec ModelWork passes
-    return await LlamaRunner.load(spec)
-
-
-async def _unload(runner: LlamaRunner) -> None:
+async def _unload(runner: RunnerProcess) -> None:
     await runner.close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerOptions:
+    """How the service starts runner processes.
+
+    ``load_timeout``: seconds a model load may take before it is an error (the
+    process is killed). ``compile_timeout``: seconds a structured-output constraint
+    may take to compile before its request gets a 400. ``log_level``: the least
+    severe of the runners' log records that reach the server's log.
+    """
+
+    load_timeout: float = 300.0
+    compile_timeout: float = 10.0
+    log_level: int = logging.INFO
 
 
 class ModelService:
     """The store and the runners, for all exchanges of one server."""
 
-    def __init__(self, store: ModelStore, pool: RunnerPool[LlamaRunner]) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        *,
+        scheduler: Scheduler,
+        runners: RunnerOptions | None = None,
+    ) -> None:
         self.store = store
-        self.pool = pool
+        self.runner_options = runners or RunnerOptions()
+        self.pool: RunnerPool[RunnerProcess] = RunnerPool(
+            scheduler=scheduler, load=self._load, unload=_unload
+        )
         self._loaded: dict[str, _Loaded] = {}
+        self._tasks: anyio.abc.TaskGroup | None = None
 
     @classmethod
     def open(
@@ -131,20 +166,44 @@ class ModelService:
         keep_alive: float,
         max_loaded_models: int,
         max_queue: int,
+        runners: RunnerOptions | None = None,
     ) -> ModelService:
         scheduler = Scheduler(
             max_loaded=max_loaded_models,
             max_queue=max_queue,
             default_keep_alive=keep_alive,
+            parallel=_PARALLEL,
         )
-        pool: RunnerPool[LlamaRunner] = RunnerPool(
-            scheduler=scheduler, load=_load, unload=_unload
-        )
-        return cls(ModelStore(models), pool)
+        return cls(ModelStore(models), scheduler=scheduler, runners=runners)
 
     async def run(self) -> None:
-        """Keep the pool's timers and loads going; cancel to stop."""
-        await self.pool.run()
+        """Keep the pool's timers and loads, and the runners' tasks, going; cancel
+        to stop (after ``aclose``)."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            try:
+                await self.pool.run()
+            finally:
+                self._tasks = None
+
+    async def _load(self, key: str, spec: Hashable) -> RunnerProcess:
+        assert isinstance(spec, LoadParams)  # the only spec ModelWork passes
+        if self._tasks is None:
+            raise RuntimeError("ModelService.run() is not running")
+        options = self.runner_options
+        return await RunnerProcess.start(
+            spec,
+            task_group=self._tasks,
+            load_timeout=options.load_timeout,
+            compile_timeout=options.compile_timeout,
+            log_level=options.log_level,
+            on_exit=self._runner_died,
+        )
+
+    def _runner_died(self, runner: RunnerProcess) -> None:
+        """A runner ended without being asked: its requests have failed already;
+        the pool forgets it, and the next request loads the model again."""
+        self.pool.lost(runner)
 
     async def aclose(self) -> None:
         """Unload every model (shutdown)."""
@@ -189,8 +248,8 @@ class ModelWork:
         self._service = service
         self._store = service.store
         self._stack = contextlib.AsyncExitStack()
-        self._runner: LlamaRunner | None = None
-        self._generation: Generation | None = None
+        self._runner: RunnerProcess | None = None
+        self._generation: RemoteGeneration | None = None
         self._first: Piece | None = None
         self._effect: WorkEffect | None = None
         self._body: BodySource | None = None
@@ -211,6 +270,10 @@ class ModelWork:
             return WorkFailed(
                 status=400, message="the input length exceeds the context length"
             )
+        except BadRequest as exc:
+            return WorkFailed(status=400, message=str(exc))
+        except RunnerDied as exc:
+            return WorkFailed(status=500, message=f"the model's runner stopped: {exc}")
         except RunnerError as exc:
             logger.warning("runner failed: %s", exc)
             return WorkFailed(status=500, message=f"the model failed: {exc}")
@@ -264,6 +327,13 @@ class ModelWork:
                 return await self._receive_blob(digest)
             case AcquireRunner():
                 return await self._acquire(effect)
+            case CheckSchema(schema=schema):
+                # Cached, and well under a millisecond when not: no thread hop.
+                try:
+                    check_schema_support(schema)
+                except UnsupportedSchema as exc:
+                    return WorkFailed(status=400, message=str(exc))
+                return SchemaSupported()
             case UnloadModel(model=record):
                 for embedding in (False, True):
                     await self._service.pool.unload(
@@ -281,7 +351,7 @@ class ModelWork:
             case Generate():
                 return await self._next_token(effect)
 
-    def _held(self) -> LlamaRunner:
+    def _held(self) -> RunnerProcess:
         if self._runner is None:
             raise RuntimeError("core bug: runner work before AcquireRunner")
         return self._runner
@@ -315,6 +385,7 @@ class ModelWork:
             n_gpu_layers=load.num_gpu,
             main_gpu=load.main_gpu,
             embedding=effect.embedding,
+            slots=1 if effect.embedding else _PARALLEL,
         )
         key = pool_key(record, embedding=effect.embedding)
         pool = self._service.pool
@@ -332,9 +403,9 @@ class ModelWork:
             )
         self._runner = lease.runner
         self._service.remember(key, record, spec.n_ctx)
-        runner = lease.runner
+        info = lease.runner.model_info
         tokenizer = TokenizerInfo(
-            context_length=spec.n_ctx, add_bos=runner.add_bos, add_eos=runner.add_eos
+            context_length=spec.n_ctx, add_bos=info.add_bos, add_eos=info.add_eos
         )
         return RunnerReady(load_duration=lease.load_duration, tokenizer=tokenizer)
 
@@ -351,11 +422,11 @@ class ModelWork:
                     message=f"input {index} has no tokens to embed with this model",
                 )
         try:
-            vectors = await runner.embed(inputs)
+            embedded = await runner.embed(inputs)
         except ContextOverflow as exc:
-            return ContextOverflowResult(index=exc.index, tokens=exc.n_tokens)
+            return ContextOverflowResult(index=exc.index, tokens=exc.count)
         return Embedded(
-            vectors=tuple(tuple(vector) for vector in vectors),
+            vectors=embedded.vectors,
             token_counts=tuple(len(tokens) for tokens in inputs),
             duration=time.perf_counter() - started,
         )
@@ -370,31 +441,25 @@ class ModelWork:
             except ValueError as exc:
                 return WorkFailed(status=400, message=f"invalid option: {exc}")
             runner = self._held()
-            constraint = None
-            if effect.format is not None:
-                try:
-                    # Compiled once per model and format; the cache makes this cheap.
-                    constraint = await anyio.to_thread.run_sync(
-                        compile_constraint, runner, effect.format
-                    )
-                except UnsupportedSchema as exc:
-                    return WorkFailed(status=400, message=str(exc))
-            try:
-                generation = self._generation = runner.generate(
-                    effect.prompt, sampling, constraint=constraint, lookahead=LOOKAHEAD
-                )
-            except ValueError:
+            if any(not 0 <= t < runner.model_info.n_vocab for t in effect.prompt):
                 # The only tokens the core did not get from this runner come from a
                 # client's ``context``: ids this vocabulary doesn't have.
                 return WorkFailed(
                     status=400,
                     message="context holds token ids outside the model's vocabulary",
                 )
+            generation = self._generation = runner.generate(
+                effect.prompt,
+                sampling,
+                _constraint(effect),
+                lookahead=LOOKAHEAD,
+            )
+            # The runner compiles the constraint (cached per model), evaluates the
+            # prompt and makes the first token; it is kept for the next call.
             self._first = await self._pull(generation)
-            # The whole prompt counts, cached prefix included: clients use this as
-            # the prompt's size (OpenAI's prompt_tokens), not as work done.
             return PromptEvaluated(
-                count=generation.prompt_eval_count + generation.prompt_reused_count,
+                count=generation.prompt_eval_count,
+                cached=generation.prompt_reused_count,
                 duration=generation.prompt_eval_duration,
             )
         piece, self._first = self._first, None
@@ -405,7 +470,7 @@ class ModelWork:
             return GenerationDone(reason="length" if reason == "length" else "stop")
         return piece
 
-    async def _pull(self, generation: Generation) -> Piece | None:
+    async def _pull(self, generation: RemoteGeneration) -> Piece | None:
         try:
             return _piece(await generation.__anext__())
         except StopAsyncIteration:
@@ -415,6 +480,27 @@ class ModelWork:
         if self._generation is not None:
             generation, self._generation, self._first = self._generation, None, None
             await generation.aclose()
+            logger.debug(
+                "generation closed: %s tokens made, %d taken",
+                generation.tokens_made,
+                generation.eval_count,
+            )
+
+
+def _constraint(effect: Generate) -> GenerationConstraint | None:
+    if effect.tool_calls is not None:
+        calls = effect.tool_calls
+        return GenerationConstraint(
+            tool_calls=ToolCallTrigger(
+                marker=calls.marker,
+                closing=calls.closing,
+                call_schema=json.dumps(calls.call_schema),
+            )
+        )
+    if effect.format is None:
+        return None
+    schema = "json" if effect.format == "json" else json.dumps(effect.format)
+    return GenerationConstraint(json_schema=schema)
 
 
 def _piece(token: TokenPiece) -> Piece:

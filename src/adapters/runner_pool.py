@@ -211,6 +211,15 @@ class RunnerPool(Generic[R]):
             if view.key == key and view.state is RunnerState.UNLOADING:
                 await self._unloaded[view.runner_id].wait()
 
+    def lost(self, runner: R) -> None:
+        """``runner`` died by itself: unload it (closing a dead runner is quick)
+        as soon as no request holds it, and load afresh for the next one."""
+        for runner_id, known in self._runners.items():
+            if known is runner:
+                key = self._keys[runner_id]
+                self._apply(self._scheduler.unload(key, self._clock()))
+                return
+
     def waiting(self) -> int:
         """Requests waiting for a runner (what ``max_queue`` bounds)."""
         return self._scheduler.waiting

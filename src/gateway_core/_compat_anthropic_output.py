@@ -61,9 +61,7 @@ class MessagesRenderer:
         self._called = False
 
     def opening(self, metrics: Metrics) -> bytes:
-        message = self._message(
-            [], stop=None, input_tokens=metrics.prompt_count, output=0
-        )
+        message = self._message([], stop=None, metrics=metrics, output=0)
         return _event("message_start", {"message": message})
 
     def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
@@ -110,10 +108,7 @@ class MessagesRenderer:
                         "stop_reason": stop_reason(ending.reason, called=self._called),
                         "stop_sequence": None,
                     },
-                    "usage": {
-                        "input_tokens": metrics.prompt_count,
-                        "output_tokens": metrics.eval_count,
-                    },
+                    "usage": _usage(metrics, metrics.eval_count),
                 },
             )
         )
@@ -141,7 +136,7 @@ class MessagesRenderer:
         return self._message(
             content,
             stop=stop_reason(ending.reason, called=bool(gathered.calls)),
-            input_tokens=ending.metrics.prompt_count,
+            metrics=ending.metrics,
             output=ending.metrics.eval_count,
         )
 
@@ -150,7 +145,7 @@ class MessagesRenderer:
         content: list[JsonValue],
         *,
         stop: str | None,
-        input_tokens: int,
+        metrics: Metrics,
         output: int,
     ) -> dict[str, JsonValue]:
         return {
@@ -161,7 +156,7 @@ class MessagesRenderer:
             "content": content,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output},
+            "usage": _usage(metrics, output),
         }
 
     def _text(self, kind: str, text: str) -> list[bytes]:
@@ -199,3 +194,14 @@ def _thinking_block(text: str) -> dict[str, JsonValue]:
     # Anthropic signs its own models' thinking; there is nothing to sign here, and
     # an empty signature keeps clients that read the field from failing.
     return {"type": "thinking", "thinking": text, "signature": ""}
+
+
+def _usage(metrics: Metrics, output: int) -> dict[str, JsonValue]:
+    """Anthropic's usage: ``input_tokens`` are those evaluated, and the prompt's
+    tokens the runner's cache held are ``cache_read_input_tokens``, as its API
+    counts prompt caching."""
+    return {
+        "input_tokens": metrics.prompt_count,
+        "cache_read_input_tokens": metrics.prompt_cached,
+        "output_tokens": output,
+    }

@@ -21,12 +21,16 @@ __all__ = ["ChatRenderer", "TextRenderer", "finish_reason", "usage"]
 
 
 def usage(ending: Ending) -> dict[str, JsonValue]:
-    prompt = ending.metrics.prompt_count
-    completion = ending.metrics.eval_count
+    """OpenAI's usage: the whole prompt, of which ``cached_tokens`` came from the
+    runner's cache (a chat's earlier turns), and the answer."""
+    metrics = ending.metrics
+    prompt = metrics.prompt_count + metrics.prompt_cached
+    completion = metrics.eval_count
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": metrics.prompt_cached},
     }
 
 

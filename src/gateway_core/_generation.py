@@ -45,13 +45,16 @@ from ._request import Request
 from ._structured import check_format, tool_call_schema
 from ._templates import ChatTemplate, TemplateError, TemplateRaised
 from ._thinking import prompt_opens_thinking, strip_thinking
-from ._tool_calls import tool_format
+from ._tool_calls import FORMATS, tool_format
 from ._work import (
     AcquireRunner,
+    CheckSchema,
     Result,
     RunnerReady,
+    SchemaSupported,
     Tokenize,
     Tokens,
+    ToolCallConstraint,
     Unloaded,
     UnloadModel,
 )
@@ -90,6 +93,17 @@ def serve_completion(
     if completion.debug_render_only:
         yield JsonReply(value=_debug_render(completion, record, out, request))
         return
+    forced = completion.tool_choice == "required" or isinstance(
+        completion.tool_choice, NamedTool
+    )
+    if forced:
+        if fmt is not None:
+            raise FlowError(400, "a forced tool call and a format can't be combined")
+        fmt = check_format(tool_call_schema(_chosen_tools(completion)))
+    if isinstance(fmt, dict):
+        # Before any model work: a schema the engine cannot enforce is a 400.
+        yield from perform(CheckSchema(schema=fmt), SchemaSupported)
+    tool_calls = yield from _lazy_tool_calls(completion, record, forced)
     options = resolve_options(record.parameters, completion.options)
     if options.ignored:
         request.notes.append(
@@ -114,7 +128,7 @@ def serve_completion(
     prompt, text = yield from _prompt_tokens(
         completion, record, request, options, ready.context_length
     )
-    shape = _shape(completion, record, fmt, text)
+    shape = _shape(completion, record, fmt, text, forced=forced, tool_calls=tool_calls)
     yield from run_passes(
         completion,
         request,
@@ -142,17 +156,16 @@ def _with_defaults(
 
 
 def _shape(
-    completion: CompletionRequest, record: ModelRecord, fmt: JsonValue, prompt: str
+    completion: CompletionRequest,
+    record: ModelRecord,
+    fmt: JsonValue,
+    prompt: str,
+    *,
+    forced: bool,
+    tool_calls: ToolCallConstraint | None,
 ) -> Shape:
     """What this answer is made of, and how it is constrained."""
     template = completion.template or record.template
-    forced = completion.tool_choice == "required" or isinstance(
-        completion.tool_choice, NamedTool
-    )
-    if forced:
-        if fmt is not None:
-            raise FlowError(400, "a forced tool call and a format can't be combined")
-        fmt = tool_call_schema(_chosen_tools(completion))
     thinking = "thinking" in capabilities(record)
     return Shape(
         thinking=thinking,
@@ -162,6 +175,35 @@ def _shape(
         tool_names=tuple(_tool_names(completion.tools)),
         forced_call=forced,
         format=fmt,
+        tool_calls=tool_calls,
+    )
+
+
+def _lazy_tool_calls(
+    completion: CompletionRequest, record: ModelRecord, forced: bool
+) -> Generator[Step, Result | None, ToolCallConstraint | None]:
+    """With tools offered and no call forced, the calls the model opens in a format
+    the parser knows are constrained to the offered tools (the text around them
+    stays free), when the engine can enforce their schemas. When it cannot (a
+    tool's parameters use a keyword it does not support), the calls stay free and
+    the parser takes what comes, as without the constraint: a tool the engine
+    cannot check must not make every request that offers it fail."""
+    if forced or not completion.tools or completion.format is not None:
+        return None
+    found = tool_format(completion.template or record.template)
+    if found is None:
+        return None
+    try:
+        schema = check_format(tool_call_schema(completion.tools))
+    except FlowError:
+        return None
+    assert isinstance(schema, dict)
+    verdict = yield CheckSchema(schema=schema)
+    if not isinstance(verdict, SchemaSupported):
+        return None
+    rule = FORMATS[found]
+    return ToolCallConstraint(
+        marker=rule.marker, closing=rule.closing, call_schema=schema
     )
 
 

@@ -49,6 +49,7 @@ from ._work import (
     Result,
     Tokenize,
     Tokens,
+    ToolCallConstraint,
 )
 
 __all__ = [
@@ -69,8 +70,13 @@ _UNBOUNDED_FACTOR = 10
 
 @dataclass(slots=True)
 class Metrics:
+    """What the answer cost. ``prompt_count`` is the prompt tokens evaluated (Ollama's
+    ``prompt_eval_count``), ``prompt_cached`` those the runner's cache already held;
+    together they are the prompt's length (OpenAI's ``prompt_tokens``)."""
+
     load: float = 0.0
     prompt_count: int = 0
+    prompt_cached: int = 0
     prompt_duration: float = 0.0
     eval_count: int = 0
     eval_duration: float = 0.0
@@ -226,6 +232,7 @@ class Shape:
         forced_call: the output is one constrained ``{"name", "arguments"}`` object
             (``tool_choice`` required or named), returned as a tool call.
         format: the constraint (``"json"``, a schema) or None.
+        tool_calls: the lazy constraint on the tool calls of free text, if any.
     """
 
     thinking: bool = False
@@ -235,6 +242,7 @@ class Shape:
     tool_names: tuple[str, ...] = ()
     forced_call: bool = False
     format: JsonValue = None
+    tool_calls: ToolCallConstraint | None = None
 
 
 class _Pipeline:
@@ -455,7 +463,12 @@ def _one_pass(
     pipeline = _Pipeline(shape, stops=sampling.stop, free=free, id_seed=id_seed)
     tokens: list[int] = []
     saw_thinking = False
-    result = yield Generate(prompt=prompt, sampling=sampling, format=plan.constraint)
+    result = yield Generate(
+        prompt=prompt,
+        sampling=sampling,
+        format=plan.constraint,
+        tool_calls=shape.tool_calls if free else None,
+    )
     while True:
         try:
             step = succeeded(result)
@@ -463,9 +476,10 @@ def _one_pass(
             plan.on(Event.FAILED)
             raise
         match step:
-            case PromptEvaluated(count=count, duration=duration):
+            case PromptEvaluated(count=count, duration=duration, cached=cached):
                 if not generated:
                     metrics.prompt_count = count
+                    metrics.prompt_cached = cached
                 metrics.prompt_duration += duration
             case Piece(token=token, data=data, duration=duration):
                 generated.append(token)

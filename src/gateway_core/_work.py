@@ -33,6 +33,7 @@ __all__ = [
     "BlobPresence",
     "BlobStored",
     "CheckBlob",
+    "CheckSchema",
     "ContextOverflow",
     "CopyModel",
     "CreateModel",
@@ -55,11 +56,13 @@ __all__ = [
     "RunnerReady",
     "RunningList",
     "RunningModel",
+    "SchemaSupported",
     "StoreDone",
     "Text",
     "Tokenize",
     "TokenizerInfo",
     "Tokens",
+    "ToolCallConstraint",
     "UnloadModel",
     "Unloaded",
     "WorkEffect",
@@ -164,6 +167,11 @@ class TokenizerInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SchemaSupported:
+    """The constraint engine can enforce the schema."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunnerReady:
     """The model is loaded and this request holds it until the exchange ends."""
 
@@ -224,11 +232,16 @@ class PromptEvaluated:
     """The prompt is in the model's context; generation starts next."""
 
     count: int
-    """Prompt tokens evaluated now (a prefix cached from the last request is free)."""
+    """Prompt tokens evaluated now."""
     duration: float
+    cached: int = 0
+    """Prompt tokens the runner's cache held already (a chat's earlier turns): free,
+    and not in ``count``. The prompt's length is ``count + cached``."""
 
     def __post_init__(self) -> None:
         _check_seconds("duration", self.duration)
+        if self.count < 0 or self.cached < 0:
+            raise ValueError("token counts cannot be negative")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,6 +276,7 @@ Result: TypeAlias = (
     | BlobStored
     | RunnerReady
     | Unloaded
+    | SchemaSupported
     | Tokens
     | Text
     | Embedded
@@ -369,6 +383,16 @@ class AcquireRunner:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CheckSchema:
+    """Ask the constraint engine whether it can enforce ``schema``, before any model
+    is loaded. A schema it cannot enforce fails the work with 400, naming the
+    keyword and its JSON pointer: nothing is ever silently unconstrained."""
+
+    answers: ClassVar[tuple[type, ...]] = (SchemaSupported,)
+    schema: Mapping[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UnloadModel:
     answers: ClassVar[tuple[type, ...]] = (Unloaded,)
     model: ModelRecord
@@ -405,6 +429,22 @@ class Embed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCallConstraint:
+    """Tool calls in free text, constrained once they open (a lazy grammar).
+
+    The output is free until ``marker``; from there it must be one call
+    (``call_schema``: ``{"name", "arguments"}`` of an offered tool) or an array of
+    calls, then ``closing`` (empty: the body ends where its JSON value does). An
+    empty ``marker`` means the format writes a call as a bare JSON value at the
+    start of the answer.
+    """
+
+    marker: str
+    closing: str
+    call_schema: Mapping[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Generate:
     """Run the held runner on ``prompt`` and report every token."""
 
@@ -415,10 +455,14 @@ class Generate:
     """Constrain the output: ``"json"`` (any JSON object) or a JSON schema (an
     object), enforced token by token; None leaves the model free. A schema the
     constraint engine cannot enforce fails the work with 400."""
+    tool_calls: ToolCallConstraint | None = None
+    """Leave the text free but constrain the tool calls it opens."""
 
     def __post_init__(self) -> None:
         if not self.prompt:
             raise ValueError("a generation needs at least one prompt token")
+        if self.format is not None and self.tool_calls is not None:
+            raise ValueError("a generation has a format or tool calls, not both")
 
 
 WorkEffect: TypeAlias = (
@@ -431,6 +475,7 @@ WorkEffect: TypeAlias = (
     | CheckBlob
     | ReceiveBlob
     | AcquireRunner
+    | CheckSchema
     | UnloadModel
     | Tokenize
     | Detokenize

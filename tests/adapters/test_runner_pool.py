@@ -2,7 +2,7 @@
 
 The runners here are stand-ins (``StubRunner``), made and freed by a ``Backend`` that
 records every call and can hold a load at a gate or make it fail. The real llama.cpp
-runner has its own tests (test_llama_runner.py); what is tested here is the pool's
+runner has its own tests (tests/adapters/runner/); what is tested here is the pool's
 policy and its waiting: who gets a runner, when loads and unloads happen, what a
 request sees when things fail.
 

@@ -16,6 +16,7 @@ import pytest
 
 from gateway_core import (
     AcquireRunner,
+    CheckSchema,
     GatewayConfig,
     Generate,
     GenerationDone,
@@ -25,6 +26,7 @@ from gateway_core import (
     PromptEvaluated,
     Result,
     RunnerReady,
+    SchemaSupported,
     Tokenize,
     TokenizerInfo,
     Tokens,
@@ -96,6 +98,8 @@ class World:
             case AcquireRunner():
                 info = TokenizerInfo(context_length=4096, add_bos=False, add_eos=False)
                 return [RunnerReady(load_duration=0.0, tokenizer=info)]
+            case CheckSchema():
+                return [SchemaSupported()]
             case Tokenize(text=text):
                 self.tokenized.append(text)
                 return [Tokens(ids=tuple(map(ord, text)))]
@@ -165,7 +169,7 @@ GOLDEN_STREAM = (
     'data: {"type":"message_start","message":{"id":"' + MSG_ID + '",'
     '"type":"message","role":"assistant","model":"thinker","content":[],'
     '"stop_reason":null,"stop_sequence":null,'
-    '"usage":{"input_tokens":5,"output_tokens":0}}}\n\n'
+    '"usage":{"input_tokens":5,"cache_read_input_tokens":0,"output_tokens":0}}}\n\n'
     "event: content_block_start\n"
     'data: {"type":"content_block_start","index":0,'
     '"content_block":{"type":"thinking","thinking":"","signature":""}}\n\n'
@@ -196,7 +200,7 @@ GOLDEN_STREAM = (
     'data: {"type":"content_block_stop","index":2}\n\n'
     "event: message_delta\n"
     'data: {"type":"message_delta","delta":{"stop_reason":"tool_use",'
-    '"stop_sequence":null},"usage":{"input_tokens":5,"output_tokens":7}}\n\n'
+    '"stop_sequence":null},"usage":{"input_tokens":5,"cache_read_input_tokens":0,"output_tokens":7}}\n\n'
     "event: message_stop\n"
     'data: {"type":"message_stop"}\n\n'
 ).encode()
@@ -225,7 +229,7 @@ def test_the_whole_message_carries_the_same_blocks_and_usage() -> None:
             '{"type":"tool_use","id":"toolu_ygauk0jh","name":"get_weather",'
             '"input":{"city":"Paris"}}],'
             '"stop_reason":"tool_use","stop_sequence":null,'
-            '"usage":{"input_tokens":5,"output_tokens":7}}'
+            '"usage":{"input_tokens":5,"cache_read_input_tokens":0,"output_tokens":7}}'
         ).encode()
     )
 

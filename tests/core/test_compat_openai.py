@@ -88,7 +88,7 @@ data: {"id":"chatcmpl-req_test","object":"chat.completion.chunk","created":17000
 
 data: {"id":"chatcmpl-req_test","object":"chat.completion.chunk","created":1700000000,"model":"thinker","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}],"usage":null}
 
-data: {"id":"chatcmpl-req_test","object":"chat.completion.chunk","created":1700000000,"model":"thinker","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}
+data: {"id":"chatcmpl-req_test","object":"chat.completion.chunk","created":1700000000,"model":"thinker","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":0}}}
 
 data: [DONE]
 
@@ -132,7 +132,7 @@ def test_a_whole_chat_answer_is_exactly_this_body() -> None:
         b'[{"index":0,"id":"' + CALL_ID.encode() + b'","type":"function","function":'
         b'{"name":"get_weather","arguments":"{\\"city\\":\\"Tokyo\\"}"}}]},'
         b'"logprobs":null,"finish_reason":"tool_calls"}],'
-        b'"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}'
+        b'"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":0}}}'
     )
 
 
@@ -164,7 +164,7 @@ TEXT_STREAM = rb"""data: {"id":"cmpl-req_test","object":"text_completion","creat
 
 data: {"id":"cmpl-req_test","object":"text_completion","created":1700000000,"model":"thinker","choices":[{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":null}
 
-data: {"id":"cmpl-req_test","object":"text_completion","created":1700000000,"model":"thinker","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}
+data: {"id":"cmpl-req_test","object":"text_completion","created":1700000000,"model":"thinker","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0}}}
 
 data: [DONE]
 
@@ -195,7 +195,12 @@ def test_a_whole_text_completion_and_echo() -> None:
         "choices": [
             {"text": "Once upon", "index": 0, "logprobs": None, "finish_reason": "stop"}
         ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+        "usage": {
+            "prompt_tokens": 5,
+            "completion_tokens": 1,
+            "total_tokens": 6,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
     }
     streamed = post(
         "/v1/completions", {**body, "stream": True}, Runner(free=[b" upon"])

@@ -15,6 +15,7 @@ import pytest
 
 from gateway_core import (
     AcquireRunner,
+    CheckSchema,
     Generate,
     GenerationDone,
     LookupModel,
@@ -24,6 +25,7 @@ from gateway_core import (
     PromptEvaluated,
     Result,
     RunnerReady,
+    SchemaSupported,
     Tokenize,
     TokenizerInfo,
     Tokens,
@@ -74,6 +76,8 @@ class World:
                 ]
             case UnloadModel():
                 return [Unloaded()]
+            case CheckSchema():
+                return [SchemaSupported()]
             case Tokenize(text=text):
                 self.prompts.append(text)
                 return [Tokens(ids=tuple(map(ord, text)))]

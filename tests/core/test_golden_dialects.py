@@ -15,6 +15,7 @@ import pytest
 
 from gateway_core import (
     AcquireRunner,
+    CheckSchema,
     Generate,
     GenerationDone,
     LookupModel,
@@ -23,6 +24,7 @@ from gateway_core import (
     PromptEvaluated,
     Result,
     RunnerReady,
+    SchemaSupported,
     Tokenize,
     TokenizerInfo,
     Tokens,
@@ -50,6 +52,8 @@ def model(effect: WorkEffect) -> Sequence[Result]:
         case AcquireRunner():
             info = TokenizerInfo(context_length=4096, add_bos=False, add_eos=False)
             return [RunnerReady(load_duration=0.0, tokenizer=info)]
+        case CheckSchema():
+            return [SchemaSupported()]
         case Tokenize():
             return [Tokens(ids=tuple(range(7)))]
         case Generate():

@@ -18,6 +18,7 @@ import pytest
 
 from gateway_core import (
     AcquireRunner,
+    CheckSchema,
     Exchange,
     GatewayConfig,
     Generate,
@@ -29,6 +30,7 @@ from gateway_core import (
     RequestHead,
     Result,
     RunnerReady,
+    SchemaSupported,
     Tokenize,
     TokenizerInfo,
     Tokens,
@@ -66,6 +68,8 @@ class Runner:
             case AcquireRunner():
                 info = TokenizerInfo(context_length=4096, add_bos=False, add_eos=False)
                 return [RunnerReady(load_duration=0.0, tokenizer=info)]
+            case CheckSchema():
+                return [SchemaSupported()]
             case Tokenize(text=text):
                 return [Tokens(ids=tuple(map(ord, text)))]
             case Generate(format=fmt):

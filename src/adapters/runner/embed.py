@@ -1,6 +1,6 @@
 """The llama.cpp side of embeddings: the context they need, packing, pooled vectors.
 
-``LlamaRunner.embed`` (in ``llama_runner``) owns the rules and the errors; this module
+The runner's embedding service (``service``) owns the rules and the errors; this module
 holds the C-level mechanics, which run in its worker thread:
 
 - ``configure`` makes a context for embeddings: pooled output, the whole context in
