@@ -106,9 +106,6 @@ _T = TypeVar("_T")
 # closes the generation, which then ends within the token in progress.
 LOOKAHEAD = 64
 
-# Slots per generation runner until the core resolves num_parallel per request.
-_PARALLEL = 4
-
 # Ollama's words, two spaces included: clients and scripts match on them.
 _BUSY = "server busy, please try again.  maximum pending requests exceeded"
 
@@ -172,7 +169,6 @@ class ModelService:
             max_loaded=max_loaded_models,
             max_queue=max_queue,
             default_keep_alive=keep_alive,
-            parallel=_PARALLEL,
         )
         return cls(ModelStore(models), scheduler=scheduler, runners=runners)
 
@@ -225,6 +221,8 @@ class ModelService:
                 record=loaded.record,
                 expires_at=entry.expires_at_wall,
                 context_length=loaded.context_length,
+                slots_busy=entry.busy,
+                slots_total=entry.slots,
             )
             seen = by_name.get(loaded.record.name)
             if seen is None or seen.expires_at < model.expires_at:
@@ -385,13 +383,13 @@ class ModelWork:
             n_gpu_layers=load.num_gpu,
             main_gpu=load.main_gpu,
             embedding=effect.embedding,
-            slots=1 if effect.embedding else _PARALLEL,
+            slots=effect.parallel,
         )
         key = pool_key(record, embedding=effect.embedding)
         pool = self._service.pool
         try:
             lease = await self._stack.enter_async_context(
-                pool.lease(key, spec, effect.keep_alive)
+                pool.lease(key, spec, effect.keep_alive, slots=spec.slots)
             )
         except QueueFull:
             return WorkFailed(status=503, message=_BUSY)
@@ -453,6 +451,7 @@ class ModelWork:
                 sampling,
                 _constraint(effect),
                 lookahead=LOOKAHEAD,
+                limit=effect.limit,
             )
             # The runner compiles the constraint (cached per model), evaluates the
             # prompt and makes the first token; it is kept for the next call.

@@ -115,7 +115,9 @@ class RunningModel(Generic[R]):
     key: str
     spec: Hashable
     expires_at_wall: float
-    busy: bool
+    busy: int
+    """Slots in use."""
+    slots: int
     runner: R
 
 
@@ -171,9 +173,10 @@ class RunnerPool(Generic[R]):
 
     @contextlib.asynccontextmanager
     async def lease(
-        self, key: str, spec: Hashable, keep_alive: float | None
+        self, key: str, spec: Hashable, keep_alive: float | None, *, slots: int = 1
     ) -> AsyncIterator[Lease[R]]:
-        """Wait for a runner for ``key`` loaded as ``spec``; release it on exit.
+        """Wait for a slot of a runner for ``key`` loaded as ``spec`` (with ``slots``
+        slots, if this request loads it); release it on exit.
 
         Raises ``QueueFull`` at once when the queue is full, ``LoadFailed`` when the
         load failed (``PoolClosed`` when the pool closed). A request cancelled while
@@ -186,7 +189,9 @@ class RunnerPool(Generic[R]):
         self._waiters[ticket] = waiter
         try:
             self._apply(
-                self._scheduler.submit(ticket, key, spec, keep_alive, waiter.submitted)
+                self._scheduler.submit(
+                    ticket, key, spec, keep_alive, waiter.submitted, slots=slots
+                )
             )
             await waiter.done.wait()
             if waiter.error is not None:
@@ -212,12 +217,11 @@ class RunnerPool(Generic[R]):
                 await self._unloaded[view.runner_id].wait()
 
     def lost(self, runner: R) -> None:
-        """``runner`` died by itself: unload it (closing a dead runner is quick)
-        as soon as no request holds it, and load afresh for the next one."""
+        """``runner`` died by itself: it is unloaded now, busy or not (its requests
+        fail on their own), and the next request for its model loads it afresh."""
         for runner_id, known in self._runners.items():
             if known is runner:
-                key = self._keys[runner_id]
-                self._apply(self._scheduler.unload(key, self._clock()))
+                self._apply(self._scheduler.lost(runner_id, self._clock()))
                 return
 
     def waiting(self) -> int:
@@ -240,7 +244,8 @@ class RunnerPool(Generic[R]):
                     key=view.key,
                     spec=view.spec,
                     expires_at_wall=expires,
-                    busy=view.busy > 0,
+                    busy=view.busy,
+                    slots=view.slots,
                     runner=self._runners[view.runner_id],
                 )
             )

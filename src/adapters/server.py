@@ -28,7 +28,7 @@ from gateway_core import Exchange, GatewayConfig, RequestHead
 
 from .driver import ExchangeRecord, drive_exchange, send_error_response
 from .h11_transport import H11Transport
-from .model_service import ModelService
+from .model_service import ModelService, RunnerOptions
 from .settings import ServerSettings
 
 __all__ = ["Address", "Server", "serve"]
@@ -74,6 +74,7 @@ class Server:
         self.config = GatewayConfig(
             max_body_bytes=settings.max_body_bytes,
             default_context_length=settings.context_length,
+            default_num_parallel=settings.num_parallel,
         )
         if models is None and settings.models is not None:
             models = ModelService.open(
@@ -81,6 +82,11 @@ class Server:
                 keep_alive=settings.keep_alive,
                 max_loaded_models=settings.max_loaded_models,
                 max_queue=settings.max_queue,
+                runners=RunnerOptions(
+                    load_timeout=settings.load_timeout,
+                    compile_timeout=settings.schema_compile_timeout,
+                    log_level=logging.getLogger("adapters").getEffectiveLevel(),
+                ),
             )
         self.models = models
         self._shutdown_requested = trio.Event()

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway_core import DEFAULT_CONTEXT_LENGTH, DEFAULT_MAX_BODY_BYTES
+from gateway_core._config import DEFAULT_NUM_PARALLEL
 from gateway_core._durations import format_go_duration, parse_keep_alive_setting
+from gateway_core._options import MAX_PARALLEL
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -85,6 +87,8 @@ DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_KEEP_ALIVE = 300.0
 DEFAULT_MAX_LOADED_MODELS = 3
 DEFAULT_MAX_QUEUE = 512
+DEFAULT_LOAD_TIMEOUT = 300.0  # Ollama's OLLAMA_LOAD_TIMEOUT
+DEFAULT_SCHEMA_COMPILE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +119,11 @@ class ServerSettings:
             is unloaded to make room.
         max_queue: requests that may wait for a model; one more gets 503.
         context_length: ``num_ctx`` when neither request nor model sets one.
+        num_parallel: requests one model serves at once (its slots), when neither
+            request nor model sets ``num_parallel``.
+        load_timeout: seconds a model load may take; past it, the load fails.
+        schema_compile_timeout: seconds a structured-output schema may take to
+            compile; past it, its request gets a 400.
     """
 
     host: str = DEFAULT_HOST
@@ -131,6 +140,9 @@ class ServerSettings:
     max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS
     max_queue: int = DEFAULT_MAX_QUEUE
     context_length: int = DEFAULT_CONTEXT_LENGTH
+    num_parallel: int = DEFAULT_NUM_PARALLEL
+    load_timeout: float = DEFAULT_LOAD_TIMEOUT
+    schema_compile_timeout: float = DEFAULT_SCHEMA_COMPILE_TIMEOUT
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -155,6 +167,11 @@ class ServerSettings:
             raise ValueError("max_loaded_models and max_queue must be positive")
         if self.context_length < 4:
             raise ValueError("context_length must be at least 4")
+        if not 1 <= self.num_parallel <= MAX_PARALLEL:
+            raise ValueError(f"num_parallel must be 1-{MAX_PARALLEL}")
+        for name in ("load_timeout", "schema_compile_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
         if math.isnan(self.keep_alive) or self.keep_alive < 0:
             raise ValueError("keep_alive must be a duration of zero or more")
 
@@ -258,6 +275,16 @@ def parse_bytes(text: str) -> int:
     if value < 1:
         raise ValueError(f"{text!r} is not a positive size")
     return value
+
+
+def _ranged_int(minimum: int, maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _positive_int(minimum)(text)
+        if value > maximum:
+            raise ValueError(f"must be at most {maximum}, not {value}")
+        return value
+
+    return parse
 
 
 def _positive_int(minimum: int) -> Callable[[str], int]:
@@ -407,6 +434,27 @@ OPTIONS: tuple[Option, ...] = (
         default=str(DEFAULT_CONTEXT_LENGTH),
         help="default num_ctx",
         parse=_positive_int(4),
+    ),
+    Option(
+        name="num_parallel",
+        metavar="N",
+        default=str(DEFAULT_NUM_PARALLEL),
+        help="requests one model serves at once (default num_parallel)",
+        parse=_ranged_int(1, MAX_PARALLEL),
+    ),
+    Option(
+        name="load_timeout",
+        metavar="SECONDS",
+        default=f"{DEFAULT_LOAD_TIMEOUT:g}",
+        help="longest a model may take to load (then the load fails)",
+        parse=parse_seconds,
+    ),
+    Option(
+        name="schema_compile_timeout",
+        metavar="SECONDS",
+        default=f"{DEFAULT_SCHEMA_COMPILE_TIMEOUT:g}",
+        help="longest a structured-output schema may take to compile (then 400)",
+        parse=parse_seconds,
     ),
 )
 

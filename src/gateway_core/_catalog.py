@@ -79,6 +79,9 @@ def running_entry(running: RunningModel) -> dict[str, JsonValue]:
         # as "partly offloaded"; 0 says "all on the CPU", which is the truth here.
         "size_vram": 0,
         "context_length": running.context_length,
+        # Not Ollama's: how many requests the model serves now, of how many at once
+        # (its parallel slots). Clients that do not know the field ignore it.
+        "slots": {"busy": running.slots_busy, "total": running.slots_total},
     }
 
 

@@ -11,6 +11,7 @@ runs a model, and nothing elsewhere knows Anthropic's shapes (ollama-api.md §1.
 
 from __future__ import annotations
 
+from ._acquire import acquire
 from ._compat_anthropic_output import MessagesRenderer
 from ._compat_anthropic_request import messages_request
 from ._flow import Flow, perform
@@ -24,10 +25,10 @@ from ._generation import (
     serve_completion,
 )
 from ._model_ops import body_of, lookup
-from ._options import effective_num_ctx, resolve_options
+from ._options import resolve_options
 from ._replies import JsonReply
 from ._request import Request
-from ._work import AcquireRunner, RunnerReady
+from ._work import RunnerReady
 
 __all__ = ["anthropic_count_tokens", "anthropic_messages"]
 
@@ -53,15 +54,9 @@ def anthropic_count_tokens(request: Request) -> Flow:
     _check_capabilities(completion, record)
     completion = _with_defaults(completion, record)
     options = resolve_options(record.parameters)
-    context_length = effective_num_ctx(
-        options.load,
-        default=request.config.default_context_length,
-        train=record.context_length,
+    yield from perform(
+        acquire(record, options.load, request.config, keep_alive=None), RunnerReady
     )
-    acquire = AcquireRunner(
-        model=record, load=options.load, context_length=context_length, keep_alive=None
-    )
-    yield from perform(acquire, RunnerReady)
     messages = _chat_messages(completion, record)
     text = _render(completion, record, messages, request.timeline.now)
     tokens = yield from _tokenize(text, record)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._options import MAX_PARALLEL
 from ._version import OLLAMA_API_VERSION
 
-__all__ = ["DEFAULT_CONTEXT_LENGTH", "DEFAULT_MAX_BODY_BYTES", "GatewayConfig"]
+__all__ = [
+    "DEFAULT_CONTEXT_LENGTH",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_NUM_PARALLEL",
+    "GatewayConfig",
+]
 
 # 8 MiB. Larger than any text-only chat request a person writes, small enough that a
 # stray upload cannot make the server buffer much. Ollama itself has no limit; a chat
@@ -16,6 +22,8 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 # Ollama's default on machines without a large GPU (ollama-api.md §9.4).
 DEFAULT_CONTEXT_LENGTH = 4096
+# llama-server's automatic slot count; Ollama's OLLAMA_NUM_PARALLEL defaults to 1.
+DEFAULT_NUM_PARALLEL = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,11 +35,14 @@ class GatewayConfig:
         reported_version: the ``version`` that ``GET /api/version`` reports.
         default_context_length: ``num_ctx`` when neither the request nor the model's
             parameters set one (clamped to what the model was trained for).
+        default_num_parallel: ``num_parallel`` (a runner's slots) when neither the
+            request nor the model's parameters set one.
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reported_version: str = OLLAMA_API_VERSION
     default_context_length: int = DEFAULT_CONTEXT_LENGTH
+    default_num_parallel: int = DEFAULT_NUM_PARALLEL
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
@@ -40,6 +51,8 @@ class GatewayConfig:
             )
         if self.default_context_length < 4:
             raise ValueError("default_context_length must be at least 4")
+        if not 1 <= self.default_num_parallel <= MAX_PARALLEL:
+            raise ValueError(f"default_num_parallel must be in 1..{MAX_PARALLEL}")
         parts = self.reported_version.split(".")
         if len(parts) != 3 or not all(part.isdigit() for part in parts):
             # Clients parse this as a semantic version; anything else breaks them.

@@ -12,17 +12,18 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 
+from ._acquire import acquire
 from ._durations import keep_alive_seconds
 from ._embed_truncation import EmbedFailed, EmbedFinished, TruncateRetry
 from ._flow import Flow, FlowError, Step, perform, succeeded
 from ._json import JsonValue
 from ._model_ops import body_of, perform_on_model, requested_name
 from ._names import InvalidModelName, ModelName
-from ._options import effective_num_ctx, resolve_options
+from ._options import resolve_options
 from ._replies import JsonReply
 from ._request import Request
 from ._vectors import finish_vector
-from ._work import AcquireRunner, LookupModel, ModelFound, Result, RunnerReady
+from ._work import LookupModel, ModelFound, Result, RunnerReady
 
 __all__ = ["EmbedOutcome", "EmbedRequest", "embed", "embed_vectors", "embeddings"]
 
@@ -169,18 +170,14 @@ def embed_vectors(
         request.notes.append(
             "ignoring unknown options: " + ", ".join(sorted(options.ignored))
         )
-    acquire = AcquireRunner(
-        model=record,
-        load=options.load,
-        context_length=effective_num_ctx(
-            options.load,
-            default=request.config.default_context_length,
-            train=record.context_length,
-        ),
+    runner = acquire(
+        record,
+        options.load,
+        request.config,
         keep_alive=wanted.keep_alive,
         embedding=True,
     )
-    ready = yield from perform(acquire, RunnerReady)
+    ready = yield from perform(runner, RunnerReady)
     if not wanted.inputs:  # load only
         return EmbedOutcome(vectors=[], prompt_tokens=0, load_duration=0.0)
     machine = TruncateRetry(

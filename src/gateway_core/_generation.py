@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Generator, Mapping, Sequence
 
+from ._acquire import acquire
 from ._catalog import capabilities
 from ._completion_request import (
     CompletionRequest,
@@ -37,7 +38,7 @@ from ._flow import (
 from ._json import JsonValue
 from ._model_ops import body_of, lookup
 from ._models import ModelRecord
-from ._options import Options, SamplingOptions, effective_num_ctx, resolve_options
+from ._options import Options, SamplingOptions, resolve_options
 from ._passes import Metrics, Output, Renderer, Shape, run_passes
 from ._prompt import chat_messages, generate_messages, truncated_histories
 from ._replies import JsonReply
@@ -47,7 +48,6 @@ from ._templates import ChatTemplate, TemplateError, TemplateRaised
 from ._thinking import prompt_opens_thinking, strip_thinking
 from ._tool_calls import FORMATS, tool_format
 from ._work import (
-    AcquireRunner,
     CheckSchema,
     Result,
     RunnerReady,
@@ -109,18 +109,10 @@ def serve_completion(
         request.notes.append(
             "ignoring unknown options: " + ", ".join(sorted(options.ignored))
         )
-    context_length = effective_num_ctx(
-        options.load,
-        default=request.config.default_context_length,
-        train=record.context_length,
+    wanted = acquire(
+        record, options.load, request.config, keep_alive=completion.keep_alive
     )
-    acquire = AcquireRunner(
-        model=record,
-        load=options.load,
-        context_length=context_length,
-        keep_alive=completion.keep_alive,
-    )
-    ready = yield from perform(acquire, RunnerReady)
+    ready = yield from perform(wanted, RunnerReady)
     metrics = Metrics(load=ready.load_duration)
     if completion.is_empty:
         yield JsonReply(value=out.final("load", metrics=metrics))

@@ -25,6 +25,8 @@ from ._errors import ClientError
 from ._json import JsonValue
 
 __all__ = [
+    "MAX_CONTEXT_CELLS",
+    "MAX_PARALLEL",
     "LoadOptions",
     "Options",
     "SamplingOptions",
@@ -36,6 +38,44 @@ __all__ = [
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MIN_NUM_CTX = 4
+_INT32_MAX = 2**31 - 1
+_FLOAT32_MAX = 3.4028234663852886e38
+MAX_PARALLEL = 256
+"""llama.cpp's limit on sequences in one context (``LLAMA_MAX_SEQ``)."""
+MAX_CONTEXT_CELLS = 2**22
+"""Most KV cells one runner may be asked for (``num_ctx`` times ``num_parallel``): four
+requests of a million tokens. Past it the memory, not llama.cpp's counters, runs
+out first, and llama.cpp may abort rather than fail on an allocation that large."""
+
+# The values llama.cpp takes for each numeric option, as C would receive them:
+# past these a value is truncated by ctypes (``num_batch`` 2**32 becomes 0, which
+# aborts llama.cpp) or becomes infinite in a C float. A value outside its range is
+# a 400 naming the option, at request and at /api/create alike. ``seed`` has no
+# range: any 64-bit seed is taken modulo 2**32, as llama.cpp (and Ollama) take it,
+# so clients that draw 64-bit seeds keep working. Within the ranges, odd
+# but workable values are the client's business, as with Ollama (a ``top_p`` of 2
+# switches the filter off; a ``temperature`` of -1 samples greedily).
+_RANGES: Mapping[str, tuple[float, float]] = {
+    "num_ctx": (1, 2**24),
+    "num_batch": (1, 65_536),
+    "num_gpu": (-1, _INT32_MAX),
+    "main_gpu": (0, _INT32_MAX),
+    "num_thread": (0, 1024),
+    "num_parallel": (1, MAX_PARALLEL),
+    # -1: until the model stops; -2: until the context is full (Ollama's meanings).
+    "num_predict": (-2, _INT32_MAX),
+    "num_keep": (-1, _INT32_MAX),
+    "top_k": (-_INT32_MAX, _INT32_MAX),
+    "repeat_last_n": (-1, _INT32_MAX),
+    "draft_num_predict": (0, _INT32_MAX),
+    "top_p": (-_FLOAT32_MAX, _FLOAT32_MAX),
+    "min_p": (-_FLOAT32_MAX, _FLOAT32_MAX),
+    "typical_p": (-_FLOAT32_MAX, _FLOAT32_MAX),
+    "temperature": (-_FLOAT32_MAX, _FLOAT32_MAX),
+    "repeat_penalty": (-_FLOAT32_MAX, _FLOAT32_MAX),
+    "presence_penalty": (-_FLOAT32_MAX, _FLOAT32_MAX),
+    "frequency_penalty": (-_FLOAT32_MAX, _FLOAT32_MAX),
+}
 
 
 class _Kind(enum.Enum):
@@ -54,7 +94,8 @@ class LoadOptions:
     Hashable, so the scheduler can tell whether a loaded runner fits a request.
     ``num_ctx`` None means "the gateway's automatic default" (see
     ``effective_num_ctx``); ``use_mmap`` None lets llama.cpp decide; ``num_gpu`` -1
-    offloads as many layers as fit; ``num_thread`` 0 picks a count automatically.
+    offloads as many layers as fit; ``num_thread`` 0 picks a count automatically;
+    ``num_parallel`` None takes the server's default number of slots.
     """
 
     num_ctx: int | None = None
@@ -63,6 +104,8 @@ class LoadOptions:
     main_gpu: int = 0
     use_mmap: bool | None = None
     num_thread: int = 0
+    num_parallel: int | None = None
+    """Requests one runner serves at once (its slots); None: the server's default."""
 
     def __post_init__(self) -> None:
         # Only what would break a load is refused: an odd but workable value is the
@@ -71,6 +114,8 @@ class LoadOptions:
         _at_least("num_gpu", self.num_gpu, -1)
         _at_least("main_gpu", self.main_gpu, 0)
         _at_least("num_thread", self.num_thread, 0)
+        if self.num_parallel is not None:
+            _at_least("num_parallel", self.num_parallel, 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,6 +182,7 @@ _LOAD_KINDS: Mapping[str, _Kind] = {
     "main_gpu": _Kind.INTEGER,
     "use_mmap": _Kind.BOOLEAN,
     "num_thread": _Kind.INTEGER,
+    "num_parallel": _Kind.INTEGER,
 }
 _SAMPLING_KINDS: Mapping[str, _Kind] = {
     "seed": _Kind.INTEGER,
@@ -169,6 +215,19 @@ def _wrong_type(noun: str, key: str, kind: _Kind) -> ClientError:
 
 def _out_of_range(noun: str, key: str) -> ClientError:
     return ClientError(400, f'{noun} "{key}" is out of range', param=f"{noun}s")
+
+
+def _check_range(noun: str, key: str, value: float) -> None:
+    bounds = _RANGES.get(key)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        low, high = (f"{b:g}" if isinstance(b, float) else str(b) for b in bounds)
+        raise ClientError(
+            400,
+            f'{noun} "{key}" must be between {low} and {high}, not {value:g}'
+            if isinstance(value, float)
+            else f'{noun} "{key}" must be between {low} and {high}, not {value}',
+            param=f"{noun}s",
+        )
 
 
 @dataclass(slots=True)
@@ -212,12 +271,14 @@ class _Values:
                 raise _wrong_type(noun, key, kind)
             if not _INT64_MIN <= value <= _INT64_MAX:
                 raise _out_of_range(noun, key)
+            _check_range(noun, key, int(value))
             self.integers[key] = int(value)
         else:
             if isinstance(value, int) and abs(value) > _INT64_MAX:
                 raise _out_of_range(noun, key)  # float() of a huge int overflows
             if not math.isfinite(value):
                 raise _out_of_range(noun, key)
+            _check_range(noun, key, float(value))
             self.numbers[key] = float(value)
 
     def json_value(self, key: str) -> JsonValue:
@@ -250,6 +311,7 @@ class _Values:
             main_gpu=given.get("main_gpu", default.main_gpu),
             use_mmap=self.booleans.get("use_mmap", default.use_mmap),
             num_thread=given.get("num_thread", default.num_thread),
+            num_parallel=given.get("num_parallel", default.num_parallel),
         )
 
     def _sampling_options(self) -> SamplingOptions:

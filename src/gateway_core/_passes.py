@@ -468,6 +468,7 @@ def _one_pass(
         sampling=sampling,
         format=plan.constraint,
         tool_calls=shape.tool_calls if free else None,
+        limit=limit - len(generated),
     )
     while True:
         try:

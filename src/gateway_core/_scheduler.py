@@ -13,13 +13,17 @@ key with another spec means unload and load again.
 Runner lifecycle (``_RUNNER_MOVES`` is the whole of it)::
 
     StartLoad -> LOADING --load_finished--> READY --Unload--> UNLOADING
-                    |                                            |
+                    |                         |                   |
+                    |                         +--lost--> UNLOADING (busy or not)
                     +--load_failed--> gone          unload_finished--> gone
 
 Rules, following Ollama (ollama-api.md §7.2-7.3) except where marked:
 
-- A READY runner for the ticket's key and spec with a free slot (``parallel`` grants
-  per runner) is granted at once. Otherwise the ticket waits.
+- A runner has slots: as many requests as it serves at once (llama-server's
+  ``--parallel``), fixed when it loads, from the ticket that loads it (``slots``;
+  a different count is a different spec, so a reload). A READY runner for the
+  ticket's key and spec with a free slot is granted at once. Otherwise the ticket
+  waits.
 - Waiting is FIFO per key: once a ticket for a key waits, every later ticket for that
   key waits behind it, whatever its spec. So a reload cannot be starved by requests
   that still want the old spec.
@@ -38,6 +42,10 @@ Rules, following Ollama (ollama-api.md §7.2-7.3) except where marked:
   applies, as Ollama's waiters already hold a reference.
 - A load failure fails every waiting ticket with the same key and spec: the same load
   would fail again.
+- A runner that died (``lost``: its process crashed or was killed) is unloaded at
+  once, busy or not: it is granted to no one again, its requests fail on their own
+  and release their grants whenever they do, and the next ticket for its key loads
+  it afresh.
 """
 
 from __future__ import annotations
@@ -116,6 +124,7 @@ class _Move(enum.Enum):
     LOADED = "load_finished"
     LOAD_FAILED = "load_failed"
     UNLOAD = "unload"
+    LOST = "lost"
     UNLOADED = "unload_finished"
 
 
@@ -127,6 +136,8 @@ _RUNNER_MOVES: Mapping[tuple[RunnerState, _Move], RunnerState | None] = (
             (_S.LOADING, _M.LOADED): _S.READY,
             (_S.LOADING, _M.LOAD_FAILED): None,
             (_S.READY, _M.UNLOAD): _S.UNLOADING,
+            (_S.READY, _M.LOST): _S.UNLOADING,
+            (_S.UNLOADING, _M.LOST): _S.UNLOADING,
             (_S.UNLOADING, _M.UNLOADED): None,
         }
     )
@@ -138,7 +149,7 @@ class RunnerView:
     """One runner as ``snapshot()`` shows it (for ``/api/ps``, logs and tests).
 
     ``expires_at`` is None unless the runner is ready and idle; ``math.inf`` when its
-    keep_alive is FOREVER.
+    keep_alive is FOREVER. ``busy`` of its ``slots`` are granted.
     """
 
     runner_id: int
@@ -146,6 +157,7 @@ class RunnerView:
     spec: Hashable
     state: RunnerState
     busy: int
+    slots: int
     keep_alive: float
     expires_at: float | None
     last_used: float
@@ -158,6 +170,7 @@ class _Runner:
     spec: Hashable
     keep_alive: float
     last_used: float
+    slots: int
     state: RunnerState = RunnerState.LOADING
     grants: set[int] = field(default_factory=set)
     expires_at: float | None = None
@@ -173,6 +186,7 @@ class _Ticket:
     key: str
     spec: Hashable
     keep_alive: float | None
+    slots: int
 
 
 class _Kind(enum.Enum):
@@ -207,19 +221,19 @@ class Scheduler:
         max_loaded: int,
         max_queue: int,
         default_keep_alive: float,
-        parallel: int = 1,
+        slots: int = 1,
     ) -> None:
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be at least 1, not {max_loaded}")
         # A queue of 0 could never load anything: every load has a waiting ticket.
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, not {max_queue}")
-        if parallel < 1:
-            raise ValueError(f"parallel must be at least 1, not {parallel}")
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, not {slots}")
         _check_keep_alive(default_keep_alive)
         self._max_loaded = max_loaded
         self._max_queue = max_queue
-        self._parallel = parallel
+        self._default_slots = slots
         self._default_keep_alive = default_keep_alive
         self._runners: dict[int, _Runner] = {}
         self._by_key: dict[str, _Runner] = {}
@@ -236,16 +250,25 @@ class Scheduler:
         spec: Hashable,
         keep_alive: float | None,
         now: float,
+        *,
+        slots: int | None = None,
     ) -> list[Action]:
         """A request wants a runner for ``key`` loaded as ``spec``.
 
-        ``keep_alive`` is the request's own (seconds; None when it gave none).
+        ``keep_alive`` is the request's own (seconds; None when it gave none);
+        ``slots`` the runner's slots if this ticket loads it (None: the scheduler's
+        default).
         """
         if ticket in self._waiting or ticket in self._granted:
             raise LocalProtocolError(f"ticket {ticket} was already submitted")
         if keep_alive is not None:
             _check_keep_alive(keep_alive)
-        new = _Ticket(ticket=ticket, key=key, spec=spec, keep_alive=keep_alive)
+        slots = self._default_slots if slots is None else slots
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, not {slots}")
+        new = _Ticket(
+            ticket=ticket, key=key, spec=spec, keep_alive=keep_alive, slots=slots
+        )
         self._waiting[ticket] = new
         if len(self._waiting) > self._max_queue and not self._grantable_now(new):
             del self._waiting[ticket]
@@ -278,6 +301,17 @@ class Scheduler:
             if ticket.key == runner.key and ticket.spec == runner.spec:
                 del self._waiting[ticket.ticket]
                 actions.append(Fail(ticket=ticket.ticket, message=message))
+        return actions + self._settle(now)
+
+    def lost(self, runner_id: int, now: float) -> list[Action]:
+        """The runner died by itself: unload it now, busy or not (see the rules)."""
+        runner = self._runners.get(runner_id)
+        if runner is None:
+            raise LocalProtocolError(f"lost: no runner {runner_id}")
+        was_ready = runner.state is RunnerState.READY
+        self._move(runner_id, _Move.LOST)
+        runner.expires_at = None
+        actions: list[Action] = [Unload(runner_id=runner_id)] if was_ready else []
         return actions + self._settle(now)
 
     def unload_finished(self, runner_id: int, now: float) -> list[Action]:
@@ -328,6 +362,7 @@ class Scheduler:
                 spec=runner.spec,
                 state=runner.state,
                 busy=len(runner.grants),
+                slots=runner.slots,
                 keep_alive=runner.keep_alive,
                 expires_at=runner.expires_at if runner.idle else None,
                 last_used=runner.last_used,
@@ -391,7 +426,7 @@ class Scheduler:
         elif (
             runner.state is RunnerState.READY
             and runner.runner_id not in plan.doomed
-            and len(runner.grants) < self._parallel
+            and len(runner.grants) < runner.slots
         ):
             choice = _Kind.GRANT, runner
         else:
@@ -447,6 +482,7 @@ class Scheduler:
             spec=ticket.spec,
             keep_alive=self._default_keep_alive if keep_alive is None else keep_alive,
             last_used=now,
+            slots=ticket.slots,
         )
         self._next_runner_id += 1
         self._runners[runner.runner_id] = runner

@@ -112,6 +112,10 @@ class RunningModel:
     expires_at: float
     """Unix seconds; ``math.inf`` when kept loaded forever."""
     context_length: int
+    slots_busy: int = 0
+    """Requests being served right now."""
+    slots_total: int = 1
+    """Requests the runner serves at once (``num_parallel``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -380,6 +384,13 @@ class AcquireRunner:
     embedding: bool = False
     """A runner that embeds (pooled vectors) rather than one that generates; a
     model may have one of each loaded."""
+    parallel: int = 1
+    """The runner's slots: how many requests it serves at once, each with a context
+    of ``context_length`` tokens. Part of how it is loaded: another count reloads."""
+
+    def __post_init__(self) -> None:
+        if self.context_length < 1 or self.parallel < 1:
+            raise ValueError("a runner needs a context and at least one slot")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -457,12 +468,17 @@ class Generate:
     constraint engine cannot enforce fails the work with 400."""
     tool_calls: ToolCallConstraint | None = None
     """Leave the text free but constrain the tool calls it opens."""
+    limit: int = 0
+    """Tokens the core will take at most (``num_predict``); 0: no limit. The runner
+    makes none past it, rather than working ahead for tokens nobody will read."""
 
     def __post_init__(self) -> None:
         if not self.prompt:
             raise ValueError("a generation needs at least one prompt token")
         if self.format is not None and self.tool_calls is not None:
             raise ValueError("a generation has a format or tool calls, not both")
+        if self.limit < 0:
+            raise ValueError("a generation's limit cannot be negative")
 
 
 WorkEffect: TypeAlias = (

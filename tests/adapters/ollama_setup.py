@@ -57,6 +57,7 @@ async def ollama_server(
     *,
     max_queue: int = 512,
     max_loaded_models: int = 3,
+    num_parallel: int = 4,
 ) -> tuple[LiveServer, ollama.Client]:
     settings = ServerSettings(
         host="127.0.0.1",
@@ -64,6 +65,7 @@ async def ollama_server(
         models=root,
         max_queue=max_queue,
         max_loaded_models=max_loaded_models,
+        num_parallel=num_parallel,
     )
     live = await start_live_server(nursery, settings)
     client = ollama.Client(host=f"http://127.0.0.1:{live.port}")

@@ -326,8 +326,9 @@ async def test_a_client_that_disconnects_stops_generation_at_once(
 async def test_the_request_past_the_queue_limit_gets_503(
     nursery: trio.Nursery, clients: list[ollama.Client], tmp_path: Path, gguf: Path
 ) -> None:
+    # One slot: the test's own lease below holds the whole model.
     live, client = await ollama_server(
-        nursery, clients, tmp_path / "models", max_queue=1
+        nursery, clients, tmp_path / "models", max_queue=1, num_parallel=1
     )
     await install(client, "tiny", gguf)
     await load(client, "tiny")
@@ -347,7 +348,7 @@ async def test_the_request_past_the_queue_limit_gets_503(
     # it back (the lease exits first), and the waiting request then finishes.
     async with (
         trio.open_nursery() as inner,
-        models.pool.lease(loaded.key, loaded.spec, None),
+        models.pool.lease(loaded.key, loaded.spec, None, slots=1),
     ):
         inner.start_soon(second)
         with trio.fail_after(10):

@@ -28,6 +28,7 @@ LOAD_DEFAULTS: dict[str, object] = {
     "main_gpu": 0,
     "use_mmap": None,
     "num_thread": 0,
+    "num_parallel": None,
 }
 SAMPLING_DEFAULTS: dict[str, object] = {
     "seed": -1,
@@ -52,6 +53,7 @@ SAMPLE_VALUES: dict[str, JsonValue] = {
     "main_gpu": 1,
     "use_mmap": False,
     "num_thread": 6,
+    "num_parallel": 2,
     "seed": 42,
     "num_predict": 128,
     "num_keep": 8,
@@ -153,10 +155,56 @@ def test_numbers_take_integers() -> None:
         ({"seed": -(2**63) - 1}, 'option "seed" is out of range'),
         ({"num_ctx": 1e300}, 'option "num_ctx" is out of range'),
         ({"temperature": 10**400}, 'option "temperature" is out of range'),
-        ({"num_batch": 0}, 'option "num_batch" must be at least 1, not 0'),
-        ({"num_gpu": -2}, 'option "num_gpu" must be at least -1, not -2'),
-        ({"main_gpu": -1}, 'option "main_gpu" must be at least 0, not -1'),
-        ({"num_thread": -1}, 'option "num_thread" must be at least 0, not -1'),
+        ({"num_batch": 0}, 'option "num_batch" must be between 1 and 65536, not 0'),
+        # What ctypes would truncate to 0, which aborts llama.cpp.
+        (
+            {"num_batch": 2**32},
+            'option "num_batch" must be between 1 and 65536, not 4294967296',
+        ),
+        ({"num_gpu": -2}, 'option "num_gpu" must be between -1 and 2147483647, not -2'),
+        (
+            {"main_gpu": -1},
+            'option "main_gpu" must be between 0 and 2147483647, not -1',
+        ),
+        ({"num_thread": -1}, 'option "num_thread" must be between 0 and 1024, not -1'),
+        (
+            {"num_thread": 5000},
+            'option "num_thread" must be between 0 and 1024, not 5000',
+        ),
+        ({"num_ctx": 0}, 'option "num_ctx" must be between 1 and 16777216, not 0'),
+        (
+            {"num_ctx": 2**31},
+            'option "num_ctx" must be between 1 and 16777216, not 2147483648',
+        ),
+        ({"num_parallel": 0}, 'option "num_parallel" must be between 1 and 256, not 0'),
+        (
+            {"num_parallel": 257},
+            'option "num_parallel" must be between 1 and 256, not 257',
+        ),
+        (
+            {"num_predict": -3},
+            'option "num_predict" must be between -2 and 2147483647, not -3',
+        ),
+        (
+            {"num_keep": -2},
+            'option "num_keep" must be between -1 and 2147483647, not -2',
+        ),
+        (
+            {"top_k": 2**40},
+            'option "top_k" must be between -2147483647 and 2147483647, not 1099511627776',
+        ),
+        (
+            {"repeat_last_n": -2},
+            'option "repeat_last_n" must be between -1 and 2147483647, not -2',
+        ),
+        (
+            {"temperature": 1e39},
+            'option "temperature" must be between -3.40282e+38 and 3.40282e+38, not 1e+39',
+        ),
+        (
+            {"top_p": -1e300},
+            'option "top_p" must be between -3.40282e+38 and 3.40282e+38, not -1e+300',
+        ),
     ],
 )
 def test_unusable_values_are_400(options: dict[str, JsonValue], message: str) -> None:
@@ -297,7 +345,11 @@ def test_validate_parameters_normalizes() -> None:
         ({"mirostat": 1}, 'unknown parameter "mirostat"'),
         ({"num_ctx": "big"}, 'parameter "num_ctx" must be of type integer'),
         ({"stop": [1]}, 'parameter "stop" must be of type string or array of strings'),
-        ({"num_batch": 0}, 'parameter "num_batch" must be at least 1, not 0'),
+        ({"num_batch": 0}, 'parameter "num_batch" must be between 1 and 65536, not 0'),
+        (
+            {"num_parallel": 1000},
+            'parameter "num_parallel" must be between 1 and 256, not 1000',
+        ),
         ({"seed": 2**64}, 'parameter "seed" is out of range'),
     ],
 )
@@ -355,7 +407,7 @@ def _valid_value(key: str) -> st.SearchStrategy[JsonValue]:
         return st.floats(min_value=0.01, max_value=2)
     if key in TYPE_NAMES:
         return st.floats(min_value=-2, max_value=2)
-    return st.integers(min_value=1, max_value=10_000)
+    return st.integers(min_value=1, max_value=256)
 
 
 requests = st.lists(st.sampled_from(sorted(SAMPLE_VALUES)), unique=True).flatmap(
@@ -377,7 +429,10 @@ def test_the_last_layer_decides_every_key_it_sets(
 def test_sampling_values_that_cannot_be_sampled_with_are_a_400() -> None:
     for options, message in [
         ({"repeat_penalty": 0}, 'option "repeat_penalty" must be positive, not 0.0'),
-        ({"repeat_last_n": -2}, 'option "repeat_last_n" must be at least -1, not -2'),
+        (
+            {"repeat_last_n": -2},
+            'option "repeat_last_n" must be between -1 and 2147483647, not -2',
+        ),
     ]:
         with pytest.raises(ClientError) as caught:
             resolve_options(options)

@@ -43,13 +43,13 @@ def make(
     max_loaded: int = 2,
     max_queue: int = 8,
     default_keep_alive: float = 300.0,
-    parallel: int = 1,
+    slots: int = 1,
 ) -> Scheduler:
     return Scheduler(
         max_loaded=max_loaded,
         max_queue=max_queue,
         default_keep_alive=default_keep_alive,
-        parallel=parallel,
+        slots=slots,
     )
 
 
@@ -90,12 +90,53 @@ def test_first_request_loads_then_is_granted_and_the_runner_is_reused() -> None:
 
 
 def test_parallel_slots_grant_that_many_at_once() -> None:
-    s = make(parallel=2)
+    s = make(slots=2)
     runner = loaded(s, 1, "m")
     assert s.submit(2, "m", "spec", None, 1.0) == [Grant(ticket=2, runner_id=runner)]
     assert s.submit(3, "m", "spec", None, 1.0) == []
     assert view(s, runner).busy == 2
     assert s.release(1, 2.0) == [Grant(ticket=3, runner_id=runner)]
+
+
+def test_the_ticket_that_loads_a_runner_decides_its_slots() -> None:
+    s = make()
+    start = started(s.submit(1, "m", "four", None, 0.0, slots=4))
+    s.load_finished(start.runner_id, 0.0)
+    for ticket in (2, 3, 4):
+        assert s.submit(ticket, "m", "four", None, 1.0) == [
+            Grant(ticket=ticket, runner_id=start.runner_id)
+        ]
+    assert s.submit(5, "m", "four", None, 1.0) == []  # all four slots busy
+    runner = view(s, start.runner_id)
+    assert (runner.busy, runner.slots) == (4, 4)
+    with pytest.raises(ValueError, match="slots"):
+        s.submit(6, "m", "four", None, 1.0, slots=0)
+
+
+def test_a_lost_runner_is_unloaded_at_once_and_never_granted_again() -> None:
+    s = make(slots=2)
+    runner = loaded(s, 1, "m")
+    assert s.lost(runner, 1.0) == [Unload(runner_id=runner)]
+    assert view(s, runner).state is RunnerState.UNLOADING
+    # A newcomer waits for the runner to be gone, then loads the model afresh.
+    assert s.submit(2, "m", "spec", None, 1.0) == []
+    assert s.lost(runner, 1.5) == []  # told twice: nothing more to do
+    assert s.release(1, 2.0) == []  # the dead runner's request fails and lets go
+    start = started(s.unload_finished(runner, 3.0))
+    assert start.key == "m"
+    assert s.load_finished(start.runner_id, 4.0) == [
+        Grant(ticket=2, runner_id=start.runner_id)
+    ]
+
+
+def test_a_lost_runners_grants_may_be_released_after_it_is_gone() -> None:
+    s = make()
+    runner = loaded(s, 1, "m")
+    s.lost(runner, 1.0)
+    assert s.unload_finished(runner, 2.0) == []
+    assert s.release(1, 3.0) == []
+    with pytest.raises(LocalProtocolError):
+        s.lost(runner, 4.0)
 
 
 def test_a_different_spec_for_the_same_key_reloads_after_the_runner_drains() -> None:
@@ -143,7 +184,7 @@ def test_default_keep_alive_sets_the_expiry_on_release() -> None:
 
 
 def test_keep_alive_zero_unloads_on_the_last_release() -> None:
-    s = make(parallel=2)
+    s = make(slots=2)
     start = started(s.submit(1, "m", "spec", 0.0, 0.0))
     s.load_finished(start.runner_id, 0.0)
     s.submit(2, "m", "spec", None, 0.0)
@@ -239,7 +280,7 @@ def test_one_eviction_per_load_that_needs_room() -> None:
 
 
 def test_when_every_runner_is_busy_the_lru_one_drains_and_is_evicted() -> None:
-    s = make(max_loaded=1, parallel=2)
+    s = make(max_loaded=1, slots=2)
     runner = loaded(s, 1, "a")
     assert s.submit(2, "b", "spec", None, 1.0) == []
     # Traffic for "a" no longer gets the free slot: "b" would starve otherwise.
@@ -295,7 +336,7 @@ def test_misuse_is_refused() -> None:
     [
         {"max_loaded": 0},
         {"max_queue": 0},
-        {"parallel": 0},
+        {"slots": 0},
         {"default_keep_alive": math.nan},
     ],
 )
@@ -310,6 +351,8 @@ def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
 
 KEYS = st.sampled_from(["a", "b", "c"])
 SPECS = st.sampled_from(["s1", "s2"])
+# A runner's slots are part of how it is loaded: each spec has its own count.
+SLOTS: dict[Hashable, int] = {"s1": 1, "s2": 2}
 KEEP_ALIVES = st.sampled_from([None, 0.0, 5.0, 60.0, FOREVER])
 
 
@@ -325,23 +368,18 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.loading: dict[int, tuple[str, Hashable]] = {}
         self.ready: set[int] = set()
         self.unloading: set[int] = set()
+        self.lost: set[int] = set()
 
     @initialize(
         max_loaded=st.integers(1, 3),
         max_queue=st.integers(1, 5),
-        parallel=st.integers(1, 2),
         default=st.sampled_from([0.0, 30.0, FOREVER]),
     )
-    def setup(
-        self, max_loaded: int, max_queue: int, parallel: int, default: float
-    ) -> None:
+    def setup(self, max_loaded: int, max_queue: int, default: float) -> None:
         self.s = make(
-            max_loaded=max_loaded,
-            max_queue=max_queue,
-            default_keep_alive=default,
-            parallel=parallel,
+            max_loaded=max_loaded, max_queue=max_queue, default_keep_alive=default
         )
-        self.max_loaded, self.max_queue, self.parallel = max_loaded, max_queue, parallel
+        self.max_loaded, self.max_queue = max_loaded, max_queue
 
     def step(
         self,
@@ -378,6 +416,11 @@ class SchedulerMachine(RuleBasedStateMachine):
                 self.loading[action.runner_id] = (action.key, action.spec)
             elif isinstance(action, Unload):
                 assert action.runner_id in self.ready
+                if action.runner_id in self.lost:
+                    # Busy or not: a dead runner is dropped at once.
+                    self.ready.remove(action.runner_id)
+                    self.unloading.add(action.runner_id)
+                    continue
                 assert action.runner_id not in self.granted.values()
                 evictions += self.is_eviction(
                     before[action.runner_id], view(self.s, action.runner_id)
@@ -415,7 +458,13 @@ class SchedulerMachine(RuleBasedStateMachine):
         ticket, self.next_ticket = self.next_ticket, self.next_ticket + 1
         self.waiting[ticket] = (key, spec)
         self.step(
-            self.s.submit, ticket, key, spec, keep_alive, self.now, submitted=ticket
+            lambda *args: self.s.submit(*args, slots=SLOTS[spec]),
+            ticket,
+            key,
+            spec,
+            keep_alive,
+            self.now,
+            submitted=ticket,
         )
 
     @precondition(lambda self: self.granted)
@@ -424,6 +473,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         ticket = data.draw(st.sampled_from(sorted(self.granted)))
         runner_id = self.granted.pop(ticket)
         self.step(self.s.release, ticket, self.now)
+        if runner_id not in {r.runner_id for r in self.s.snapshot()}:
+            assert runner_id in self.lost  # gone while its grant was still held
+            return
         runner = view(self.s, runner_id)
         if runner.state is RunnerState.READY and runner.busy == 0:
             assert runner.expires_at == self.now + runner.keep_alive
@@ -471,6 +523,18 @@ class SchedulerMachine(RuleBasedStateMachine):
             if runner.state is RunnerState.READY and runner.expires_at is not None:
                 assert runner.expires_at > self.now, "an expired runner survived"
 
+    @precondition(lambda self: self.ready)
+    @rule(data=st.data())
+    def lose(self, data: st.DataObject) -> None:
+        """A runner dies, busy or idle: it is unloaded at once, never granted."""
+        runner_id = data.draw(st.sampled_from(sorted(self.ready)))
+        self.lost.add(runner_id)
+        actions = self.step(self.s.lost, runner_id, self.now)
+        assert Unload(runner_id=runner_id) in actions
+        assert all(
+            not (isinstance(a, Grant) and a.runner_id == runner_id) for a in actions
+        )
+
     @rule(key=KEYS)
     def unload_shortcut(self, key: str) -> None:
         self.step(self.s.unload, key, self.now)
@@ -502,11 +566,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert len({r.key for r in runners}) == len(runners), "one runner per key"
         assert self.s.waiting == len(self.waiting) <= self.max_queue
         for runner in runners:
-            assert runner.busy <= self.parallel
+            assert runner.busy <= runner.slots == SLOTS[runner.spec]
             assert runner.busy == sum(
                 1 for r in self.granted.values() if r == runner.runner_id
             )
-            if runner.busy:
+            if runner.busy and runner.runner_id not in self.lost:
                 assert runner.state is RunnerState.READY
             if runner.state is RunnerState.READY and runner.busy == 0:
                 assert runner.keep_alive > 0, "an idle keep_alive 0 runner survived"

@@ -270,9 +270,11 @@ class RunnerProcess:
         constraint: GenerationConstraint | None = None,
         *,
         lookahead: int = 64,
+        limit: int = 0,
     ) -> RemoteGeneration:
         """Start generating after ``prompt``; see ``RemoteGeneration``. The runner
-        makes at most ``lookahead`` tokens beyond those taken (at least one)."""
+        makes at most ``lookahead`` tokens beyond those taken (at least one), and
+        at most ``limit`` in all (0: no limit)."""
         self._check_alive()
         request_id = self._new_id()
         generation = RemoteGeneration(self, request_id, len(prompt), max(1, lookahead))
@@ -284,6 +286,7 @@ class RunnerProcess:
                 sampling=sampling,
                 constraint=constraint,
                 credit=generation.window,
+                limit=limit,
             )
         )
         return generation
@@ -348,6 +351,9 @@ class RunnerProcess:
                 with anyio.move_on_after(1.0):
                     await drained.wait()
                 tg.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            self._closing = True  # the server is stopping: not a death to report
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await self._ended()

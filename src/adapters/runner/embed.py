@@ -27,6 +27,7 @@ import llama_cpp
 
 __all__ = [
     "EMBED_SEQ_MAX",
+    "allocated_cells",
     "configure",
     "declared_pooling",
     "decode_sequences",
@@ -45,6 +46,7 @@ _POOLED: Final = frozenset(
     }
 )
 _META_BUFFER: Final = 256
+_CELL_GRANULE: Final = 256
 
 
 def configure(
@@ -70,12 +72,26 @@ def configure(
     context_params.pooling_type = (
         declared if declared in _POOLED else llama_cpp.LLAMA_POOLING_TYPE_MEAN
     )
-    context_params.n_batch = n_ctx
-    context_params.n_ubatch = n_ctx
+    cells = allocated_cells(n_ctx)
+    context_params.n_ctx = cells
+    context_params.n_batch = cells
+    context_params.n_ubatch = cells
     context_params.n_seq_max = min(
         EMBED_SEQ_MAX, llama_cpp.llama_max_parallel_sequences()
     )
     context_params.kv_unified = True
+
+
+def allocated_cells(n_ctx: int) -> int:
+    """The cells an embedding context is made with for inputs of ``n_ctx`` tokens:
+    ``n_ctx`` rounded up to a multiple of 256, llama.cpp's own granularity.
+
+    Why: llama.cpp aborts the process (``GGML_ASSERT``) on an embedding context
+    whose batch is smaller than its sequence count (``n_ctx`` below 64 here) or not
+    a multiple of its padding (255). Inputs are still held to ``n_ctx`` tokens: the
+    cells past it are never used.
+    """
+    return max(1, -(-n_ctx // _CELL_GRANULE)) * _CELL_GRANULE
 
 
 def declared_pooling(model: llama_cpp.llama_model_p) -> int | None:

@@ -88,6 +88,8 @@ class Job:
     sampling: Sampling
     constraint: ConstraintState | None
     credit: int
+    limit: int = 0
+    """Tokens to make at most (0: until the end or a full context)."""
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -398,7 +400,7 @@ class Engine:
         slot.next_token = token
         slot.made += 1
         job.credit -= 1
-        if len(job.prompt) + slot.made >= self._model.n_ctx:
+        if slot.made == job.limit or len(job.prompt) + slot.made >= self._model.n_ctx:
             self._end(slot, "length")
 
     def _decode_failed(self, status: int) -> None:
@@ -439,23 +441,25 @@ def _choose_slot(free: list[Slot], head: list[int]) -> tuple[Slot, int]:
     cached tokens it reuses.
 
     A slot's cells are reused when they hold at least half of the prompt (a chat's
-    next turn, a long shared system prompt) and the prompt uses at least half of
-    what the slot holds (so a prompt that shares only a system prompt with another
-    conversation does not wipe the rest of it); among those, the one that reuses
-    the most. Otherwise the least recently used free slot (an empty one first),
-    evaluated from the start: a short shared prefix saves little, and a prompt
-    evaluated whole gives bit for bit the logits it gives anywhere else (llama.cpp
-    computes a token a little differently in a batch of one than among a prompt's
-    tokens, which can change a sampled token on a near-tie).
+    next turn, a long shared system prompt); among those, the one that reuses the
+    most, then the one that loses the fewest other cells. Otherwise the least
+    recently used free slot (an empty one first), evaluated from the start: a short
+    shared prefix saves little, and a prompt evaluated whole gives bit for bit the
+    logits it gives anywhere else (llama.cpp computes a token a little differently
+    in a batch of one than among a prompt's tokens, which can change a sampled token
+    on a near-tie).
     """
     scored = [(_common_prefix(slot.cached, head), slot) for slot in free]
-    worth_it = [
-        (n, slot)
-        for n, slot in scored
-        if n and 2 * n >= len(head) and 2 * n >= len(slot.cached)
-    ]
+    worth_it = [(n, slot) for n, slot in scored if n and 2 * n >= len(head)]
     if worth_it:
-        reused, slot = max(worth_it, key=lambda pair: (pair[0], -pair[1].last_used))
+        reused, slot = max(
+            worth_it,
+            key=lambda pair: (
+                pair[0],
+                pair[0] - len(pair[1].cached),
+                -pair[1].last_used,
+            ),
+        )
         return slot, reused
     return min(free, key=lambda slot: slot.last_used), 0
 

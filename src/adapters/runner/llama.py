@@ -213,7 +213,6 @@ def load(params: LoadParams) -> Model:
     context_params = llama_cpp.llama_context_default_params()
     if params.embedding:
         embed.configure(context_params, model, params.n_ctx)
-        context_params.n_ctx = params.n_ctx
     else:
         # One sequence per slot, each with a stream of n_ctx cells of its own (not
         # unified): a slot's attention then never reads another slot's cells, so

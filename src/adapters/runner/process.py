@@ -355,6 +355,7 @@ def _job(message: Generate, state: ConstraintState | None) -> Job:
         sampling=message.sampling,
         constraint=state,
         credit=message.credit,
+        limit=message.limit,
     )
 
 

@@ -176,6 +176,8 @@ class Generate:
     constraint: GenerationConstraint | None
     credit: int
     """Tokens it may make before the server grants more (``Credit``)."""
+    limit: int = 0
+    """Tokens it makes at most, then it ends with ``length``; 0: no limit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -47,6 +47,7 @@ class Run:
         sampling: Sampling = GREEDY,
         *,
         credit: int = 10_000,
+        limit: int = 0,
     ) -> int:
         request_id = self.next_id
         self.next_id += 1
@@ -57,6 +58,7 @@ class Run:
                 sampling=sampling,
                 constraint=None,
                 credit=credit,
+                limit=limit,
             )
         )
         return request_id
@@ -175,6 +177,15 @@ def test_a_full_context_ends_with_length(run: Run) -> None:
     else:
         raise AssertionError("no seed filled the context")
     assert len(prompt) + len(run.tokens(request)) == 256
+
+
+def test_a_limit_ends_the_generation_with_length(run: Run) -> None:
+    request = run.start(chat_prompt(run.model), NON_ENDING, limit=7)
+    assert run.reason(request) == "length"
+    assert len(run.tokens(request)) == 7
+    end = run.said[request][-1]
+    assert isinstance(end, Ended)
+    assert end.made == 7  # and not one more, however much credit it had
 
 
 @pytest.mark.engine(n_ctx=256)
