@@ -191,7 +191,8 @@ def test_numbers_take_integers() -> None:
         ),
         (
             {"top_k": 2**40},
-            'option "top_k" must be between -2147483647 and 2147483647, not 1099511627776',
+            'option "top_k" must be between -2147483647 and 2147483647,'
+            " not 1099511627776",
         ),
         (
             {"repeat_last_n": -2},
@@ -199,7 +200,8 @@ def test_numbers_take_integers() -> None:
         ),
         (
             {"temperature": 1e39},
-            'option "temperature" must be between -3.40282e+38 and 3.40282e+38, not 1e+39',
+            'option "temperature" must be between -3.40282e+38 and 3.40282e+38,'
+            " not 1e+39",
         ),
         (
             {"top_p": -1e300},
