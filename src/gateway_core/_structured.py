@@ -27,10 +27,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
+from decimal import Context, Decimal
 from typing import Final
+from urllib.parse import unquote
 
 import jsonschema
 import jsonschema.exceptions
+import jsonschema.protocols
 
 from ._flow import FlowError
 from ._json import JsonValue
@@ -118,7 +121,7 @@ def check_format(value: JsonValue) -> JsonValue:
         )
     _check_depth(value)
     try:
-        validator = jsonschema.validators.validator_for(value)
+        validator = _validator_class(value)
         validator.check_schema(value)
     except jsonschema.exceptions.SchemaError as exc:
         raise FlowError(400, f"invalid JSON schema in format: {exc.message}") from None
@@ -152,7 +155,7 @@ def check_answer(text: str, format: JsonValue) -> None:
             raise FlowError(500, "the model's answer is not a JSON object")
         return
     if isinstance(format, Mapping):
-        validator_class = jsonschema.validators.validator_for(format)
+        validator_class = _validator_class(format)
         validator = validator_class(format, format_checker=FORMATS)
         error = jsonschema.exceptions.best_match(validator.iter_errors(value))
         if error is not None:
@@ -206,6 +209,67 @@ def tool_call_schema(
 
 # -- walking a schema ------------------------------------------------------------------
 
+_DRAFTS: Final = (
+    jsonschema.Draft3Validator,
+    jsonschema.Draft4Validator,
+    jsonschema.Draft6Validator,
+    jsonschema.Draft7Validator,
+    jsonschema.Draft201909Validator,
+    jsonschema.Draft202012Validator,
+)
+_BY_URI: Final = {
+    str(d.META_SCHEMA.get("$id") or d.META_SCHEMA.get("id")).rstrip("#"): d
+    for d in _DRAFTS
+}
+
+
+def _validator_class(
+    schema: Mapping[str, JsonValue],
+) -> type[jsonschema.protocols.Validator]:
+    """The draft ``$schema`` names, else 2020-12 (also for a ``$schema`` no draft
+    has: jsonschema would warn and then do the same), with an exact ``multipleOf``."""
+    uri = schema.get("$schema")
+    draft: type[jsonschema.protocols.Validator] = jsonschema.Draft202012Validator
+    if isinstance(uri, str):
+        draft = _BY_URI.get(uri.rstrip("#"), draft)
+    exact: type[jsonschema.protocols.Validator] = _EXACT[draft]
+    return exact
+
+
+def _multiple_of(
+    validator: jsonschema.protocols.Validator,
+    divisor: JsonValue,
+    instance: JsonValue,
+    schema: Mapping[str, JsonValue],
+) -> Iterator[jsonschema.exceptions.ValidationError]:
+    """``multipleOf`` in decimal arithmetic, as JSON writes numbers: jsonschema
+    divides floats, so 5.3 is "not a multiple of 0.0001" to it (52999.999...),
+    and an answer the engine got right would fail the final check."""
+    if not validator.is_type(instance, "number") or not isinstance(
+        divisor, int | float
+    ):
+        return
+    assert isinstance(instance, int | float)
+    remainder = _EXACT_ARITHMETIC.remainder(
+        Decimal(repr(instance)), Decimal(repr(divisor))
+    )
+    if remainder != 0:
+        yield jsonschema.exceptions.ValidationError(
+            f"{instance!r} is not a multiple of {divisor!r}"
+        )
+
+
+# Enough digits for the quotient of any two doubles (exponents up to 308 each).
+_EXACT_ARITHMETIC: Final = Context(prec=700)
+_EXACT: Final[
+    Mapping[type[jsonschema.protocols.Validator], type[jsonschema.protocols.Validator]]
+] = {
+    draft: jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        draft, {"multipleOf": _multiple_of}
+    )
+    for draft in _DRAFTS
+}
+
 
 def _check_depth(schema: JsonValue) -> None:
     """Refuse a schema nested deeper than MAX_DEPTH, without recursing."""
@@ -249,18 +313,21 @@ def _check_counts(schema: Mapping[str, JsonValue], pointer: str) -> None:
 
 
 def _check_ref(root: JsonValue, ref: str, pointer: str) -> None:
-    """A ``$ref`` must point into the schema itself (``#``, ``#/$defs/...``, or an
-    ``$anchor``): nothing is ever fetched."""
+    """A ``$ref`` into the schema's own document (``#``, ``#/$defs/...``, or an
+    anchor) must resolve. Other references (to a sub-schema's ``$id``) are the
+    engine's to resolve: it finds those inside the schema and fetches nothing, so a
+    reference to anything outside is refused there."""
     where = pointer or "/"
     if not ref.startswith("#"):
-        raise FlowError(
-            400,
-            f'"$ref" at {where} points outside the schema ({ref}); only references'
-            " within it are supported",
-        )
-    fragment = ref[1:]
+        return
+    fragment = unquote(ref[1:])
     if fragment and not fragment.startswith("/"):
-        if not any(s.get("$anchor") == fragment for _, s in _subschemas(root)):
+        anchors = {
+            s.get(keyword)
+            for _, s in _subschemas(root)
+            for keyword in ("$anchor", "$dynamicAnchor")
+        }
+        if fragment not in anchors:
             raise FlowError(400, f'"$ref" at {where}: no "$anchor" {fragment!r}')
         return
     target = root

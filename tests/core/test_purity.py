@@ -33,6 +33,7 @@ ALLOWED = {
     "collections",
     "dataclasses",
     "datetime",  # arithmetic and formatting; the time itself comes in as a value
+    "decimal",  # exact multipleOf in answers
     "enum",
     "functools",
     "contextlib",

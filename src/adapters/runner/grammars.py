@@ -16,6 +16,7 @@ random model cannot spend its tokens on spaces.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final
@@ -37,7 +38,7 @@ JSON_OPTIONS: Final[JsonCompileOptions] = {
 }
 """llguidance's JSON options: compact output (``","`` and ``":"`` with no spaces),
 and every keyword either enforced or refused."""
-_ANY_OBJECT: Final = {"type": "object"}
+_ANY_OBJECT: Final[dict[str, JsonValue]] = {"type": "object"}
 # Keywords whose values are data, not schemas.
 _DATA: Final = frozenset({"enum", "const", "default", "examples", "required"})
 _DEFINITIONS: Final = ("$defs", "definitions")
@@ -46,13 +47,58 @@ _DEFINITIONS: Final = ("$defs", "definitions")
 def json_grammar(format: JsonValue) -> str:
     """The llguidance grammar of a checked format: ``"json"`` (any JSON object) or a
     schema."""
-    schema = _ANY_OBJECT if format == "json" else format
-    if not isinstance(schema, dict):
+    schema: JsonValue = dict(_ANY_OBJECT) if format == "json" else format
+    tightened = _tightened(schema)
+    if not isinstance(tightened, dict):
         raise UnsupportedSchema(f'format must be "json" or a schema, not {format!r}')
     grammar: str = llguidance.LLMatcher.grammar_from_json_schema(
-        schema, overrides=JSON_OPTIONS
+        tightened, overrides=JSON_OPTIONS
     )
     return grammar
+
+
+# Dates and times as the final check reads them (RFC 3339 as python-jsonschema
+# checks it), stricter than llguidance's own formats, which allow a 61st second
+# anywhere and the 29th of February in any year: an answer the check refuses would
+# be a 500. Years 0001-9999, leap years by the Gregorian rule, no leap seconds,
+# "T" and "Z" in capitals.
+_YEAR: Final = r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_LEAP_YEAR: Final = (
+    r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+)
+_DATE: Final = (
+    rf"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    rf"|{_LEAP_YEAR}-02-29)"
+)
+_TIME: Final = (
+    r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+_PATTERNS: Final = {
+    "date": f"^{_DATE}$",
+    "time": f"^{_TIME}$",
+    "date-time": f"^{_DATE}T{_TIME}$",
+}
+
+
+def _tightened(schema: JsonValue) -> JsonValue:
+    """``schema`` with every ``format`` of ``_PATTERNS`` replaced by its pattern
+    (where the sub-schema has no pattern of its own)."""
+    if isinstance(schema, list):
+        return [_tightened(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {
+        key: value if key in _DATA else _tightened(value)
+        for key, value in schema.items()
+    }
+    fmt = result.get("format")
+    if isinstance(fmt, str) and fmt in _PATTERNS and "pattern" not in result:
+        del result["format"]
+        result["pattern"] = _PATTERNS[fmt]
+    return result
 
 
 def check_schema_support(schema: Mapping[str, JsonValue]) -> None:
@@ -80,19 +126,39 @@ def _validate(text: str) -> str:
 
 
 def _culprit(root: JsonValue, error: str) -> str:
-    """The JSON pointer of the deepest sub-schema that llguidance refuses, alone,
-    with the same message as the whole; "" (the root) when none does."""
+    """The JSON pointer of the sub-schema llguidance refuses: the one that holds the
+    unimplemented keyword or the unknown format it names, else the deepest that it
+    refuses alone with the same message as the whole; "" (the root) when none."""
+    named = _named_keys(error)
     definitions: dict[str, JsonValue] = {
         key: root[key] for key in _DEFINITIONS if isinstance(root, dict) and key in root
     }
     found = ""
     for pointer, schema in _subschemas(root):
-        if not pointer or pointer.count("/") <= found.count("/"):
+        if named and any(
+            key in schema if kind == "key" else schema.get("format") == key
+            for kind, key in named
+        ):
+            return pointer
+        if named or not pointer or pointer.count("/") <= found.count("/"):
             continue
         alone: dict[str, JsonValue] = {**definitions, **schema}
         if _validate(json.dumps(alone)) == error:
             found = pointer
     return found
+
+
+def _named_keys(error: str) -> list[tuple[str, str]]:
+    """The keywords (``("key", name)``) or formats (``("format", name)``) an
+    llguidance message names."""
+    keys = re.match(r"Unimplemented keys: (\[.*?\])", error)
+    if keys:
+        try:
+            return [("key", str(key)) for key in json.loads(keys.group(1))]
+        except ValueError:
+            return []
+    fmt = re.match(r"Unknown format: (\S+)", error)
+    return [("format", fmt.group(1))] if fmt else []
 
 
 def _subschemas(schema: JsonValue) -> Iterator[tuple[str, dict[str, JsonValue]]]:
@@ -110,5 +176,11 @@ def _subschemas(schema: JsonValue) -> Iterator[tuple[str, dict[str, JsonValue]]]
 
 
 def _first_line(error: str) -> str:
-    lines = error.strip().splitlines()
-    return lines[0] if lines else error
+    """The message's gist: its first line, and its last when the first only
+    introduces a quote of the input (as regex errors do)."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    if not lines:
+        return error
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[-1]}"
+    return lines[0]
