@@ -18,21 +18,22 @@ the process alive, and ``main`` ends the process with ``os._exit`` once the engi
 has stopped and the writer has flushed.
 
 The process ends on ``Shutdown``, at the end of its input (the server closed the
-socket or died), or with its parent: on Linux the kernel sends it SIGKILL when the
-server process exits (``PR_SET_PDEATHSIG``), even in the middle of a C call.
+socket or died), or with its parent: a watchdog thread sees the parent process
+gone (the runner has been handed to another parent) within a second, even while
+llama.cpp is in the middle of a C call. (Not ``PR_SET_PDEATHSIG``: Linux sends
+that signal when the parent *thread* ends, and the server spawns runners from
+worker threads that come and go.)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import logging
 import os
 import queue
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -77,7 +78,7 @@ logger = logging.getLogger("adapters.runner")
 
 _READ_SIZE: Final = 256 * 1024
 _COMPILE_WORKERS: Final = 2
-_PR_SET_PDEATHSIG: Final = 1
+_WATCH_INTERVAL: Final = 0.5
 
 
 class _Writer:
@@ -409,25 +410,26 @@ def _special_lookup(model: llama.Model) -> Callable[[str], int | None]:
     return lookup
 
 
-def _die_with_parent() -> None:
-    """Ask Linux for SIGKILL when the parent exits (no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent(parent: int) -> None:
+    """Exit as soon as the process that started this one is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_WATCH_INTERVAL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watchdog", daemon=True).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adapters.runner")
     parser.add_argument("--fd", type=int, required=True, help="the socket to serve")
     parser.add_argument(
-        "--parent", type=int, default=0, help="exit if this process is gone at start"
+        "--parent", type=int, default=0, help="exit when this process is gone"
     )
     args = parser.parse_args(argv)
-    _die_with_parent()
-    if args.parent and os.getppid() != args.parent:
-        return 1  # the server died before we could ask to die with it
+    if args.parent:
+        _die_with_parent(args.parent)
     # Stray writes to standard output (a C library's printf) must not land anywhere
     # that matters: send them where the logs go.
     os.dup2(2, 1)

@@ -232,3 +232,38 @@ async def test_a_runner_whose_server_dies_exits_by_itself(
     with trio.fail_after(10):
         while not _gone(runner_pid):
             await trio.sleep(0.02)
+
+
+def test_a_runner_outlives_the_thread_that_started_it(model_file: Path) -> None:
+    """The server starts runners from worker threads that come and go (trio runs
+    ``Popen`` in one): a runner must follow the server *process*, not the thread
+    (Linux's PR_SET_PDEATHSIG follows the thread, and killed runners mid-request)."""
+    import socket
+    import threading
+    import time
+
+    ours, theirs = socket.socketpair()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> None:
+        started.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "adapters.runner", f"--fd={theirs.fileno()}",
+                 f"--parent={os.getpid()}"],
+                pass_fds=(theirs.fileno(),),
+            )
+        )  # fmt: skip
+
+    thread = threading.Thread(target=spawn)
+    thread.start()
+    thread.join()  # the thread that started it is gone
+    (runner,) = started
+    try:
+        ours.settimeout(30)
+        assert ours.recv(64)  # its Hello: alive and speaking
+        time.sleep(1.5)  # three of the watchdog's looks at its parent
+        assert runner.poll() is None
+    finally:
+        ours.close()  # end of its input: it exits
+        assert runner.wait(timeout=30) == 0
+        theirs.close()
