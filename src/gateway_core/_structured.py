@@ -25,6 +25,7 @@ jsonschema and its format checker (``date``, ``date-time``, ``email``, ...).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from decimal import Context, Decimal
@@ -137,7 +138,10 @@ def check_answer(text: str, format: JsonValue) -> None:
     """Check a finished constrained answer; a mismatch is the server's failure.
 
     Strict: JSON's own grammar (no control characters inside strings, no NaN or
-    Infinity, no duplicate keys), then the schema with format checking.
+    Infinity, no number too large for a double: it could not be written back), then
+    the schema with format checking. A repeated key is JSON, and the last one
+    counts (the engine does not keep keys that only ``additionalProperties``
+    allows unique).
 
     Raises:
         FlowError: 500 naming what does not match.
@@ -146,7 +150,7 @@ def check_answer(text: str, format: JsonValue) -> None:
         value = json.loads(
             text,
             parse_constant=_no_constant,
-            object_pairs_hook=_unique_keys,
+            parse_float=_finite,
         )
     except ValueError as exc:
         raise FlowError(500, f"the model's answer is not valid JSON: {exc}") from None
@@ -384,10 +388,10 @@ def _no_constant(name: str) -> JsonValue:
     raise ValueError(f"{name} is not JSON")
 
 
-def _unique_keys(pairs: list[tuple[str, JsonValue]]) -> dict[str, JsonValue]:
-    result: dict[str, JsonValue] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond what a double holds")
+    return value
+
+

@@ -146,7 +146,8 @@ async def test_the_suite_over_http_gets_valid_answers_or_a_400(
                     assert classify(schema) is not None, (name, reply.text)
                     counts["refused"] += 1
                     continue
-                lines = [json.loads(line) for line in reply.text.strip("\n").split("\n")]
+                text = reply.text.strip("\n")
+                lines = [json.loads(line) for line in text.split("\n")]
                 assert all("error" not in line for line in lines), (name, lines[-1])
                 final = lines[-1]
                 if final["done_reason"] == "length":

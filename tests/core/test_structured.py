@@ -129,7 +129,7 @@ def test_references_that_resolve_are_accepted() -> None:
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ('{"n": 1, "n": 2}', "duplicate key"),
+        ('{"n": 1e400}', "beyond what a double holds"),
         ('{"n": NaN}', "NaN is not JSON"),
         ('{"n": Infinity}', "Infinity is not JSON"),
         (r'{"n": "escaped\nnewline\u0000"}', None),

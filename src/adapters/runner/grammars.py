@@ -30,7 +30,7 @@ from gateway_core._json import JsonValue
 
 from .errors import UnsupportedSchema
 
-__all__ = ["JSON_OPTIONS", "check_schema_support", "json_grammar"]
+__all__ = ["JSON_OPTIONS", "NUMBER_BOUND", "check_schema_support", "json_grammar"]
 
 JSON_OPTIONS: Final[JsonCompileOptions] = {
     "whitespace_flexible": False,
@@ -41,6 +41,24 @@ and every keyword either enforced or refused."""
 _ANY_OBJECT: Final[dict[str, JsonValue]] = {"type": "object"}
 # Keywords whose values are data, not schemas.
 _DATA: Final = frozenset({"enum", "const", "default", "examples", "required"})
+_ANNOTATIONS: Final = frozenset(
+    {"title", "description", "$comment", "examples", "default", "deprecated"}
+)
+_COMBINERS: Final = frozenset(
+    {"$ref", "$dynamicRef", "allOf", "anyOf", "oneOf", "not", "if", "then", "else"}
+)
+_ALL_TYPES: Final = ("null", "boolean", "object", "array", "number", "string")
+# Where a schema holds other schemas: one, a map of them, a list of them.
+_SCHEMA_KEYS: Final = frozenset(
+    {
+        "additionalProperties", "additionalItems", "not", "if", "then", "else",
+        "contains", "propertyNames", "unevaluatedItems", "unevaluatedProperties",
+    }
+)  # fmt: skip
+_SCHEMA_MAPS: Final = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+_SCHEMA_LISTS: Final = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
 _DEFINITIONS: Final = ("$defs", "definitions")
 
 
@@ -83,22 +101,81 @@ _PATTERNS: Final = {
 }
 
 
-def _tightened(schema: JsonValue) -> JsonValue:
-    """``schema`` with every ``format`` of ``_PATTERNS`` replaced by its pattern
-    (where the sub-schema has no pattern of its own)."""
-    if isinstance(schema, list):
-        return [_tightened(item) for item in schema]
+# llguidance bounds a number only by its digits unless told otherwise, and a JSON
+# number such as 1e400 is no double: a parser turns it into infinity, which no
+# JSON encoder writes back. So numbers are kept within NUMBER_BOUND (llguidance
+# builds ranges up to about 1e18) wherever the schema leaves them unbounded: typed
+# numbers get the missing bound, and the values a schema leaves free (``{}``,
+# ``true``, arrays without ``items``, objects whose other properties are free)
+# become a bounded "any value". An answer within these bounds is still valid
+# against the schema: they only narrow it.
+NUMBER_BOUND: Final = 1e18
+_ANY_NAME: Final = "gateway-core-any"
+_ANY_REF: Final[dict[str, JsonValue]] = {"$ref": f"#/$defs/{_ANY_NAME}"}
+_BOUNDED_ANY: Final[dict[str, JsonValue]] = {
+    "minimum": -NUMBER_BOUND,
+    "maximum": NUMBER_BOUND,
+    "items": _ANY_REF,
+    "additionalProperties": _ANY_REF,
+}
+
+
+def _tightened(schema: JsonValue, *, resource: bool = True) -> JsonValue:
+    """``schema`` as llguidance is given it: every ``format`` of ``_PATTERNS``
+    replaced by its pattern (where the sub-schema has no pattern of its own), and
+    numbers bounded (see NUMBER_BOUND). ``resource``: the schema is the root of a
+    resource (the document, or a sub-schema with an ``$id``), where the bounded
+    "any value" is defined for the references inside it."""
+    if schema is True:
+        return dict(_ANY_REF)
     if not isinstance(schema, dict):
         return schema
-    result = {
-        key: value if key in _DATA else _tightened(value)
-        for key, value in schema.items()
-    }
+    result: dict[str, JsonValue] = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_KEYS or (key == "items" and isinstance(value, dict | bool)):
+            result[key] = _tightened(value, resource=False)
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            result[key] = {
+                name: _tightened(child, resource=False) for name, child in value.items()
+            }
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            result[key] = [_tightened(child, resource=False) for child in value]
+        else:
+            result[key] = value
     fmt = result.get("format")
     if isinstance(fmt, str) and fmt in _PATTERNS and "pattern" not in result:
         del result["format"]
         result["pattern"] = _PATTERNS[fmt]
+    _bound(result)
+    if resource or "$id" in result:
+        definitions = result.get("$defs")
+        result["$defs"] = {
+            **(definitions if isinstance(definitions, dict) else {}),
+            _ANY_NAME: _BOUNDED_ANY,
+        }
     return result
+
+
+def _bound(schema: dict[str, JsonValue]) -> None:
+    """Bound what ``schema`` leaves free, in place (a sub-schema that combines
+    others, by ``$ref`` or ``anyOf``..., is left alone: the engine merges what sits
+    beside those, and its parts are bounded where they are written)."""
+    if _COMBINERS & schema.keys():
+        return
+    if all(key in _ANNOTATIONS for key in schema):
+        schema.update(_ANY_REF)  # {} or annotations only: any value
+        return
+    kinds = schema.get("type", list(_ALL_TYPES))
+    types = {kinds} if isinstance(kinds, str) else set(kinds)  # type: ignore[arg-type]
+    if "number" in types:
+        if "maximum" not in schema and "exclusiveMaximum" not in schema:
+            schema["maximum"] = NUMBER_BOUND
+        if "minimum" not in schema and "exclusiveMinimum" not in schema:
+            schema["minimum"] = -NUMBER_BOUND
+    if "array" in types and "items" not in schema:
+        schema["items"] = _ANY_REF
+    if "object" in types and "additionalProperties" not in schema:
+        schema["additionalProperties"] = _ANY_REF
 
 
 def check_schema_support(schema: Mapping[str, JsonValue]) -> None:
