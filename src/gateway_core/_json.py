@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import NoReturn, TypeAlias
+from typing import Final, NoReturn, TypeAlias
 
 from ._errors import ClientError
 
@@ -26,12 +26,23 @@ JsonValue: TypeAlias = (
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+# Characters that JSON lets stand raw in a string but that line readers take for
+# line breaks (Python's splitlines, which httpx's iter_lines uses, and with it the
+# ollama client): raw, they cut an NDJSON line in two. Go's encoder, and so Ollama,
+# escapes the last two for the same reason.
+_LINE_BREAKS: Final = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 def dumps(value: object) -> bytes:
     """Encode compactly as UTF-8, the way Ollama's Go encoder does.
 
-    Non-ASCII text is written as-is rather than as ``\\uXXXX`` escapes.
+    Non-ASCII text is written as-is rather than as ``\\uXXXX`` escapes, except the
+    three characters line readers break lines at (U+0085, U+2028, U+2029).
     """
-    return encode_utf8(_ENCODER.encode(value))
+    text = _ENCODER.encode(value)
+    if "\x85" in text or "\u2028" in text or "\u2029" in text:
+        text = text.translate(_LINE_BREAKS)
+    return encode_utf8(text)
 
 
 def encode_utf8(text: str) -> bytes:

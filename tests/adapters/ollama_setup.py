@@ -58,6 +58,7 @@ async def ollama_server(
     max_queue: int = 512,
     max_loaded_models: int = 3,
     num_parallel: int = 4,
+    schema_compile_timeout: float = 10.0,
 ) -> tuple[LiveServer, ollama.Client]:
     settings = ServerSettings(
         host="127.0.0.1",
@@ -66,6 +67,7 @@ async def ollama_server(
         max_queue=max_queue,
         max_loaded_models=max_loaded_models,
         num_parallel=num_parallel,
+        schema_compile_timeout=schema_compile_timeout,
     )
     live = await start_live_server(nursery, settings)
     client = ollama.Client(host=f"http://127.0.0.1:{live.port}")

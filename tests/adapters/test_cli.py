@@ -101,13 +101,16 @@ class ServerProcess:
 
 
 @asynccontextmanager
-async def server_process(models: Path) -> AsyncIterator[ServerProcess]:
+async def server_process(
+    models: Path, *, env: dict[str, str] | None = None
+) -> AsyncIterator[ServerProcess]:
     pythonpath = [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(pythonpath),
         # Never the user's own store.
         "GATEWAY_MODELS": str(models),
+        **(env or {}),
     }
     command = [sys.executable, "-m", "adapters", "serve", "--host", "127.0.0.1:0"]
     process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, env=env)

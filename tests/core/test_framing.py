@@ -9,6 +9,7 @@ the three ways agree, and nothing but ``FramingError`` ever escapes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeAlias, TypeVar
@@ -606,3 +607,13 @@ def test_ndjson_fuzz_split_invariance(payload: bytes, cuts: list[int]) -> None:
 @given(payload=sse_pieces | st.binary(max_size=40), cuts=cut_lists)
 def test_sse_fuzz_split_invariance(payload: bytes, cuts: list[int]) -> None:
     decode_three_ways(lambda: SseDecoder(max_event_bytes=12), payload, cuts)
+
+
+def test_line_breaks_a_line_reader_knows_are_escaped() -> None:
+    """U+0085, U+2028 and U+2029 may stand raw in JSON, but line readers (Python's
+    splitlines, httpx's iter_lines, and so the ollama client) break lines there:
+    raw, one NDJSON line would reach the client as two."""
+    value = {"text": "a\x85b\u2028c\u2029d"}
+    line = encode_ndjson(value)
+    assert line.decode("utf-8").splitlines() == [line.decode("utf-8").rstrip("\n")]
+    assert json.loads(line) == value
