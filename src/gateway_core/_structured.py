@@ -393,5 +393,3 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text} is beyond what a double holds")
     return value
-
-
