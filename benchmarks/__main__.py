@@ -20,13 +20,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import core_micro, embed_batch, http_layer, streaming
+from . import core_micro, embed_batch, http_layer, runner_engine, streaming, structured
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "core_micro": lambda quick: core_micro.run(quick=quick),
     "http_layer": lambda quick: http_layer.run(quick=quick),
     "embed_batch": lambda quick: embed_batch.run(rounds=1 if quick else 5),
     "streaming": lambda quick: streaming.run(quick=quick),
+    "runner_engine": lambda quick: runner_engine.run(quick=quick),
+    "structured": lambda quick: structured.run(quick=quick),
 }
 
 

@@ -31,7 +31,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def start_server(
-    models: Path, *, src: Path = SRC
+    models: Path, *, src: Path = SRC, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start ``gateway-core serve`` from the tree ``src`` on a free port; return the
     process and the port.
@@ -40,7 +40,7 @@ def start_server(
     keeps reading that pipe, so that a long benchmark cannot fill it and stall the
     server on a blocked write.
     """
-    env = {**os.environ, "GATEWAY_MODELS": str(models)}
+    env = {**os.environ, **(env or {}), "GATEWAY_MODELS": str(models)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "adapters", "serve", "--host", "127.0.0.1:0"],

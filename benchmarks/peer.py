@@ -5,19 +5,19 @@ llama-cpp-python installed can run this one instead of the gateway. Comparing th
 on the same GGUF file, with the same context size and threads, shows what the
 gateway's own server costs or saves against the obvious alternative.
 
-The peer is started with the gateway runner's context size (2048), thread counts (half
-the CPUs for generation, all of them for the prompt) and seed, and a model alias; every
-other setting stays at the peer's default. That includes ``interrupt_requests``, under
-which a stream is cut short as soon as another request waits for the model: the
-benchmarks record that as they find it rather than tune it away. Its dependencies
-(FastAPI, uvicorn, sse-starlette) come with the ``bench`` extra.
+The peer is started with the gateway runner's context size (2048), thread counts
+(the physical cores for generation, every CPU for the prompt), seed and a model
+alias; every other setting stays at the peer's default. That includes
+``interrupt_requests``, under which a stream is cut short as soon as another request
+waits for the model: the benchmarks record that as they find it rather than tune it
+away. Its dependencies (FastAPI, uvicorn, sse-starlette) come with the ``bench``
+extra.
 """
 
 from __future__ import annotations
 
 import collections
 import http.client
-import os
 import socket
 import subprocess
 import sys
@@ -36,14 +36,15 @@ LOG_TAIL_LINES = 40
 
 
 def runner_threads() -> tuple[int, int]:
-    """The gateway runner's default threads: half the CPUs to generate, all to read.
+    """The gateway runner's default threads: the physical cores to generate, every
+    CPU to read prompts (``adapters.runner.llama.decode_threads``).
 
-    The streaming benchmark's raw limit uses them too, so the three targets split the
-    CPUs the same way.
+    The raw limits and the peers use them too, so every target splits the CPUs the
+    same way.
     """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    cpus = cpus or os.cpu_count() or 1
-    return max(1, cpus // 2), cpus
+    from adapters.runner.llama import decode_threads
+
+    return decode_threads()
 
 
 def _free_port() -> int:

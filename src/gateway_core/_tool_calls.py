@@ -5,6 +5,7 @@ one a model was taught (``tool_format``). ``FORMATS`` is the table of those form
 one machine reads them all:
 
 - ``HERMES`` (Qwen, Hermes): ``<tool_call>{json}</tool_call>``, anywhere in the answer;
+  the closing tag counts outside JSON strings only (an argument may hold its text);
 - ``MISTRAL``: ``[TOOL_CALLS]`` followed by a JSON array or object, anywhere;
 - ``JSON`` (Llama 3.x): the answer *is* a JSON object or array, so a call counts only
   as the first thing in the output (or right after another call).
@@ -242,6 +243,9 @@ class ToolCallParser:
         self._block = ""
         """The current block's text before its body (marker, whitespace)."""
         self._scanned = 0
+        self._in_string = False
+        self._escape = False
+        """Where the closing-tag scan is: inside a JSON string, after a backslash."""
         self._extent = _JsonExtent()
         self._calls = 0
 
@@ -351,15 +355,15 @@ class ToolCallParser:
     def _open_body(self, held: str, event: ToolCallInput) -> None:
         self._held = held
         self._scanned = 0
+        self._in_string = self._escape = False
         self._extent = _JsonExtent()
         self._move(event, ToolCallPhase.BODY)
 
     def _body(self, out: list[Content | ToolCall]) -> bool:
         held, closing = self._held, self._rule.closing
         if closing:
-            at = held.find(closing, max(0, self._scanned - len(closing) + 1))
+            at = self._closing_at(held, closing)
             if at < 0:
-                self._scanned = len(held)
                 return False
             body, end = held[:at], at + len(closing)
         else:
@@ -379,6 +383,31 @@ class ToolCallParser:
         self._gap = self._block = ""
         self._move(ToolCallInput.CLOSE, target)
         return True
+
+    def _closing_at(self, held: str, closing: str) -> int:
+        """Where the closing tag starts in ``held``, outside any JSON string (a
+        string may hold the tag's text: the body is not over there), or -1 when it
+        is not there yet. Scans each character once across feeds."""
+        at = self._scanned
+        while at < len(held):
+            char = held[at]
+            if self._in_string:
+                if self._escape:
+                    self._escape = False
+                elif char == "\\":
+                    self._escape = True
+                elif char == '"':
+                    self._in_string = False
+            elif char == '"':
+                self._in_string = True
+            elif held.startswith(closing, at):
+                self._scanned = at
+                return at
+            elif closing.startswith(held[at:]):
+                break  # maybe the start of the tag: wait for the rest
+            at += 1
+        self._scanned = at
+        return -1
 
     def _parse(self, body: str) -> list[ToolCall] | None:
         """The calls a body holds, or None if it is not wholly calls of known tools."""

@@ -131,7 +131,11 @@ async def test_a_compile_past_its_deadline_is_a_400_and_holds_up_no_one(
                 model="tiny", prompt="hi", options={"num_predict": 8}
             )
         )
-        assert plain.eval_count == 8
+        # A random model may end early with its end-of-generation token.
+        assert plain.done
+        assert 0 < (plain.eval_count or 0) <= 8
+        if plain.done_reason == "length":
+            assert plain.eval_count == 8
         # Once it has finished, it is in the cache: the same schema is served.
         for _ in range(200):
             reply = await generate(http, slow)

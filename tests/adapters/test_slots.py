@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,38 +49,44 @@ def _native(live: LiveServer, user: int, seed: int | None, stream: bool) -> str:
 
 
 def _openai(live: LiveServer, user: int, seed: int | None, stream: bool) -> str:
-    client = openai.OpenAI(base_url=f"http://{live.host}:{live.port}/v1", api_key="x")
+    base = f"http://{live.host}:{live.port}/v1"
     messages: Any = _asking(user)
-    if not stream:
-        reply = client.chat.completions.create(
-            model="tiny", messages=messages, max_tokens=40, extra_body=_sampling(seed)
+    with openai.OpenAI(base_url=base, api_key="x") as client:
+        if not stream:
+            reply = client.chat.completions.create(
+                model="tiny",
+                messages=messages,
+                max_tokens=40,
+                extra_body=_sampling(seed),
+            )
+            return reply.choices[0].message.content or ""
+        chunks = client.chat.completions.create(
+            model="tiny",
+            messages=messages,
+            max_tokens=40,
+            stream=True,
+            extra_body=_sampling(seed),
         )
-        return reply.choices[0].message.content or ""
-    chunks = client.chat.completions.create(
-        model="tiny",
-        messages=messages,
-        max_tokens=40,
-        stream=True,
-        extra_body=_sampling(seed),
-    )
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 def _anthropic(live: LiveServer, user: int, seed: int | None, stream: bool) -> str:
-    client = anthropic.Anthropic(
-        base_url=f"http://{live.host}:{live.port}", api_key="x"
-    )
+    base = f"http://{live.host}:{live.port}"
     messages: Any = _asking(user)
     # Anthropic's API has no seed: greedy only.
-    if not stream:
-        reply = client.messages.create(
+    with anthropic.Anthropic(base_url=base, api_key="x") as client:
+        if not stream:
+            reply = client.messages.create(
+                model="tiny",
+                messages=messages,
+                max_tokens=40,
+                extra_body=_sampling(None),
+            )
+            return "".join(b.text for b in reply.content if b.type == "text")
+        with client.messages.stream(
             model="tiny", messages=messages, max_tokens=40, extra_body=_sampling(None)
-        )
-        return "".join(b.text for b in reply.content if b.type == "text")
-    with client.messages.stream(
-        model="tiny", messages=messages, max_tokens=40, extra_body=_sampling(None)
-    ) as events:
-        return "".join(events.text_stream)
+        ) as events:
+            return "".join(events.text_stream)
 
 
 Ask = Callable[[LiveServer, int, int | None, bool], str]
@@ -120,24 +127,33 @@ async def test_a_newcomer_starts_while_three_others_stream(
 ) -> None:
     """With 4 slots, a request that arrives while 3 long streams run gets its
     answer while they are still running, not after them."""
-    _, client = served
+    live, _ = served
     long = {"num_predict": 400, "seed": 1, "temperature": 0.0, "repeat_last_n": -1,
             "presence_penalty": 1e9}  # fmt: skip
     finished: list[str] = []
     started = [threading.Event() for _ in range(3)]
 
-    def consume(name: str, options: dict[str, Any], first: threading.Event) -> None:
-        chunks = client.chat(
-            model="tiny", messages=MESSAGES, options=options, stream=True
-        )
-        for _ in chunks:
-            first.set()
-        finished.append(name)
+    def consume(
+        name: str, options: dict[str, Any], first: threading.Event, pause: float = 0
+    ) -> None:
+        # A client of its own in each thread, closed here: one client shared by
+        # threads leaves pooled sockets for the garbage collector.
+        client = ollama.Client(host=f"http://{live.host}:{live.port}")
+        try:
+            chunks = client.chat(
+                model="tiny", messages=MESSAGES, options=options, stream=True
+            )
+            for _ in chunks:
+                first.set()
+                time.sleep(pause)  # a slow reader: its stream lasts, its slot held
+            finished.append(name)  # before closing, which takes its own time
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
 
     async with trio.open_nursery() as nursery:
         for index in range(3):
             nursery.start_soon(
-                call, lambda i=index: consume(f"long{i}", long, started[i])
+                call, lambda i=index: consume(f"long{i}", long, started[i], 0.02)
             )
         with trio.fail_after(30):  # until all three are streaming
             while not all(event.is_set() for event in started):
@@ -169,16 +185,14 @@ async def test_the_next_turn_of_a_chat_evaluates_only_the_new_messages(
     )
     # The OpenAI API tells the prompt's length, and how much of it was cached: the
     # same turn again finds all of it but the last token in its slot.
-    openai_client = openai.OpenAI(
+    with openai.OpenAI(
         base_url=f"http://{live.host}:{live.port}/v1", api_key="x"
-    )
-    again = await call(
-        lambda: openai_client.chat.completions.create(
-            model="tiny",
-            messages=turn,
-            max_tokens=4,
+    ) as openai_client:
+        again = await call(
+            lambda: openai_client.chat.completions.create(
+                model="tiny", messages=turn, max_tokens=4
+            )
         )
-    )
     usage = again.usage
     assert usage is not None
     assert usage.prompt_tokens_details is not None

@@ -118,6 +118,12 @@ CASES = [
     (HERMES, "a <tool b <tool_callx> c\n", [C("a <tool b <tool_callx> c\n")]),
     (HERMES, "  \n", [C("  \n")]),
     (HERMES, "", []),
+    # The closing tag's text inside an argument does not end the call.
+    (HERMES,
+     tag('{"name": "get", "arguments": {"q": "a</tool_call>b\\"</tool_call>"}}'),
+     [K(0, "get", q='a</tool_call>b"</tool_call>')]),
+    (HERMES, tag('{"name": "get", "arguments": {"q": "</tool_"}}') + " after",
+     [K(0, "get", q="</tool_"), C("after")]),
     # Bare JSON: a call only as the first thing, or right after another call.
     (JSON_, '{"name": "get_weather", "parameters": {"city": "Paris"}}',
      [K(0, "get_weather", city="Paris")]),

@@ -14,7 +14,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from benchmarks.streaming import Stream, _compare_with_peer, _Reading
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,3 +145,61 @@ def test_gateway_levels_are_compared_with_the_peer_at_the_same_concurrency() -> 
     assert levels["sse_c4"]["aggregate_vs_peer"] == 3.0
     assert "aggregate_vs_peer" not in levels["sse_c16"]
     assert "tokens_per_s_vs_peer" not in levels["peer_c1"]
+
+
+def _quick(tmp_path: Path, *names: str) -> dict[str, Any]:
+    out = tmp_path / "results.json"
+    env = {**os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])
+    )
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)]
+    completed = subprocess.run(
+        [*command, "--only", *names],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    figures: dict[str, Any] = json.loads(out.read_text())["benchmarks"]
+    return figures
+
+
+@pytest.mark.slow
+def test_quick_runner_engine_run_measures_every_level(tmp_path: Path) -> None:
+    engine = _quick(tmp_path, "runner_engine")["runner_engine"]
+    tiny = engine["tiny"]
+    for level in ("c1", "c4", "c16"):
+        assert tiny["raw_batched"][level]["aggregate_tokens_per_s"] > 0
+        assert tiny["raw_batched"][level]["step_ms"] > 0
+        served = tiny["gateway"][level]
+        assert served["aggregate_tokens_per_s"] > 0
+        assert served["errors"] == served["truncated"] == 0
+    targets = tiny["targets"]
+    assert targets["aggregate_c16_vs_raw_batched"] > 0
+    assert targets["ttft_c16_budget_ms"] > 0
+    assert tiny["contention"]["busy_tokens_per_s_vs_raw"] > 0
+    assert "skipped" in engine["smollm2"]  # quick runs skip the real model
+
+
+@pytest.mark.slow
+def test_quick_structured_run_measures_compile_mask_and_decode(
+    tmp_path: Path,
+) -> None:
+    demo = _quick(tmp_path, "structured")["structured"]["demo"]
+    assert demo["n_vocab"] > 0
+    assert demo["compile"]["ms"]["count"] > 0
+    assert demo["compile"]["ms"]["p50"] > 0
+    assert set(demo["compile"]["p50_ms_by_schema"]) == {
+        "Person",
+        "Event",
+        "Tree",
+        "Pet",
+    }
+    assert demo["mask"]["mask_us"]["count"] > 0
+    assert demo["mask"]["mask_us"]["p50"] > 0
+    assert demo["decode"]["pairs"] > 0
+    assert demo["decode"]["constrained_vs_unconstrained"] > 0

@@ -30,7 +30,13 @@ from gateway_core._json import JsonValue
 
 from .errors import UnsupportedSchema
 
-__all__ = ["JSON_OPTIONS", "NUMBER_BOUND", "check_schema_support", "json_grammar"]
+__all__ = [
+    "JSON_OPTIONS",
+    "NUMBER_BOUND",
+    "bounded_schema",
+    "check_schema_support",
+    "json_grammar",
+]
 
 JSON_OPTIONS: Final[JsonCompileOptions] = {
     "whitespace_flexible": False,
@@ -60,6 +66,14 @@ _SCHEMA_MAPS: Final = frozenset(
 )
 _SCHEMA_LISTS: Final = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
 _DEFINITIONS: Final = ("$defs", "definitions")
+
+
+def bounded_schema(schema: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """``schema`` as the engine is given it (see ``_tightened``): a tool call's
+    arguments are kept within what the parser accepts, as an answer is."""
+    tightened = _tightened(schema)
+    assert isinstance(tightened, dict)
+    return tightened
 
 
 def json_grammar(format: JsonValue) -> str:
@@ -120,33 +134,60 @@ _BOUNDED_ANY: Final[dict[str, JsonValue]] = {
 }
 
 
-def _tightened(schema: JsonValue, *, resource: bool = True) -> JsonValue:
+# The same, without references, for the later branches of an allOf (see
+# _tightened): arrays and objects in it hold scalars only. Narrower, still valid.
+_SCALAR: Final[dict[str, JsonValue]] = {
+    "type": ["null", "boolean", "number", "string"],
+    "minimum": -NUMBER_BOUND,
+    "maximum": NUMBER_BOUND,
+}
+_FLAT_ANY: Final[dict[str, JsonValue]] = {
+    "minimum": -NUMBER_BOUND,
+    "maximum": NUMBER_BOUND,
+    "items": _SCALAR,
+    "additionalProperties": _SCALAR,
+}
+
+
+def _tightened(
+    schema: JsonValue, *, resource: bool = True, flat: bool = False
+) -> JsonValue:
     """``schema`` as llguidance is given it: every ``format`` of ``_PATTERNS``
     replaced by its pattern (where the sub-schema has no pattern of its own), and
     numbers bounded (see NUMBER_BOUND). ``resource``: the schema is the root of a
     resource (the document, or a sub-schema with an ``$id``), where the bounded
-    "any value" is defined for the references inside it."""
+    "any value" is defined for the references inside it. ``flat``: free values get
+    the bounded any value that holds no reference (``_FLAT_ANY``)."""
     if schema is True:
-        return dict(_ANY_REF)
+        return dict(_FLAT_ANY if flat else _ANY_REF)
     if not isinstance(schema, dict):
         return schema
     result: dict[str, JsonValue] = {}
     for key, value in schema.items():
         if key in _SCHEMA_KEYS or (key == "items" and isinstance(value, dict | bool)):
-            result[key] = _tightened(value, resource=False)
+            result[key] = _tightened(value, resource=False, flat=flat)
         elif key in _SCHEMA_MAPS and isinstance(value, dict):
             result[key] = {
-                name: _tightened(child, resource=False) for name, child in value.items()
+                name: _tightened(child, resource=False, flat=flat)
+                for name, child in value.items()
             }
         elif key in _SCHEMA_LISTS and isinstance(value, list):
-            result[key] = [_tightened(child, resource=False) for child in value]
+            # llguidance intersects the branches of an allOf, and the intersection
+            # of two recursive "any values" never ends ("stack level exceeded"):
+            # only the first branch gets the recursive one.
+            result[key] = [
+                _tightened(
+                    child, resource=False, flat=flat or (key == "allOf" and i > 0)
+                )
+                for i, child in enumerate(value)
+            ]
         else:
             result[key] = value
     fmt = result.get("format")
     if isinstance(fmt, str) and fmt in _PATTERNS and "pattern" not in result:
         del result["format"]
         result["pattern"] = _PATTERNS[fmt]
-    _bound(result)
+    _bound(result, flat=flat)
     if resource or "$id" in result:
         definitions = result.get("$defs")
         result["$defs"] = {
@@ -156,26 +197,32 @@ def _tightened(schema: JsonValue, *, resource: bool = True) -> JsonValue:
     return result
 
 
-def _bound(schema: dict[str, JsonValue]) -> None:
+def _bound(schema: dict[str, JsonValue], *, flat: bool = False) -> None:
     """Bound what ``schema`` leaves free, in place (a sub-schema that combines
     others, by ``$ref`` or ``anyOf``..., is left alone: the engine merges what sits
     beside those, and its parts are bounded where they are written)."""
     if _COMBINERS & schema.keys():
         return
+    free = _FLAT_ANY if flat else _ANY_REF
     if all(key in _ANNOTATIONS for key in schema):
-        schema.update(_ANY_REF)  # {} or annotations only: any value
+        schema.update(free)  # {} or annotations only: any value
         return
     kinds = schema.get("type", list(_ALL_TYPES))
-    types = {kinds} if isinstance(kinds, str) else set(kinds)  # type: ignore[arg-type]
+    if isinstance(kinds, str):
+        types = {kinds}
+    elif isinstance(kinds, list):
+        types = {kind for kind in kinds if isinstance(kind, str)}
+    else:
+        return  # not a schema: the engine refuses it, with its own words
     if "number" in types:
         if "maximum" not in schema and "exclusiveMaximum" not in schema:
             schema["maximum"] = NUMBER_BOUND
         if "minimum" not in schema and "exclusiveMinimum" not in schema:
             schema["minimum"] = -NUMBER_BOUND
     if "array" in types and "items" not in schema:
-        schema["items"] = _ANY_REF
+        schema["items"] = dict(free)
     if "object" in types and "additionalProperties" not in schema:
-        schema["additionalProperties"] = _ANY_REF
+        schema["additionalProperties"] = dict(free)
 
 
 def check_schema_support(schema: Mapping[str, JsonValue]) -> None:

@@ -182,6 +182,28 @@ def test_text_is_free_until_the_marker_then_the_call_is_forced(
         walk(compiler, constraint, [b"<tool_call>", b"{", b'"', b"x"])
 
 
+def test_free_arguments_hold_only_numbers_a_double_holds(compiler: Compiler) -> None:
+    """A tool whose parameters leave values free (``{"type": "object"}``) still
+    gets numbers within the bound answers have: 1e400 would make the parser refuse
+    the call."""
+    free = {"name": {"const": "clock"}, "arguments": {"type": "object"}}
+    schema = {"type": "object", "properties": free, "required": ["name", "arguments"]}
+    trigger = ToolCallTrigger(
+        marker="<tool_call>", closing="</tool_call>", call_schema=json.dumps(schema)
+    )
+    constraint = GenerationConstraint(tool_calls=trigger)
+    start = [
+        b"<tool_call>",
+        *(bytes([c]) for c in b'{"name":"clock","arguments":{"a":'),
+    ]
+    digits = [b"9"] * 18
+    walk(compiler, constraint, [*start, *digits])  # 18 digits: below 1e18
+    with pytest.raises(ConstraintFailed):
+        walk(compiler, constraint, [*start, *digits, b"9"])
+    with pytest.raises(ConstraintFailed):
+        walk(compiler, constraint, [*start, b"1", b"e", b"4", b"0", b"0"])
+
+
 def test_the_compiler_caches_per_constraint(compiler: Compiler) -> None:
     constraint = GenerationConstraint(
         tool_calls=ToolCallTrigger(

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import Final, Generic, TypeVar
 
 import llguidance
@@ -210,6 +211,10 @@ class Compiler:
         return Compiled(matcher, vocabulary, time.perf_counter() - started)
 
     def _grammar(self, constraint: GenerationConstraint) -> str:
+        # The schema half lives beside the runner: what the core accepts and how
+        # llguidance is asked to compile it are decided together.
+        from ..grammars import bounded_schema, json_grammar
+
         if constraint.tool_calls is not None:
             trigger = constraint.tool_calls
             special = {
@@ -217,11 +222,12 @@ class Compiler:
                 for text in (trigger.marker, trigger.closing)
                 if text and (token := self._special_token(text)) is not None
             }
-            return tool_call_grammar(trigger, special=special)
+            # Arguments are bounded as answers are: a number past a double (1e400)
+            # would make the parser refuse the call.
+            call = bounded_schema(json.loads(trigger.call_schema))
+            bounded = replace(trigger, call_schema=json.dumps(call))
+            return tool_call_grammar(bounded, special=special)
         assert constraint.json_schema is not None
-        # The schema half lives beside the runner: what the core accepts and how
-        # llguidance is asked to compile it are decided together.
-        from ..grammars import json_grammar
 
         schema = constraint.json_schema
         return json_grammar("json" if schema == "json" else json.loads(schema))
