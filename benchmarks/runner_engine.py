@@ -93,11 +93,16 @@ def raw_batched(model: Path, tokens: int, rounds: int) -> dict[str, object]:
 def _server_levels(
     port: int, api: str, model: str, tokens: int, per_client: int
 ) -> dict[str, object]:
+    # llama-server closes its connection after a stream: a new one for each.
+    reconnect = api == "peer_sse"
     _level(port, api, model, 8, 1, 1)  # warm: load, first request's own work
     return {
-        f"c{n}": _level(port, api, model, tokens, n, per_client if n > 1 else 4)
+        f"c{n}": _level(
+            port, api, model, tokens, n, per_client if n > 1 else 4,
+            reconnect=reconnect,
+        )
         for n in LEVELS
-    }
+    }  # fmt: skip
 
 
 def _gateway(

@@ -350,9 +350,18 @@ def _summarize(streams: list[Stream], *, wall: float | None) -> dict[str, object
 
 
 def _level(
-    port: int, api: str, model: str, tokens: int, concurrency: int, per_client: int
+    port: int,
+    api: str,
+    model: str,
+    tokens: int,
+    concurrency: int,
+    per_client: int,
+    *,
+    reconnect: bool = False,
 ) -> dict[str, object]:
-    """``concurrency`` threads, each streaming ``per_client`` times back to back."""
+    """``concurrency`` threads, each streaming ``per_client`` times back to back,
+    on one keep-alive connection, or on a new one each time (``reconnect``: for
+    llama-server, which closes a connection after a stream)."""
     barrier = threading.Barrier(concurrency + 1)
     results: list[list[Stream]] = [[] for _ in range(concurrency)]
 
@@ -362,6 +371,9 @@ def _level(
             barrier.wait()
             for round_ in range(per_client):
                 seed = 1 + index * per_client + round_
+                if reconnect and round_:
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
                 results[index].append(stream_once(conn, api, model, tokens, seed))
         finally:
             conn.close()

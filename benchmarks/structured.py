@@ -14,8 +14,8 @@ its package is not installed) and on the demo model (512 tokens):
   constraint, and its build time is reported apart.
 - **mask**: a random walk through each compiled schema (a random allowed token at
   each step, up to 300 steps): the time of llguidance's mask, and apart from it the
-  time to apply it to the logits as the runner's sampler does (unpack the bits, set
-  the disallowed logits to minus infinity).
+  time to apply it to the logits with the runner's own ``mask_logits`` (every
+  disallowed logit set to minus infinity).
 - **decode**: a real ``gateway-core serve``: the same prompt and seed with and
   without ``format`` (the ``Person`` model), alternating, ``eval_count /
   eval_duration`` of each; the ratio is the median over the pairs.
@@ -37,6 +37,7 @@ import numpy as np
 from adapters.runner import grammars, llama
 from adapters.runner.constraint import Compiler, Vocabulary
 from adapters.runner.process import _special_lookup, _vocabulary
+from adapters.runner.sampling import mask_logits
 from adapters.runner.values import GenerationConstraint, LoadParams
 
 from .embed_batch import start_server
@@ -101,13 +102,11 @@ def _mask_times(
             masked = time.perf_counter()
             if state.stopped:
                 break
-            bits = np.unpackbits(words.view(np.uint8), bitorder="little", count=n_vocab)
-            allowed = bits.view(np.bool_)
-            np.putmask(logits, ~allowed, -np.inf)
+            mask_logits(logits, words, np.flatnonzero(words))
             applies.append(time.perf_counter() - masked)
             masks.append(masked - started)
+            choices = np.flatnonzero(logits == 0)
             logits.fill(0)
-            choices = np.flatnonzero(allowed)
             if len(choices) == 0:
                 break
             token = int(rng.choice(choices))

@@ -20,7 +20,7 @@ from .constraint import ConstraintFailed, ConstraintState
 from .llama import Model, make_sampler
 from .values import Sampling
 
-__all__ = ["RequestSampler"]
+__all__ = ["RequestSampler", "mask_logits"]
 
 
 class RequestSampler:
@@ -66,8 +66,8 @@ class RequestSampler:
         words = state.mask()
         if state.stopped:
             return None
-        allowed = _bits(words, self._n_vocab)
-        if not allowed.any():
+        used = np.flatnonzero(words)  # the mask's words with any allowed token
+        if not len(used):
             if state.accepting:
                 return None  # only the end stand-in: a vocabulary without ends
             raise ConstraintFailed("the constraint allows no token here")
@@ -75,13 +75,53 @@ class RequestSampler:
         if not pointer:
             raise ConstraintFailed("llama.cpp has no logits to sample from")
         logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
-        np.putmask(logits, ~allowed, -np.inf)
+        mask_logits(logits, words, used)
         token: int = llama_cpp.llama_sampler_sample(self._chain, self._model.ctx, index)
-        if not 0 <= token < self._n_vocab or not allowed[token]:
+        if not 0 <= token < self._n_vocab or not _allows(words, token):
             raise ConstraintFailed(f"token {token} was sampled but is not allowed")
         if not self._model.pieces.is_eog(token):
             state.accept(token)
         return token
+
+
+# Where a mask allows tokens in at most this many of its 32-token words (a JSON
+# grammar usually allows a handful: a quote, a digit, a key), the allowed ids are
+# read from those words alone and every other logit is overwritten at once: on a
+# 262k vocabulary that is tens of microseconds instead of unpacking 262k bits.
+_SPARSE_WORDS = 256
+_LANES = np.arange(32, dtype=np.int64)
+
+
+def mask_logits(
+    logits: npt.NDArray[np.float32],
+    words: npt.NDArray[np.int32],
+    used: npt.NDArray[np.intp],
+) -> None:
+    """Set the logit of every token the mask ``words`` does not allow to minus
+    infinity; ``used`` are the indices of its non-zero words."""
+    if len(used) <= _SPARSE_WORDS:
+        _keep_only(logits, _allowed_ids(words, used, len(logits)))
+    else:
+        np.putmask(logits, ~_bits(words, len(logits)), -np.inf)
+
+
+def _allowed_ids(
+    words: npt.NDArray[np.int32], used: npt.NDArray[np.intp], count: int
+) -> npt.NDArray[np.int64]:
+    """The allowed token ids, from the words ``used`` of the mask."""
+    bits = np.unpackbits(words[used].view(np.uint8), bitorder="little")
+    ids = (used[:, None] * 32 + _LANES).reshape(-1)[bits.view(np.bool_)]
+    return ids[ids < count]
+
+
+def _keep_only(logits: npt.NDArray[np.float32], ids: npt.NDArray[np.int64]) -> None:
+    kept = logits[ids]
+    logits.fill(-np.inf)
+    logits[ids] = kept
+
+
+def _allows(words: npt.NDArray[np.int32], token: int) -> bool:
+    return bool((int(words[token >> 5]) >> (token & 31)) & 1)
 
 
 def _bits(words: npt.NDArray[np.int32], count: int) -> npt.NDArray[np.bool_]:
