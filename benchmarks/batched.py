@@ -182,7 +182,7 @@ class RawBatched:
     def _chain(
         self, sampling: dict[str, float], seed: int
     ) -> llama_cpp.llama_sampler_p:
-        chain = llama_cpp.llama_sampler_chain_init(
+        chain: llama_cpp.llama_sampler_p = llama_cpp.llama_sampler_chain_init(
             llama_cpp.llama_sampler_chain_default_params()
         )
         for link in (

@@ -66,6 +66,13 @@ _SCHEMA_MAPS: Final = frozenset(
 )
 _SCHEMA_LISTS: Final = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
 _DEFINITIONS: Final = ("$defs", "definitions")
+# Counts, which llguidance takes only as integers.
+_COUNTS: Final = frozenset(
+    {
+        "minLength", "maxLength", "minItems", "maxItems", "minProperties",
+        "maxProperties", "minContains", "maxContains",
+    }
+)  # fmt: skip
 
 
 def bounded_schema(schema: dict[str, JsonValue]) -> dict[str, JsonValue]:
@@ -181,6 +188,8 @@ def _tightened(
                 )
                 for i, child in enumerate(value)
             ]
+        elif key in _COUNTS and isinstance(value, float) and value.is_integer():
+            result[key] = int(value)  # JSON Schema: 2.0 is the integer 2
         else:
             result[key] = value
     fmt = result.get("format")
