@@ -184,33 +184,51 @@ TOOL_CALL_TRANSITIONS: Mapping[
 _BRACKETS = {"{": "}", "[": "]"}
 
 
+class _JsonStrings:
+    """Whether a character of JSON text, read in order, belongs to a string (its
+    quotes included), aware of escapes."""
+
+    __slots__ = ("_escape", "_in_string")
+
+    def __init__(self) -> None:
+        self._in_string = False
+        self._escape = False
+
+    def quoted(self, char: str) -> bool:
+        """Take the next character; True if it is part of a string."""
+        if self._in_string:
+            if self._escape:
+                self._escape = False
+            elif char == "\\":
+                self._escape = True
+            elif char == '"':
+                self._in_string = False
+            return True
+        if char == '"':
+            self._in_string = True
+            return True
+        return False
+
+
 class _JsonExtent:
     """Finds where a JSON value that began with a bracket ends, one character at a
     time, aware of strings and escapes. A closer that does not match ends it too:
     the value is malformed, and parsing it will say so."""
 
-    __slots__ = ("_escape", "_in_string", "_open")
+    __slots__ = ("_open", "_strings")
 
     def __init__(self) -> None:
         self._open: list[str] = []
-        self._in_string = False
-        self._escape = False
+        self._strings = _JsonStrings()
 
     def end(self, text: str, start: int) -> int:
         """Index just past the value's end in ``text`` (scanned from ``start``),
         or -1 when it has not ended yet."""
         for at in range(start, len(text)):
             char = text[at]
-            if self._in_string:
-                if self._escape:
-                    self._escape = False
-                elif char == "\\":
-                    self._escape = True
-                elif char == '"':
-                    self._in_string = False
-            elif char == '"':
-                self._in_string = True
-            elif char in _BRACKETS:
+            if self._strings.quoted(char):
+                continue
+            if char in _BRACKETS:
                 self._open.append(_BRACKETS[char])
             elif char in "}]":
                 if not self._open or self._open.pop() != char:
@@ -243,9 +261,8 @@ class ToolCallParser:
         self._block = ""
         """The current block's text before its body (marker, whitespace)."""
         self._scanned = 0
-        self._in_string = False
-        self._escape = False
-        """Where the closing-tag scan is: inside a JSON string, after a backslash."""
+        self._strings = _JsonStrings()
+        """Where the closing-tag scan is: inside a JSON string or not."""
         self._extent = _JsonExtent()
         self._calls = 0
 
@@ -355,7 +372,7 @@ class ToolCallParser:
     def _open_body(self, held: str, event: ToolCallInput) -> None:
         self._held = held
         self._scanned = 0
-        self._in_string = self._escape = False
+        self._strings = _JsonStrings()
         self._extent = _JsonExtent()
         self._move(event, ToolCallPhase.BODY)
 
@@ -390,16 +407,8 @@ class ToolCallParser:
         is not there yet. Scans each character once across feeds."""
         at = self._scanned
         while at < len(held):
-            char = held[at]
-            if self._in_string:
-                if self._escape:
-                    self._escape = False
-                elif char == "\\":
-                    self._escape = True
-                elif char == '"':
-                    self._in_string = False
-            elif char == '"':
-                self._in_string = True
+            if self._strings.quoted(held[at]):
+                pass
             elif held.startswith(closing, at):
                 self._scanned = at
                 return at

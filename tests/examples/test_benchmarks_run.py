@@ -34,7 +34,9 @@ CORE_FIGURES = {
 }
 
 
-def test_quick_core_run_writes_every_figure(tmp_path: Path) -> None:
+def _quick(tmp_path: Path, *names: str) -> tuple[dict[str, Any], str]:
+    """Run ``python -m benchmarks --quick --only NAMES``; its report and what it
+    printed."""
     out = tmp_path / "results.json"
     env = {**os.environ}
     env["PYTHONPATH"] = os.pathsep.join(
@@ -42,18 +44,23 @@ def test_quick_core_run_writes_every_figure(tmp_path: Path) -> None:
     )
     command = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)]
     completed = subprocess.run(
-        [*command, "--only", "core_micro"],
+        [*command, "--only", *names],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
-    assert "ndjson_frames_per_s" in completed.stdout  # the printed summary
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report, completed.stdout
 
-    report = json.loads(out.read_text())
+
+def test_quick_core_run_writes_every_figure(tmp_path: Path) -> None:
+    report, printed = _quick(tmp_path, "core_micro")
+    assert "ndjson_frames_per_s" in printed  # the printed summary
+
     assert report["quick"] is True
     machine = report["machine"]
     assert isinstance(machine["cpu_count"], int)
@@ -147,30 +154,9 @@ def test_gateway_levels_are_compared_with_the_peer_at_the_same_concurrency() -> 
     assert "tokens_per_s_vs_peer" not in levels["peer_c1"]
 
 
-def _quick(tmp_path: Path, *names: str) -> dict[str, Any]:
-    out = tmp_path / "results.json"
-    env = {**os.environ}
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])
-    )
-    command = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)]
-    completed = subprocess.run(
-        [*command, "--only", *names],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    figures: dict[str, Any] = json.loads(out.read_text())["benchmarks"]
-    return figures
-
-
 @pytest.mark.slow
 def test_quick_runner_engine_run_measures_every_level(tmp_path: Path) -> None:
-    engine = _quick(tmp_path, "runner_engine")["runner_engine"]
+    engine = _quick(tmp_path, "runner_engine")[0]["benchmarks"]["runner_engine"]
     tiny = engine["tiny"]
     for level in ("c1", "c4", "c16"):
         assert tiny["raw_batched"][level]["aggregate_tokens_per_s"] > 0
@@ -189,7 +175,7 @@ def test_quick_runner_engine_run_measures_every_level(tmp_path: Path) -> None:
 def test_quick_structured_run_measures_compile_mask_and_decode(
     tmp_path: Path,
 ) -> None:
-    demo = _quick(tmp_path, "structured")["structured"]["demo"]
+    demo = _quick(tmp_path, "structured")[0]["benchmarks"]["structured"]["demo"]
     assert demo["n_vocab"] > 0
     assert demo["compile"]["ms"]["count"] > 0
     assert demo["compile"]["ms"]["p50"] > 0
