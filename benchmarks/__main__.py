@@ -20,7 +20,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import core_micro, embed_batch, http_layer, runner_engine, streaming, structured
+from . import (
+    asgi,
+    core_micro,
+    embed_batch,
+    http_layer,
+    metrics_cost,
+    runner_engine,
+    streaming,
+    structured,
+)
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "core_micro": lambda quick: core_micro.run(quick=quick),
@@ -29,6 +38,8 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "streaming": lambda quick: streaming.run(quick=quick),
     "runner_engine": lambda quick: runner_engine.run(quick=quick),
     "structured": lambda quick: structured.run(quick=quick),
+    "metrics_cost": lambda quick: metrics_cost.run(quick=quick),
+    "asgi": lambda quick: asgi.run(quick=quick),
 }
 
 

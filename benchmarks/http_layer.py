@@ -35,7 +35,7 @@ from .embed_batch import start_server
 from .models import write_model
 from .peer import start_peer, stop_peer
 
-__all__ = ["peak_rss_mb", "run"]
+__all__ = ["load_route", "peak_rss_mb", "run"]
 
 CONCURRENCY = (1, 8)
 WARM_UP_REQUESTS = 50
@@ -101,7 +101,9 @@ def _client(
     results.put(latencies)
 
 
-def _load(port: int, path: str, connections: int, seconds: float) -> dict[str, object]:
+def load_route(
+    port: int, path: str, connections: int, seconds: float
+) -> dict[str, object]:
     """Drive ``connections`` clients at ``GET path`` for ``seconds``; requests/s and
     latencies."""
     context = multiprocessing.get_context("spawn")
@@ -148,7 +150,7 @@ def peak_rss_mb(pid: int) -> float | None:
 
 def _levels(port: int, path: str, seconds: float) -> list[dict[str, object]]:
     """``_load`` at each concurrency of ``CONCURRENCY``, in order."""
-    return [_load(port, path, connections, seconds) for connections in CONCURRENCY]
+    return [load_route(port, path, connections, seconds) for connections in CONCURRENCY]
 
 
 def _rps_ratio(gateway: dict[str, object], peer: dict[str, object]) -> float | None:

@@ -63,7 +63,7 @@ from .http_layer import peak_rss_mb
 from .models import write_model
 from .peer import NUM_CTX, SEED, runner_threads, start_peer, stop_peer
 
-__all__ = ["run"]
+__all__ = ["decode_rate", "install", "run", "stream_once"]
 
 PROMPT = "Tell me a long story about a fox who learns to benchmark language models."
 SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0}
@@ -88,7 +88,7 @@ def _chatml(prompt: str) -> str:
     return f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def _rate(stream: Stream) -> float | None:
+def decode_rate(stream: Stream) -> float | None:
     if stream.decode is None or stream.decode <= 0 or stream.tokens < 2:
         return None
     return (stream.tokens - 1) / stream.decode
@@ -329,7 +329,7 @@ def _percentile(ordered: list[float], fraction: float) -> float:
 
 def _summarize(streams: list[Stream], *, wall: float | None) -> dict[str, object]:
     ttfts = sorted(s.ttft for s in streams if s.ttft is not None)
-    rates = [r for s in streams if (r := _rate(s)) is not None]
+    rates = [r for s in streams if (r := decode_rate(s)) is not None]
     tokens = sum(s.tokens for s in streams)
     summary: dict[str, object] = {
         "streams": len(streams),
@@ -420,7 +420,7 @@ def _paired(
     rates = [
         a / b
         for one, limit in zip(served, limits, strict=True)
-        if (a := _rate(one)) is not None and (b := _rate(limit)) is not None
+        if (a := decode_rate(one)) is not None and (b := decode_rate(limit)) is not None
     ]
     gaps = [
         one.ttft - limit.ttft

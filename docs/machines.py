@@ -14,8 +14,8 @@ from typing import Any
 
 from gateway_core import EXCHANGE_TRANSITIONS
 from gateway_core._embed_truncation import TRANSITIONS as EMBED_TRANSITIONS
+from gateway_core._families import HARMONY_TRANSITIONS, TOOL_CALL_TRANSITIONS
 from gateway_core._thinking import THINKING_TRANSITIONS
-from gateway_core._tool_calls import TOOL_CALL_TRANSITIONS
 from gateway_core._two_pass import TRANSITIONS as TWO_PASS_TRANSITIONS
 
 # Mapping is invariant in its keys, and each table has enums of its own.
@@ -48,9 +48,15 @@ MACHINES: tuple[tuple[str, str, str, Table], ...] = (
     ),
     (
         "Tool calls",
-        "gateway_core/_tool_calls.py",
+        "gateway_core/_families/_marked.py",
         "Finds tool calls in model output; what does not parse stays content.",
         TOOL_CALL_TRANSITIONS,
+    ),
+    (
+        "Harmony channels",
+        "gateway_core/_families/_harmony.py",
+        "Splits gpt-oss output into messages: thinking, content and tool calls.",
+        HARMONY_TRANSITIONS,
     ),
 )
 

@@ -1,5 +1,8 @@
 """The ``gateway-core`` command line: ``gateway-core serve [--host HOST:PORT] ...``.
 
+``gateway-core keys new NAME`` makes an API key and prints the entry of the keys
+file that accepts it (see docs/security.md).
+
 Each setting comes from its flag, else its ``GATEWAY_*`` variable, else its default
 (see ``settings.OPTIONS``). The first SIGINT or SIGTERM starts a graceful shutdown; a
 second one stops at once, for the operator who does not want to wait.
@@ -8,16 +11,20 @@ second one stops at once, for the operator who does not want to wait.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import trio
 
-from gateway_core import __version__
+from gateway_core import __version__, hash_api_key
 
+from .logs import LOG_FORMATS, start_logging
 from .model_store import ensure_demo_model
 from .server import Address, Server
 from .settings import OPTIONS, ServerSettings, resolve_settings
@@ -28,6 +35,7 @@ logger = logging.getLogger("adapters.cli")
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _LOG_LEVEL_ENV = "GATEWAY_LOG_LEVEL"
+_LOG_FORMAT_ENV = "GATEWAY_LOG_FORMAT"
 # The access log is at info: a server that prints nothing looks dead.
 _DEFAULT_LOG_LEVEL = "info"
 
@@ -53,12 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     for option in OPTIONS:
+        if not option.metavar:  # a switch: present means on
+            serve.add_argument(
+                option.flag,
+                dest=option.name,
+                action="store_const",
+                const="1",
+                help=option.describe(),
+            )
+            continue
         serve.add_argument(
             option.flag,
             dest=option.name,
             metavar=option.metavar,
             help=option.describe(),
         )
+    _add_keys_command(commands)
     serve.add_argument(
         "--log-level",
         dest="log_level",
@@ -68,7 +86,74 @@ def build_parser() -> argparse.ArgumentParser:
             f"[env {_LOG_LEVEL_ENV}; default {_DEFAULT_LOG_LEVEL}]"
         ),
     )
+    serve.add_argument(
+        "--log-format",
+        dest="log_format",
+        metavar="FORMAT",
+        help=(
+            "text, or json for one JSON object per line "
+            f"[env {_LOG_FORMAT_ENV}; default text]"
+        ),
+    )
     return parser
+
+
+def _add_keys_command(commands: argparse._SubParsersAction[Any]) -> None:
+    keys = commands.add_parser(
+        "keys", allow_abbrev=False, help="make API keys for --api-keys-file"
+    )
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    new = actions.add_parser(
+        "new",
+        allow_abbrev=False,
+        help="make a key; print it, and the keys-file entry that accepts it",
+        description=(
+            "Make a random API key. The key is printed once, on stderr; the TOML "
+            "entry for the keys file, which holds only its hash, goes to stdout: "
+            "gateway-core keys new alice >> keys.toml"
+        ),
+    )
+    new.add_argument("name", help="who the key is for; shown in logs")
+    new.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        default=[],
+        help="the models it may use (names or patterns with *); default: all",
+    )
+    new.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="its requests at once; default: no limit",
+    )
+
+
+def _new_key(args: argparse.Namespace) -> int:
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        print(
+            "gateway-core keys new: --max-concurrent must be 1 or more", file=sys.stderr
+        )
+        return 2
+    secret = "gk-" + secrets.token_urlsafe(32)
+    lines = ["[[key]]", f"name = {_toml_string(args.name)}"]
+    lines.append(f'sha256 = "{hash_api_key(secret)}"')
+    if args.models:
+        listed = ", ".join(_toml_string(model) for model in args.models)
+        lines.append(f"models = [{listed}]")
+    if args.max_concurrent is not None:
+        lines.append(f"max_concurrent = {args.max_concurrent}")
+    print(
+        f"API key for {args.name} (shown once, keep it secret): {secret}",
+        file=sys.stderr,
+    )
+    print("\n".join(lines) + "\n")
+    return 0
+
+
+def _toml_string(text: str) -> str:
+    # A JSON string is a valid TOML basic string.
+    return json.dumps(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,22 +166,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "keys":
+        return _new_key(args)
     try:
         settings = resolve_settings(vars(args), os.environ)
         level = _log_level(args.log_level, os.environ)
+        log_format = _log_format(args.log_format, os.environ)
     except ValueError as exc:
         print(f"gateway-core serve: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    logs = start_logging(level, log_format)
     try:
         return trio.run(_serve_until_signalled, settings)
     except KeyboardInterrupt:
         # Ctrl-C before the signal handlers were in place (during start-up).
         return 130
+    finally:
+        logs.stop()
+
+
+def _log_format(flag: str | None, environ: Mapping[str, str]) -> str:
+    source, text = (
+        ("--log-format", flag)
+        if flag
+        else (_LOG_FORMAT_ENV, environ.get(_LOG_FORMAT_ENV))
+    )
+    name = (text or "text").strip().lower()
+    if name not in LOG_FORMATS:
+        raise ValueError(f"{source}: {text!r} is not one of {', '.join(LOG_FORMATS)}")
+    return name
 
 
 def _log_level(flag: str | None, environ: Mapping[str, str]) -> int:
@@ -111,7 +209,11 @@ def _log_level(flag: str | None, environ: Mapping[str, str]) -> int:
 
 
 async def _serve_until_signalled(settings: ServerSettings) -> int:
-    server = Server(settings)
+    try:
+        server = Server(settings)
+    except ValueError as exc:  # the API keys file
+        logger.error("%s", exc)  # noqa: TRY400 (the message says it all)
+        return 2
     if server.models is not None:
         store = server.models.store
         if await trio.to_thread.run_sync(ensure_demo_model, store):

@@ -29,10 +29,9 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol, assert_never
+from typing import assert_never
 
 import h11
 import trio
@@ -46,18 +45,30 @@ from gateway_core import (
     SendBody,
     StartResponse,
     Wait,
-    WorkEffect,
-    WorkFailed,
     error_response,
 )
 
+from .exchange_contract import (
+    COALESCE_LIMIT,
+    WRITE_INTERVAL,
+    BodyFailed,
+    BodySource,
+    DrivenExchange,
+    ExchangeObserver,
+    ExchangeRecord,
+    NoWork,
+    WorkPerformer,
+)
 from .h11_transport import H11Transport, SendFailed
 
+# The contract's names are re-exported: they were born here, and callers use them.
 __all__ = [
     "COALESCE_LIMIT",
     "WRITE_INTERVAL",
     "BodyFailed",
+    "BodySource",
     "DrivenExchange",
+    "ExchangeObserver",
     "ExchangeRecord",
     "NoWork",
     "WorkPerformer",
@@ -70,104 +81,6 @@ logger = logging.getLogger("adapters.driver")
 # The client's h11 states once its whole request is in: MUST_CLOSE instead of DONE
 # when it said "connection: close" or spoke HTTP/1.0.
 _REQUEST_RECEIVED = (h11.DONE, h11.MUST_CLOSE)
-# Body bytes joined into one write at most: past this a write is worth its cost, and
-# the client sees the next frames a write sooner.
-COALESCE_LIMIT = 64 * 1024
-# The shortest time between two body writes of a stream whose work is still running:
-# a stream faster than this (a small model makes a token every 0.1 ms) has its frames
-# gathered for one write per interval, instead of a system call, and a wake-up of
-# the event loop, per token. A person reading cannot tell 2 ms apart; a stream
-# slower than this (any model worth chatting with) never waits.
-WRITE_INTERVAL = 0.002
-
-
-class DrivenExchange(Protocol):
-    """What the driver needs of an exchange; ``gateway_core.Exchange`` is one."""
-
-    @property
-    def request_id(self) -> str: ...
-
-    @property
-    def response_started(self) -> bool: ...
-
-    def next_effect(self) -> Effect | Wait: ...
-
-    def receive_body(self, data: bytes) -> None: ...
-
-    def end_body(self) -> None: ...
-
-    def receive_result(self, result: Result, *, now: float) -> None: ...
-
-    def abort(self, reason: str) -> None: ...
-
-    @property
-    def notes(self) -> tuple[str, ...]: ...
-
-
-class BodyFailed(Exception):
-    """Reading a streamed request body failed; ``status`` is the answer it earns."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-BodySource = Callable[[], AsyncIterator[bytes]]
-"""Yields the request body's chunks, for the one effect that streams it to disk."""
-
-
-class WorkPerformer(Protocol):
-    """Performs the work effects of one exchange, in order.
-
-    ``start`` begins an effect (after it, the previous effect's results are no longer
-    wanted); ``next_result`` waits for its next result, and ``ready_result`` returns
-    it only if it is already at hand (a token made ahead), else None. Failures come
-    back as ``WorkFailed`` results, not exceptions. ``aclose`` ends whatever is
-    running and releases what the exchange held (a loaded model); it is always
-    called, shielded.
-    """
-
-    async def start(self, effect: WorkEffect, body: BodySource) -> None: ...
-
-    async def next_result(self) -> Result: ...
-
-    def ready_result(self) -> Result | None: ...
-
-    async def aclose(self) -> None: ...
-
-
-class NoWork:
-    """The performer of a server without a model store: every effect fails."""
-
-    async def start(self, effect: WorkEffect, body: BodySource) -> None:
-        self._effect = type(effect).__name__
-
-    async def next_result(self) -> Result:
-        return WorkFailed(
-            status=500, message="this server has no model store configured"
-        )
-
-    def ready_result(self) -> Result | None:
-        return None
-
-    async def aclose(self) -> None:
-        pass
-
-
-@dataclass(slots=True)
-class ExchangeRecord:
-    """What happened to one exchange, for the access log.
-
-    Attributes:
-        status: the status sent, or None if no response started.
-        body_bytes: response body bytes written.
-        aborted: why the exchange was aborted, or None if it ran to its end.
-    """
-
-    status: int | None = None
-    body_bytes: int = 0
-    aborted: str | None = None
 
 
 def _never() -> bool:
@@ -183,6 +96,8 @@ async def drive_exchange(
     closing: Callable[[], bool] = _never,
     work: WorkPerformer | None = None,
     write_interval: float = WRITE_INTERVAL,
+    stop: trio.Event | None = None,
+    observer: ExchangeObserver | None = None,
 ) -> ExchangeRecord:
     """Perform ``exchange``'s effects on ``transport`` until it is finished.
 
@@ -195,6 +110,10 @@ async def drive_exchange(
         work: performs the exchange's work effects; without one, each fails.
         write_interval: the shortest time between two body writes while work is
             still running (``WRITE_INTERVAL``); 0 writes as soon as anything is ready.
+        stop: set when the server's shutdown deadline has come: the exchange is
+            interrupted (its work dropped, its answer ended with an error, in-band
+            if it was streaming) and what is left of the response is sent.
+        observer: told of each work effect, result and body write.
 
     Client failures (a disconnect, a stall, a bad body) end up in the returned record,
     never as exceptions. An exception out of here is a bug, in the core or here.
@@ -202,9 +121,12 @@ async def drive_exchange(
     performer = work if work is not None else NoWork()
     driver = _Driver(exchange, transport, path, body_timeout, closing, performer)
     driver.write_interval = write_interval
+    driver.observer = observer
     try:
         async with trio.open_nursery() as nursery:
             driver.nursery = nursery
+            if stop is not None:
+                nursery.start_soon(driver.interrupt_when, stop)
             try:
                 await driver.run()
             except BaseException:
@@ -248,6 +170,10 @@ class _Driver:
         self.nursery: trio.Nursery | None = None
         self.last_write = -math.inf
         self.write_interval = WRITE_INTERVAL
+        # Covers each wait for the client's body or for work, never a write: an
+        # interrupt cancels it, and the loop goes on to send the error answer.
+        self.wait_scope = trio.CancelScope()
+        self.observer: ExchangeObserver | None = None
 
     async def run(self) -> None:
         effect = self.exchange.next_effect()
@@ -258,22 +184,51 @@ class _Driver:
                     if not await self._perform(SendBody(data=data)):
                         return
                     self.last_write = trio.current_time()
+                    if self.observer is not None:
+                        self.observer.wrote(len(data))
                     continue
                 case StartResponse() | EndResponse():
                     if not await self._perform(effect):
                         return
                 case Wait.NEED_BODY:
-                    if not await self._read_body():
-                        return
+                    with self._interruptible():
+                        if not await self._read_body():
+                            return
                 case Wait.NEED_RESULT:
-                    result = await self.work.next_result()
-                    self.exchange.receive_result(result, now=time.time())
+                    with self._interruptible():
+                        result = await self.work.next_result()
+                        self._receive(result)
                 case Wait.FINISHED:
                     self.finished = True
                     return
                 case _:
-                    await self.work.start(effect, self._body_chunks)
+                    if self.observer is not None:
+                        self.observer.work_started(effect)
+                    with self._interruptible():
+                        await self.work.start(effect, self._body_chunks)
             effect = self.exchange.next_effect()
+
+    def _receive(self, result: Result) -> None:
+        if self.observer is not None:
+            self.observer.result(result)
+        self.exchange.receive_result(result, now=time.time())
+
+    def _interruptible(self) -> trio.CancelScope:
+        self.wait_scope = trio.CancelScope()
+        if self.record.interrupted:
+            self.wait_scope.cancel()  # interrupted between two waits
+        return self.wait_scope
+
+    async def interrupt_when(self, stop: trio.Event) -> None:
+        await stop.wait()
+        if self.finished or self.response_complete:
+            return
+        self.record.interrupted = True
+        logger.warning(
+            "request %s: cut at the shutdown deadline", self.exchange.request_id
+        )
+        self.exchange.interrupt(503, _INTERRUPTED)
+        self.wait_scope.cancel()
 
     async def _gather(self, data: bytes) -> tuple[bytes, Effect | Wait]:
         """``data``, joined with what follows it within ``write_interval`` of the
@@ -306,7 +261,7 @@ class _Driver:
             if effect is Wait.NEED_RESULT and size < COALESCE_LIMIT:
                 result = self.work.ready_result()
                 if result is not None:
-                    self.exchange.receive_result(result, now=time.time())
+                    self._receive(result)
                     continue
             return b"".join(parts), effect
 
@@ -450,6 +405,12 @@ class _Driver:
             self._abort("client disconnected")
             work.cancel()
         # Otherwise the bytes were a pipelined request, now in h11's buffer.
+
+
+_INTERRUPTED = (
+    "the server is shutting down and this request did not finish within its "
+    "shutdown timeout; retry it"
+)
 
 
 # -- effects onto the wire ----------------------------------------------------------

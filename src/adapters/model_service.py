@@ -18,6 +18,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
+import secrets
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from gateway_core import (
     BlobStored,
     CheckBlob,
     CheckSchema,
+    CollectMetrics,
     CopyModel,
     CreateModel,
     DeleteModel,
@@ -70,9 +73,10 @@ from gateway_core import (
     WorkFailed,
 )
 from gateway_core import ContextOverflow as ContextOverflowResult
-from gateway_core._scheduler import Scheduler
+from gateway_core._scheduler import Scheduler, UnloadReason
 
-from .driver import BodyFailed, BodySource
+from .exchange_contract import BodyFailed, BodySource
+from .metrics import GatewayMetrics
 from .model_store import ModelStore, StoreError
 from .runner.client import RemoteGeneration, RunnerProcess
 from .runner.errors import (
@@ -153,7 +157,20 @@ class ModelService:
             scheduler=scheduler, load=self._load, unload=_unload
         )
         self._loaded: dict[str, _Loaded] = {}
+        self._names: dict[str, str] = {}  # pool key -> the model name that used it
         self._tasks: anyio.abc.TaskGroup | None = None
+        self.metrics: GatewayMetrics | None = None
+        """What ``GET /metrics`` shows; None answers it with 404."""
+
+    def observe(self, metrics: GatewayMetrics) -> None:
+        """Count loads and unloads, and show the queue and slots, in ``metrics``."""
+        self.metrics = metrics
+        metrics.watch(self.running, self.pool.waiting)
+        self.pool.events = _PoolMetrics(metrics, self.name_of)
+
+    def name_of(self, key: str) -> str:
+        """The model name a pool key was last used under (for logs and metrics)."""
+        return self._names.get(key, key)
 
     @classmethod
     def open(
@@ -223,20 +240,63 @@ class ModelService:
                 context_length=loaded.context_length,
                 slots_busy=entry.busy,
                 slots_total=entry.slots,
+                waiting=entry.waiting,
             )
             seen = by_name.get(loaded.record.name)
             if seen is None or seen.expires_at < model.expires_at:
                 by_name[loaded.record.name] = model
         return RunningList(models=tuple(by_name.values()))
 
+    def name_model(self, key: str, name: str) -> None:
+        self._names[key] = name
+
     def remember(self, key: str, record: ModelRecord, context_length: int) -> None:
         self._loaded[key] = _Loaded(record, context_length)
+
+    def retire(self, model_digest: str) -> None:
+        """A model was deleted: retire the runners of its file, for both purposes.
+
+        /api/ps stops showing them at once; a request still using one finishes, and
+        the runner then unloads. A runner is keyed by file, not name, and was loaded
+        with the deleted model's settings, so another model sharing the file (a
+        copy) loads afresh on its next request too: a reload is cheaper than a
+        runner that outlives its model, or one reused by a model created again
+        under the same name.
+        """
+        for embedding in (False, True):
+            key = _runner_key(model_digest, embedding=embedding)
+            self.pool.retire(key)
+            self._loaded.pop(key, None)
+
+
+_METRICS_OFF = "metrics are off: start the server with --metrics (or GATEWAY_METRICS=1)"
+
+
+class _PoolMetrics:
+    """The pool's events, counted under model names."""
+
+    def __init__(self, metrics: GatewayMetrics, name_of: Callable[[str], str]) -> None:
+        self._metrics = metrics
+        self._name_of = name_of
+
+    def loaded(self, key: str, seconds: float) -> None:
+        self._metrics.loaded(self._name_of(key), seconds)
+
+    def load_failed(self, key: str) -> None:
+        self._metrics.load_failed(self._name_of(key))
+
+    def unloaded(self, key: str, reason: UnloadReason) -> None:
+        self._metrics.unloaded(self._name_of(key), reason)
 
 
 def pool_key(record: ModelRecord, *, embedding: bool) -> str:
     """The pool's name for a runner: per model file, and per purpose, because an
     embedding context (pooled, whole-sequence batches) cannot generate."""
-    return record.model_digest + ("#embed" if embedding else "")
+    return _runner_key(record.model_digest, embedding=embedding)
+
+
+def _runner_key(model_digest: str, *, embedding: bool) -> str:
+    return model_digest + ("#embed" if embedding else "")
 
 
 class ModelWork:
@@ -263,6 +323,8 @@ class ModelWork:
         try:
             return await self._result(effect)
         except StoreError as exc:
+            if exc.status >= 500:
+                return _server_failure(exc.message)
             return WorkFailed(status=exc.status, message=exc.message)
         except PromptTooLong:
             return WorkFailed(
@@ -271,10 +333,9 @@ class ModelWork:
         except BadRequest as exc:
             return WorkFailed(status=400, message=str(exc))
         except RunnerDied as exc:
-            return WorkFailed(status=500, message=f"the model's runner stopped: {exc}")
+            return _server_failure("the model's runner stopped", exc)
         except RunnerError as exc:
-            logger.warning("runner failed: %s", exc)
-            return WorkFailed(status=500, message=f"the model failed: {exc}")
+            return _server_failure("the model failed", exc)
 
     def ready_result(self) -> Result | None:
         """The next result if it is here already: a token the generation has made."""
@@ -308,11 +369,18 @@ class ModelWork:
                 return ModelList(records=tuple(await _thread(store.list_models)))
             case ListRunning():
                 return self._service.running()
+            case CollectMetrics():
+                metrics = self._service.metrics
+                if metrics is None:
+                    return WorkFailed(status=404, message=_METRICS_OFF)
+                return metrics.exposition()
             case CopyModel(source=source, destination=destination):
                 await _thread(lambda: store.copy(source, destination))
                 return StoreDone()
             case DeleteModel(name=name):
-                await _thread(lambda: store.delete(name))
+                model_digest = await _thread(lambda: store.delete(name))
+                if model_digest is not None:
+                    self._service.retire(model_digest)
                 return StoreDone()
             case CreateModel():
                 statuses = await _thread(lambda: _create(store, effect))
@@ -386,6 +454,7 @@ class ModelWork:
             slots=effect.parallel,
         )
         key = pool_key(record, embedding=effect.embedding)
+        self._service.name_model(key, record.name)
         pool = self._service.pool
         try:
             lease = await self._stack.enter_async_context(
@@ -396,9 +465,7 @@ class ModelWork:
         except PoolClosed:
             return WorkFailed(status=503, message="the server is shutting down")
         except LoadFailed as exc:
-            return WorkFailed(
-                status=500, message=f"model '{record.name}' failed to load: {exc}"
-            )
+            return _server_failure(f"model '{record.name}' failed to load", exc)
         self._runner = lease.runner
         self._service.remember(key, record, spec.n_ctx)
         info = lease.runner.model_info
@@ -536,3 +603,24 @@ def _create(store: ModelStore, effect: CreateModel) -> list[str]:
 
 async def _thread(function: Callable[[], _T]) -> _T:
     return await anyio.to_thread.run_sync(function)
+
+
+# An absolute path (POSIX, Windows or ~/) as exception texts hold them, up to
+# the punctuation that follows one in a sentence.
+_MACHINE_PATH = re.compile(
+    r"""(?<![\w.~-])(?:~|[A-Za-z]:)?[/\\][^\s'"<>|]*[^\s'"<>|:;,.)\]]"""
+)
+
+
+def _server_failure(what: str, cause: Exception | None = None) -> WorkFailed:
+    """A 500 that shows a client no path of this machine (the model store, a home
+    or temporary directory): ``what``, then the first clause of ``cause`` (a runner
+    puts how it ended there, and what llama.cpp said after), with paths blanked.
+    The whole of both goes to the log, under an id the message gives."""
+    incident = secrets.token_hex(4)
+    logger.error("error %s: %s: %s", incident, what, cause)
+    shown = what if cause is None else f"{what}: {str(cause).split('; ', 1)[0]}"
+    shown = _MACHINE_PATH.sub("<path>", shown)[:300]
+    return WorkFailed(
+        status=500, message=f"{shown} (error {incident}; details in the server log)"
+    )

@@ -8,7 +8,8 @@ store can be shared with, or copied from, an Ollama installation.
 Safety rules, and why:
 - Every file is written under a temporary name in its final directory, checked,
   fsynced and then ``os.replace``d: a crash or a concurrent reader never sees half a
-  file, only the old one or the new one.
+  file, only the old one or the new one. A crash leaves the temporary file
+  behind; opening the store removes those that are stale (``ModelStore.sweep``).
 - Paths are built only from ``ModelName.path_parts`` (valid by construction) and
   normalized digests, so no client text can name a file outside the root.
 - Mutations take one lock; readers take none and rely on the atomic renames. The
@@ -59,6 +60,7 @@ from .store_files import (
     StoreError,
     disk_errors,
     fsync_dir,
+    sweep_temp_files,
     temp_path,
     write_file,
 )
@@ -69,6 +71,9 @@ _log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _READ_ATTEMPTS = 5
+# Temporary files are written in blobs/ itself and in manifests/<host>/<namespace>/
+# <model>/: three levels below manifests/.
+_MANIFEST_DEPTH = 3
 
 
 class _Changed(Exception):
@@ -103,6 +108,26 @@ class ModelStore:
         # the identity catches changes made behind the store's back.
         self._records: dict[Path, tuple[_FileIdentity, ModelRecord]] = {}
         self._changes = 0
+        self.sweep()
+
+    def sweep(self, now: float | None = None) -> tuple[int, int]:
+        """Remove the temporary files crashed writers left; how many, how many bytes.
+
+        Called when the store is opened. Only the store's own temporary names, in
+        its own directories, and only stale ones (``STALE_TEMP_AGE``), since another
+        server sharing the store may be writing its own right now.
+        """
+        blobs = sweep_temp_files(self._blobs, now=now)
+        manifests = sweep_temp_files(self._manifests, depth=_MANIFEST_DEPTH, now=now)
+        files, size = blobs[0] + manifests[0], blobs[1] + manifests[1]
+        _log.log(
+            logging.INFO if files else logging.DEBUG,
+            "removed %d stale temporary files (%d bytes) from the model store %s",
+            files,
+            size,
+            self.root,
+        )
+        return files, size
 
     # -- blobs -----------------------------------------------------------------
 
@@ -554,33 +579,49 @@ class ModelStore:
             if previous is not None:
                 with contextlib.suppress(StoreError):
                     old = self._read_manifest(*previous)[0]
-            write_file(self._manifest_path(name), manifest.to_bytes())
-            self._forget(self._manifest_path(name))
-            if previous is not None and previous[1] != self._manifest_path(name):
+            path = self._manifest_path(name)
+            write_file(path, manifest.to_bytes())
+            self._forget(path)
+            if previous is not None and not _same_file(previous[1], path):
                 self._remove_manifest(previous[1])
             if old is not None:
                 self._prune(old.digests)
 
     def copy(self, source: ModelName, destination: ModelName) -> None:
-        """Install ``destination`` as the same model as ``source`` (404 if missing)."""
+        """Install ``destination`` as the same model as ``source`` (404 if missing).
+
+        A ``destination`` that names the source itself, in any letter case, is
+        left as it is, as Ollama does: installing it would replace the source's
+        spelling, which is a rename, and a copy must never take the source away.
+        (The API refuses a case-variant destination before it gets here.)
+        """
         with self.lock, disk_errors():
             found = self._find(source)
             if found is None:
                 raise StoreError(404, f'model "{source.display}" not found')
+            if destination.lookup_key == found[0].lookup_key:
+                return
             self._install(destination, self._read_manifest(*found)[0])
 
-    def delete(self, name: ModelName) -> None:
-        """Remove ``name`` and the blobs only it used (404 if missing)."""
+    def delete(self, name: ModelName) -> str | None:
+        """Remove ``name`` and the blobs only it used (404 if missing).
+
+        Returns the digest of the model's GGUF file, which names its runners, so
+        the caller can unload them; None if the manifest was too damaged to say.
+        """
         with self.lock, disk_errors():
             found = self._find(name)
             if found is None:
                 raise _not_found(name)
             try:
-                digests = self._read_manifest(*found)[0].digests
+                manifest: Manifest | None = self._read_manifest(*found)[0]
             except StoreError:
-                digests = frozenset()  # a damaged manifest: just remove it
+                manifest = None  # a damaged manifest: just remove it
             self._remove_manifest(found[1])
-            self._prune(digests)
+            if manifest is None:
+                return None
+            self._prune(manifest.digests)
+            return manifest.model_layer.digest
 
     def _remove_manifest(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -611,6 +652,18 @@ class ModelStore:
         for digest in candidates - in_use:
             self.blob_path(digest).unlink(missing_ok=True)
             self._infos.pop(digest, None)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two manifest paths are one file: two spellings are, on a
+    case-insensitive file system (macOS, Windows), and removing the other spelling
+    would then remove the manifest just written."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _digest(text: str) -> str:

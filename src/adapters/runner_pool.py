@@ -40,7 +40,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 
@@ -53,12 +53,14 @@ from gateway_core._scheduler import (
     Scheduler,
     StartLoad,
     Unload,
+    UnloadReason,
 )
 
 __all__ = [
     "Lease",
     "LoadFailed",
     "PoolClosed",
+    "PoolEvents",
     "QueueFull",
     "RunnerPool",
     "RunningModel",
@@ -119,6 +121,18 @@ class RunningModel(Generic[R]):
     """Slots in use."""
     slots: int
     runner: R
+    waiting: int = 0
+    """Requests queued for this runner's key."""
+
+
+class PoolEvents(Protocol):
+    """What the pool reports as it happens (the server's metrics listen)."""
+
+    def loaded(self, key: str, seconds: float) -> None: ...
+
+    def load_failed(self, key: str) -> None: ...
+
+    def unloaded(self, key: str, reason: UnloadReason) -> None: ...
 
 
 @dataclass(slots=True)
@@ -168,6 +182,8 @@ class RunnerPool(Generic[R]):
         self._wake: anyio.Event | None = None
         self._running = False
         self._closed = False
+        self.events: PoolEvents | None = None
+        """Told of loads and unloads, when set."""
 
     # Requests ------------------------------------------------------------------
 
@@ -216,6 +232,12 @@ class RunnerPool(Generic[R]):
             if view.key == key and view.state is RunnerState.UNLOADING:
                 await self._unloaded[view.runner_id].wait()
 
+    def retire(self, key: str) -> None:
+        """``key``'s model was deleted: its runner takes no new request and unloads
+        once idle (now, if it is); ``running()`` no longer shows it. A later request
+        for ``key`` waits for it to go, then loads afresh. Does not wait."""
+        self._apply(self._scheduler.retire(key, self._clock()))
+
     def lost(self, runner: R) -> None:
         """``runner`` died by itself: it is unloaded now, busy or not (its requests
         fail on their own), and the next request for its model loads it afresh."""
@@ -229,11 +251,13 @@ class RunnerPool(Generic[R]):
         return self._scheduler.waiting
 
     def running(self) -> list[RunningModel[R]]:
-        """The loaded runners, in load order."""
+        """The loaded runners that take requests, in load order (a retired one,
+        finishing its last requests, is on its way out)."""
         now, wall = self._clock(), self._wall_clock()
+        waiting = self._scheduler.waiting_by_key
         models = []
         for view in self._scheduler.snapshot():
-            if view.state is not RunnerState.READY:
+            if view.state is not RunnerState.READY or view.retired:
                 continue
             if view.expires_at is None:
                 expires = wall + max(view.keep_alive, 0.0)
@@ -247,6 +271,7 @@ class RunnerPool(Generic[R]):
                     busy=view.busy,
                     slots=view.slots,
                     runner=self._runners[view.runner_id],
+                    waiting=waiting.get(view.key, 0),
                 )
             )
         return models
@@ -355,6 +380,8 @@ class RunnerPool(Generic[R]):
         except Exception as exc:
             message = str(exc) or type(exc).__name__
             logger.warning("loading %s failed: %s", job.key, message)
+            if self.events is not None:
+                self.events.load_failed(job.key)
             del self._keys[job.runner_id]
             self._apply(
                 self._scheduler.load_failed(job.runner_id, message, self._clock())
@@ -363,6 +390,8 @@ class RunnerPool(Generic[R]):
             return
         now = self._clock()
         logger.info("loaded %s in %.2fs", job.key, now - started)
+        if self.events is not None:
+            self.events.loaded(job.key, now - started)
         self._runners[job.runner_id] = runner
         self._loaded_at[job.runner_id] = now
         self._apply(self._scheduler.load_finished(job.runner_id, now))
@@ -376,7 +405,9 @@ class RunnerPool(Generic[R]):
         except Exception:
             logger.exception("unloading %s failed; forgetting it anyway", key)
         else:
-            logger.info("unloaded %s", key)
+            logger.info("unloaded %s (%s)", key, job.reason.value)
+        if self.events is not None:
+            self.events.unloaded(key, job.reason)
         self._apply(self._scheduler.unload_finished(job.runner_id, self._clock()))
         self._gone(job.runner_id)
 

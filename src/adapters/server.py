@@ -9,8 +9,11 @@ client.
 
 Shutdown is hypercorn's pattern. ``Server.shutdown()`` stops the accept loops and
 closes the listeners at once, closes connections that are idle between requests, and
-lets requests in flight finish with ``connection: close``. After ``shutdown_timeout``
-the connection nursery's deadline cancels whatever is left.
+lets requests in flight finish with ``connection: close``. At ``shutdown_timeout``
+the requests still running are interrupted: their work stops and their answers end
+with an error, in-band when they were streaming, so no client mistakes a cut stream
+for a whole one. ``_INTERRUPT_GRACE`` later, the connection nursery's deadline
+cancels whatever is left (a client that stopped reading).
 """
 
 from __future__ import annotations
@@ -18,20 +21,41 @@ from __future__ import annotations
 import errno
 import logging
 import secrets
+import socket
 import time
+from pathlib import Path
 from typing import Final, TypeAlias, final
 
 import h11
 import trio
 
-from gateway_core import Exchange, GatewayConfig, RequestHead
+from gateway_core import (
+    AccessGate,
+    AccessPolicy,
+    Exchange,
+    GatewayConfig,
+    KeyRing,
+    KeysFileError,
+    RequestHead,
+    client_request_id,
+    is_loopback_address,
+)
 
 from .driver import ExchangeRecord, drive_exchange, send_error_response
 from .h11_transport import H11Transport
+from .hardware import choose_context_length, discover_devices
+from .metrics import ExchangeTally, GatewayMetrics
 from .model_service import ModelService, RunnerOptions
 from .settings import ServerSettings
 
-__all__ = ["Address", "Server", "serve"]
+__all__ = [
+    "Address",
+    "Server",
+    "access_policy",
+    "default_context_length",
+    "read_keys_file",
+    "serve",
+]
 
 logger = logging.getLogger("adapters.server")
 access_logger = logging.getLogger("adapters.access")
@@ -47,6 +71,9 @@ _ACCEPT_BACKOFF: Final = 0.1
 
 # Freeing a llama.cpp model takes milliseconds; ten seconds means something is stuck.
 _UNLOAD_TIMEOUT: Final = 10.0
+# Time for interrupted requests to send their final error after the shutdown
+# deadline: a few hundred bytes each, to clients that are reading.
+_INTERRUPT_GRACE: Final = 2.0
 
 
 def _new_request_id() -> str:
@@ -73,7 +100,7 @@ class Server:
         self.settings = settings
         self.config = GatewayConfig(
             max_body_bytes=settings.max_body_bytes,
-            default_context_length=settings.context_length,
+            default_context_length=default_context_length(settings),
             default_num_parallel=settings.num_parallel,
         )
         if models is None and settings.models is not None:
@@ -89,7 +116,12 @@ class Server:
                 ),
             )
         self.models = models
+        self.access = AccessGate(access_policy(settings))
+        self.metrics = GatewayMetrics() if settings.metrics else None
+        if self.metrics is not None and models is not None:
+            models.observe(self.metrics)
         self._shutdown_requested = trio.Event()
+        self._deadline_passed = trio.Event()
         self._not_accepting = trio.Event()
         self._idle_scopes: set[trio.CancelScope] = set()
         self._stop_scope = trio.CancelScope()
@@ -157,39 +189,52 @@ class Server:
         settings = self.settings
         with self._stop_scope:
             addresses = tuple(_local_address(listener) for listener in listeners)
-            async with trio.open_nursery() as connections:
-                try:
-                    async with trio.open_nursery() as acceptors:
+            async with trio.open_nursery() as timers:
+                async with trio.open_nursery() as connections:
+                    try:
+                        async with trio.open_nursery() as acceptors:
+                            for listener in listeners:
+                                acceptors.start_soon(
+                                    self._accept_loop, listener, connections
+                                )
+                            for host, port in addresses:
+                                logger.info(
+                                    "listening on http://%s",
+                                    _format_address(host, port),
+                                )
+                            task_status.started(addresses)
+                            await self._shutdown_requested.wait()
+                            acceptors.cancel_scope.cancel()
+                    finally:
                         for listener in listeners:
-                            acceptors.start_soon(
-                                self._accept_loop, listener, connections
-                            )
-                        for host, port in addresses:
-                            logger.info(
-                                "listening on http://%s", _format_address(host, port)
-                            )
-                        task_status.started(addresses)
-                        await self._shutdown_requested.wait()
-                        acceptors.cancel_scope.cancel()
-                finally:
-                    for listener in listeners:
-                        await trio.aclose_forcefully(listener)
-                    self._not_accepting.set()
-                if self._open_connections:
-                    logger.info(
-                        "waiting up to %g s for %d connection(s) to finish",
-                        settings.shutdown_timeout,
-                        self._open_connections,
-                    )
-                connections.cancel_scope.deadline = (
-                    trio.current_time() + settings.shutdown_timeout
-                )
+                            await trio.aclose_forcefully(listener)
+                        self._not_accepting.set()
+                    if self._open_connections:
+                        logger.info(
+                            "waiting up to %g s for %d connection(s) to finish",
+                            settings.shutdown_timeout,
+                            self._open_connections,
+                        )
+                    interrupt_at = trio.current_time() + settings.shutdown_timeout
+                    timers.start_soon(self._interrupt_at, interrupt_at)
+                    connections.cancel_scope.deadline = interrupt_at + _INTERRUPT_GRACE
+                timers.cancel_scope.cancel()  # every connection is closed
             if connections.cancel_scope.cancelled_caught:
                 logger.warning(
-                    "cancelled requests still running after %g s",
-                    settings.shutdown_timeout,
+                    "cancelled connections still open %g s after the shutdown deadline",
+                    _INTERRUPT_GRACE,
                 )
         logger.info("stopped")
+
+    async def _interrupt_at(self, deadline: float) -> None:
+        """At the shutdown deadline, tell every request in flight to end now."""
+        await trio.sleep_until(deadline)
+        if self._open_connections:
+            logger.warning(
+                "interrupting the requests still running after %g s",
+                self.settings.shutdown_timeout,
+            )
+        self._deadline_passed.set()
 
     async def _accept_loop(
         self, listener: trio.SocketListener, connections: trio.Nursery
@@ -301,16 +346,19 @@ class Server:
     ) -> None:
         """Answer a request that never became an exchange, and log it."""
         request_id = _new_request_id()
+        tally = ExchangeTally(self.metrics, time.perf_counter())
         record = await send_error_response(
             transport, status, message, path=None, request_id=request_id
         )
-        self._log_access(peer, "-", record, started, request_id)
+        tally.finish(route="-", method="-", status=record.status, dialect="ollama")
+        self._log_access(peer, "-", record, started, request_id, tally)
 
     async def _respond(
         self, transport: H11Transport, request: h11.Request, peer: str
     ) -> bool:
         """Run one exchange; False if the connection must close because of it."""
         started = trio.current_time()
+        tally = ExchangeTally(self.metrics, time.perf_counter())
         request_id = _new_request_id()
         # h11 has checked the syntax; latin-1 maps every byte, so nothing is lost.
         method = request.method.decode("latin-1")
@@ -330,9 +378,17 @@ class Server:
                 transport, peer, 400, f"malformed request: {exc}", started
             )
             return False
+        request_id = client_request_id(head) or request_id
+        exchange: Exchange | None = None
+        record = ExchangeRecord(aborted="cancelled at the shutdown deadline")
         try:
             exchange = Exchange(
-                head, config=self.config, request_id=request_id, now=time.time()
+                head,
+                config=self.config,
+                request_id=request_id,
+                now=time.time(),
+                access=self.access,
+                shutting_down=self.shutting_down,
             )
             record = await drive_exchange(
                 exchange,
@@ -341,13 +397,22 @@ class Server:
                 body_timeout=self.settings.body_timeout,
                 closing=lambda: self.shutting_down,
                 work=None if self.models is None else self.models.work(),
+                stop=self._deadline_passed,
+                observer=tally,
             )
         except Exception:
             logger.exception("request %s (%s) failed", request_id, line)
             record = await self._send_internal_error(transport, head.path, request_id)
-            self._log_access(peer, line, record, started, request_id)
             return False
-        self._log_access(peer, line, record, started, request_id)
+        finally:
+            route = exchange.route if exchange is not None else None
+            tally.finish(
+                route=route.path if route is not None else "unmatched",
+                method=method,
+                status=record.status,
+                dialect=route.dialect.value if route is not None else "ollama",
+            )
+            self._log_access(peer, line, record, started, request_id, tally)
         return record.aborted is None
 
     async def _send_internal_error(
@@ -373,19 +438,96 @@ class Server:
         record: ExchangeRecord,
         started: float,
         request_id: str,
+        tally: ExchangeTally,
     ) -> None:
         elapsed_ms = (trio.current_time() - started) * 1000
         status = "-" if record.status is None else str(record.status)
+        model = f" model={tally.model}" if tally.model else ""
+        tokens = tally.prompt_tokens + tally.generated_tokens
+        counted = (
+            f" tokens={tally.prompt_tokens}+{tally.generated_tokens}" if tokens else ""
+        )
+        method, _, rest = line.partition(" ")
+        # The fields of one line, for --log-format json (see adapters.logs).
+        fields = {
+            "peer": peer,
+            "method": method,
+            "path": rest.rpartition(" ")[0] or "-",
+            "status": record.status,
+            "bytes": record.body_bytes,
+            "duration_ms": round(elapsed_ms, 3),
+            "model": tally.model,
+            "prompt_tokens": tally.prompt_tokens,
+            "generated_tokens": tally.generated_tokens,
+            "request_id": request_id,
+            "outcome": _outcome(record).strip(" ()") or None,
+        }
         access_logger.info(
-            '%s "%s" %s %d %.1fms id=%s%s',
+            '%s "%s" %s %d %.1fms id=%s%s%s%s',
             peer,
             line,
             status,
             record.body_bytes,
             elapsed_ms,
             request_id,
-            f" ({record.aborted})" if record.aborted else "",
+            model,
+            counted,
+            _outcome(record),
+            extra={"access": fields},
         )
+
+
+def default_context_length(settings: ServerSettings) -> int:
+    """``--context-length`` if given, else the accelerator memory's tier; the
+    choice is logged once, with its reason."""
+    if settings.context_length is not None:
+        return settings.context_length
+    context, reason = choose_context_length(discover_devices(), settings.gpu_overhead)
+    logger.info("default context length %d (%s)", context, reason)
+    return context
+
+
+def access_policy(settings: ServerSettings) -> AccessPolicy:
+    """The access rules ``settings`` ask for; reads the keys file.
+
+    Raises:
+        ValueError: the keys file cannot be read or is not valid, saying why.
+    """
+    keys = None
+    if settings.api_keys_file is not None:
+        keys = read_keys_file(settings.api_keys_file)
+    loopback = is_loopback_address(settings.host)
+    if not loopback and keys is None:
+        logger.warning(
+            "listening on %s, beyond this machine, with no API keys: anyone who can "
+            "reach it can use and change every model (see docs/security.md)",
+            settings.host,
+        )
+    return AccessPolicy(
+        check_host=loopback,
+        # The machine's own name is a local name too (Ollama allows it as well).
+        allowed_hosts=(socket.gethostname(), *settings.allowed_hosts),
+        allowed_origins=settings.origins,
+        keys=keys,
+    )
+
+
+def read_keys_file(path: Path) -> KeyRing:
+    """The key ring in ``path``.
+
+    Raises:
+        ValueError: naming the file and what is wrong with it.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the API keys file {path}: {exc}") from None
+    try:
+        keys = KeyRing.from_toml(text)
+    except KeysFileError as exc:
+        raise ValueError(f"API keys file {path}: {exc}") from None
+    logger.info("API keys required: %d key(s) from %s", len(keys.keys), path)
+    return keys
 
 
 async def serve(
@@ -395,6 +537,13 @@ async def serve(
 ) -> None:
     """Run a ``Server`` until cancelled; see ``Server.serve``."""
     await Server(settings).serve(task_status=task_status)
+
+
+def _outcome(record: ExchangeRecord) -> str:
+    """The access log's note on a request that did not end normally."""
+    if record.interrupted:
+        return " (cut at the shutdown deadline)"
+    return f" ({record.aborted})" if record.aborted else ""
 
 
 def _local_address(listener: trio.SocketListener) -> Address:

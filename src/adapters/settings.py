@@ -41,7 +41,9 @@ __all__ = [
     "default_models_dir",
     "parse_bytes",
     "parse_host",
+    "parse_list",
     "parse_seconds",
+    "parse_switch",
     "resolve_settings",
 ]
 
@@ -118,12 +120,21 @@ class ServerSettings:
         max_loaded_models: models loaded at once; the least recently used idle one
             is unloaded to make room.
         max_queue: requests that may wait for a model; one more gets 503.
-        context_length: ``num_ctx`` when neither request nor model sets one.
+        context_length: ``num_ctx`` when neither request nor model sets one; None
+            chooses it from the accelerator memory found at start (4,096 on a CPU).
+        gpu_overhead: accelerator memory to leave unused when choosing that
+            default, in bytes.
+        metrics: serve Prometheus metrics at ``GET /metrics``.
         num_parallel: requests one model serves at once (its slots), when neither
             request nor model sets ``num_parallel``.
         load_timeout: seconds a model load may take; past it, the load fails.
         schema_compile_timeout: seconds a structured-output schema may take to
             compile; past it, its request gets a 400.
+        allowed_hosts: Host names (or ``*`` patterns) accepted besides this
+            machine's own while listening on loopback (see docs/security.md).
+        origins: browser origins allowed besides the local ones (CORS).
+        api_keys_file: the TOML file of API keys; with it, every request but
+            ``GET /`` and the health check needs a key.
     """
 
     host: str = DEFAULT_HOST
@@ -139,10 +150,15 @@ class ServerSettings:
     keep_alive: float = DEFAULT_KEEP_ALIVE
     max_loaded_models: int = DEFAULT_MAX_LOADED_MODELS
     max_queue: int = DEFAULT_MAX_QUEUE
-    context_length: int = DEFAULT_CONTEXT_LENGTH
+    context_length: int | None = None
+    gpu_overhead: int = 0
+    metrics: bool = False
     num_parallel: int = DEFAULT_NUM_PARALLEL
     load_timeout: float = DEFAULT_LOAD_TIMEOUT
     schema_compile_timeout: float = DEFAULT_SCHEMA_COMPILE_TIMEOUT
+    allowed_hosts: tuple[str, ...] = ()
+    origins: tuple[str, ...] = ()
+    api_keys_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -165,8 +181,10 @@ class ServerSettings:
             raise ValueError("byte limits must be positive")
         if self.max_loaded_models < 1 or self.max_queue < 1:
             raise ValueError("max_loaded_models and max_queue must be positive")
-        if self.context_length < 4:
+        if self.context_length is not None and self.context_length < 4:
             raise ValueError("context_length must be at least 4")
+        if self.gpu_overhead < 0:
+            raise ValueError("gpu_overhead must not be negative")
         if not 1 <= self.num_parallel <= MAX_PARALLEL:
             raise ValueError(f"num_parallel must be 1-{MAX_PARALLEL}")
         for name in ("load_timeout", "schema_compile_timeout"):
@@ -308,12 +326,37 @@ def default_models_dir(environ: Mapping[str, str], home: Path) -> Path:
     return base / "gateway-core" / "models"
 
 
+def parse_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list, as ``OLLAMA_ORIGINS`` is written; blanks dropped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def parse_switch(text: str) -> bool:
+    """An on/off setting, as environment variables spell it."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(
+        f"{text!r} is not on or off (1, true, yes, on / 0, false, no, off)"
+    )
+
+
+def _non_negative_bytes(text: str) -> int:
+    return 0 if text.strip() == "0" else parse_bytes(text)
+
+
 def _parse_shutdown_seconds(text: str) -> float:
     # Zero is meaningful here: "cancel in-flight requests at once".
     return _seconds(text, allow_zero=True)
 
 
 # -- flags and environment variables -------------------------------------------------
+
+# Ollama's variable for the same list; read too, so that a setup written for Ollama
+# keeps its browser clients.
+_OLLAMA_ORIGINS = "OLLAMA_ORIGINS"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -431,9 +474,26 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         name="context_length",
         metavar="TOKENS",
-        default=str(DEFAULT_CONTEXT_LENGTH),
+        default=(
+            f"by accelerator memory, as Ollama: {DEFAULT_CONTEXT_LENGTH} on a CPU, "
+            "32768 from 23 GiB, 262144 from 47 GiB"
+        ),
         help="default num_ctx",
         parse=_positive_int(4),
+    ),
+    Option(
+        name="gpu_overhead",
+        metavar="BYTES",
+        default="0",
+        help="accelerator memory to leave aside when choosing the default num_ctx",
+        parse=_non_negative_bytes,
+    ),
+    Option(
+        name="metrics",
+        metavar="",
+        default="off",
+        help="serve Prometheus metrics at GET /metrics (variable: 1 or true)",
+        parse=parse_switch,
     ),
     Option(
         name="num_parallel",
@@ -455,6 +515,33 @@ OPTIONS: tuple[Option, ...] = (
         default=f"{DEFAULT_SCHEMA_COMPILE_TIMEOUT:g}",
         help="longest a structured-output schema may take to compile (then 400)",
         parse=parse_seconds,
+    ),
+    Option(
+        name="allowed_hosts",
+        metavar="NAMES",
+        default="none: this machine's names and addresses only",
+        help=(
+            "more Host names to answer while listening on loopback, comma-separated; "
+            "'*' allows any"
+        ),
+        parse=parse_list,
+    ),
+    Option(
+        name="origins",
+        metavar="ORIGINS",
+        default="none: localhost pages and app schemes only",
+        help=(
+            "more browser origins allowed (CORS), comma-separated, '*' as a wildcard; "
+            f"{_OLLAMA_ORIGINS} is added too"
+        ),
+        parse=parse_list,
+    ),
+    Option(
+        name="api_keys_file",
+        metavar="FILE",
+        default="none: no key needed",
+        help="TOML file of API keys (see gateway-core keys new)",
+        parse=Path,
     ),
 )
 
@@ -490,6 +577,9 @@ def resolve_settings(
             raise ValueError(f"{source}: {exc}") from None
     if "host" in values:
         values["host"], values["port"] = values["host"]
+    ollama_origins = parse_list(environ.get(_OLLAMA_ORIGINS, ""))
+    if ollama_origins:
+        values["origins"] = (*values.get("origins", ()), *ollama_origins)
     if "models" not in values:
         values["models"] = default_models_dir(environ, home or Path.home())
     return ServerSettings(**values)

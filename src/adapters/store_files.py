@@ -4,6 +4,9 @@ Every file goes to a temporary name in its final directory, is checked (read bac
 or hashed against its digest), fsynced, then ``os.replace``d, and the directory is
 fsynced too: a crash or a concurrent reader sees the old file or the new one, never
 a mix. The temporary names start with a dot, so directory scans skip them.
+
+A crash (kill -9 mid-upload) leaves its temporary file behind: ``sweep_temp_files``
+removes those, by name and age, when a store is opened.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -22,9 +27,24 @@ __all__ = [
     "StoreError",
     "disk_errors",
     "fsync_dir",
+    "is_temp_name",
+    "sweep_temp_files",
     "temp_path",
     "write_file",
 ]
+
+# A temporary file is stale once nothing has written to it for this long. Age decides,
+# not the writer's pid: two servers may share a store from different containers or
+# hosts (a network file system), where a live writer's pid is invisible or names
+# another process, so "that pid is gone" would delete uploads in progress. An upload
+# touches its file with every chunk and a manifest is written in milliseconds, so an
+# hour without a write (far more than any clock skew between hosts) means the writer
+# is gone (Ollama's start-up prune gives files the same hour). A wrong guess can only
+# fail an upload stalled for an hour (its rename fails), never damage a model.
+STALE_TEMP_AGE = 3600.0
+
+# What ``temp_path`` makes, and nothing else: ``.<final name>.<16 hex digits>.tmp``.
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp", re.DOTALL)
 
 
 class StoreError(Exception):
@@ -43,6 +63,57 @@ class StoreError(Exception):
 def temp_path(final: Path) -> Path:
     """A fresh name next to ``final``; the leading dot keeps it out of every scan."""
     return final.with_name(f".{final.name}.{secrets.token_hex(8)}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one ``temp_path`` could have made."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def sweep_temp_files(
+    directory: Path,
+    *,
+    depth: int = 0,
+    max_age: float = STALE_TEMP_AGE,
+    now: float | None = None,
+) -> tuple[int, int]:
+    """Remove the stale temporary files a crashed writer left in ``directory``.
+
+    Only regular files named as ``temp_path`` names them and untouched for
+    ``max_age`` seconds go; subdirectories are searched ``depth`` levels down.
+    Symbolic links are neither followed nor removed, so nothing outside
+    ``directory`` is touched. Returns how many files and bytes were removed.
+    """
+    now = time.time() if now is None else now
+    files = size = 0
+    try:
+        with os.scandir(directory) as scan:
+            entries = list(scan)
+    except OSError:
+        return 0, 0
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if depth > 0:
+                    more = sweep_temp_files(
+                        Path(entry.path), depth=depth - 1, max_age=max_age, now=now
+                    )
+                    files, size = files + more[0], size + more[1]
+            elif _is_stale_temp(entry, max_age, now):
+                removed = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+                files, size = files + 1, size + removed
+        except OSError:
+            continue  # gone meanwhile (another server swept it) or unreadable
+    return files, size
+
+
+def _is_stale_temp(entry: os.DirEntry[str], max_age: float, now: float) -> bool:
+    return (
+        is_temp_name(entry.name)
+        and entry.is_file(follow_symlinks=False)
+        and now - entry.stat(follow_symlinks=False).st_mtime >= max_age
+    )
 
 
 def fsync_dir(directory: Path) -> None:

@@ -7,6 +7,19 @@ clocks or randomness; those belong to the adapters. The one class most users tou
 
 from __future__ import annotations
 
+from ._access import (
+    AccessDecision,
+    AccessGate,
+    AccessPolicy,
+    Admitted,
+    ApiKey,
+    KeyRing,
+    KeysFileError,
+    Preflight,
+    Refused,
+    hash_api_key,
+    is_loopback_address,
+)
 from ._config import DEFAULT_CONTEXT_LENGTH, DEFAULT_MAX_BODY_BYTES, GatewayConfig
 from ._effects import Effect, EndResponse, ResponseEffect, SendBody, StartResponse, Wait
 from ._errors import GatewayError, LocalProtocolError
@@ -20,7 +33,7 @@ from ._framing import (
     encode_ndjson,
     encode_sse,
 )
-from ._head import RequestHead
+from ._head import RequestHead, client_request_id
 from ._models import ModelDetails, ModelRecord
 from ._names import (
     DEFAULT_TAG,
@@ -39,6 +52,7 @@ from ._work import (
     BlobStored,
     CheckBlob,
     CheckSchema,
+    CollectMetrics,
     ContextOverflow,
     CopyModel,
     CreateModel,
@@ -51,6 +65,7 @@ from ._work import (
     ListModels,
     ListRunning,
     LookupModel,
+    MetricsText,
     ModelCreated,
     ModelFound,
     ModelList,
@@ -83,11 +98,17 @@ __all__ = [
     "OLLAMA_API_VERSION",
     "ROUTES",
     "SSE_DONE",
+    "AccessDecision",
+    "AccessGate",
+    "AccessPolicy",
     "AcquireRunner",
+    "Admitted",
+    "ApiKey",
     "BlobPresence",
     "BlobStored",
     "CheckBlob",
     "CheckSchema",
+    "CollectMetrics",
     "ContextOverflow",
     "CopyModel",
     "CreateModel",
@@ -107,11 +128,14 @@ __all__ = [
     "Input",
     "InvalidDigest",
     "InvalidModelName",
+    "KeyRing",
+    "KeysFileError",
     "ListModels",
     "ListRunning",
     "LoadOptions",
     "LocalProtocolError",
     "LookupModel",
+    "MetricsText",
     "ModelCreated",
     "ModelDetails",
     "ModelFound",
@@ -123,8 +147,10 @@ __all__ = [
     "Options",
     "Phase",
     "Piece",
+    "Preflight",
     "PromptEvaluated",
     "ReceiveBlob",
+    "Refused",
     "RequestHead",
     "ResponseEffect",
     "Result",
@@ -150,9 +176,12 @@ __all__ = [
     "WorkEffect",
     "WorkFailed",
     "__version__",
+    "client_request_id",
     "encode_ndjson",
     "encode_sse",
     "error_response",
+    "hash_api_key",
+    "is_loopback_address",
     "parse_digest",
     "resolve_options",
 ]

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Mapping
 
 from ._durations import format_rfc3339
+from ._families import family_for
 from ._json import JsonValue
 from ._models import ModelRecord
 from ._options import parameters_text
@@ -36,7 +37,9 @@ def capabilities(record: ModelRecord) -> tuple[str, ...]:
     An embedding model (its GGUF declares a pooling type) embeds and does nothing
     else; every other model completes (and can embed too, as in Ollama, though only
     the embedding models list it). Tools, insert (fill-in-the-middle) and thinking
-    come from what the chat template knows about.
+    come from what the chat template knows about, and from the model's family: a
+    harmony model (gpt-oss) thinks and calls tools in channels, a Magistral one
+    thinks between ``[THINK]`` tags.
     """
     if record.is_embedding:
         # Tools, thinking and insert describe generation, which this model can't
@@ -47,6 +50,8 @@ def capabilities(record: ModelRecord) -> tuple[str, ...]:
         # A template that won't compile grants nothing; using it reports why.
         with contextlib.suppress(TemplateError):
             found |= ChatTemplate.compile(record.template).capabilities
+            family = family_for(record.template, record.details.family)
+            found |= family.capabilities(record.template)
     return tuple(name for name in _CAPABILITY_ORDER if name in found)
 
 
@@ -82,6 +87,7 @@ def running_entry(running: RunningModel) -> dict[str, JsonValue]:
         # Not Ollama's: how many requests the model serves now, of how many at once
         # (its parallel slots). Clients that do not know the field ignore it.
         "slots": {"busy": running.slots_busy, "total": running.slots_total},
+        "waiting": running.waiting,
     }
 
 

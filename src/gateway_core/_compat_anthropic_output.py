@@ -38,8 +38,12 @@ def tool_use_id(call: ToolCall) -> str:
 
 
 def stop_reason(reason: str, *, called: bool) -> str:
-    """A native ``done_reason`` as Anthropic's ``stop_reason``: any tool call makes
-    it ``tool_use`` (the client has a call to run, however the output ended)."""
+    """A native ``done_reason`` as Anthropic's ``stop_reason``: a tool call makes it
+    ``tool_use``, unless the token limit ended the answer: then it is
+    ``max_tokens`` as Anthropic says it, and a call the limit cut is a ``tool_use``
+    block with the input read so far."""
+    if reason == "length":
+        return "max_tokens"
     if called:
         return "tool_use"
     return _STOP_REASONS.get(reason, "end_turn")
@@ -88,7 +92,7 @@ class MessagesRenderer:
                     "content_block_delta",
                     delta={
                         "type": "input_json_delta",
-                        "partial_json": dumps(dict(call.arguments)).decode("utf-8"),
+                        "partial_json": call.arguments_text(),
                     },
                 )
             )

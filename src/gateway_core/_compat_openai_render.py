@@ -36,7 +36,8 @@ def usage(ending: Ending) -> dict[str, JsonValue]:
 
 def finish_reason(reason: str, *, called: bool) -> str:
     """``stop`` with tool calls is ``tool_calls``; ``length`` stays ``length`` (the
-    calls may be cut short, and the client should know)."""
+    calls may be cut short, and the client should know: a call the limit cut comes
+    with its arguments as far as they got, as OpenAI sends it)."""
     return "tool_calls" if called and reason == "stop" else reason
 
 
@@ -49,10 +50,7 @@ def _tool_call(call: ToolCall) -> dict[str, JsonValue]:
         "index": call.index,
         "id": call.id,
         "type": "function",
-        "function": {
-            "name": call.name,
-            "arguments": dumps(dict(call.arguments)).decode("utf-8"),
-        },
+        "function": {"name": call.name, "arguments": call.arguments_text()},
     }
 
 

@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from ._completion_request import CompletionRequest, Kind, NamedTool, tool_choice
 from ._flow import FlowError
-from ._json import JsonValue, loads_strict
+from ._json import JsonValue, find_lone_surrogate, loads_strict
 from ._names import InvalidModelName, ModelName
 from ._structured import check_format
 
@@ -597,6 +597,12 @@ def _arguments(where: str, function: Mapping[str, JsonValue]) -> JsonValue:
         raise _bad(where, f"is not valid JSON: {exc}") from None
     if not isinstance(decoded, dict):
         raise _bad(where, "must encode a JSON object")
+    # JSON inside a string: the body's own check saw only the escaped text.
+    flaw = find_lone_surrogate(decoded)
+    if flaw is not None:
+        raise _bad(
+            where, f"holds a lone UTF-16 surrogate ({flaw.found}) at {flaw.where}"
+        )
     return decoded
 
 

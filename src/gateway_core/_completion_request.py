@@ -290,7 +290,30 @@ def _message(index: int, value: JsonValue) -> Message:
     for name in ("images", "tool_calls"):
         if value.get(name) is not None and not isinstance(value.get(name), list):
             raise FlowError(400, f"{where}.{name} must be an array", param="messages")
+    calls = value.get("tool_calls")
+    for number, call in enumerate(calls if isinstance(calls, list) else ()):
+        _check_tool_call(f"{where}.tool_calls[{number}]", call)
     message = dict(value)
     message["role"] = role.lower()
     message["content"] = content or ""
     return message
+
+
+def _check_tool_call(where: str, call: JsonValue) -> None:
+    """An earlier turn's call, as Ollama's ``api.ToolCall`` decodes it: the chat
+    template reads ``function.name`` and ``function.arguments``, so anything else
+    would fail there, as a template error, instead of here, as the client's."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        raise FlowError(
+            400, f"{where} must be an object with a function object", param="messages"
+        )
+    if not isinstance(function.get("name"), str):
+        raise FlowError(
+            400, f"{where}.function.name must be a string", param="messages"
+        )
+    arguments = function.get("arguments")
+    if arguments is not None and not isinstance(arguments, dict):
+        raise FlowError(
+            400, f"{where}.function.arguments must be an object", param="messages"
+        )

@@ -8,10 +8,12 @@ from ._options import MAX_PARALLEL
 from ._version import OLLAMA_API_VERSION
 
 __all__ = [
+    "CONTEXT_TIERS",
     "DEFAULT_CONTEXT_LENGTH",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_NUM_PARALLEL",
     "GatewayConfig",
+    "context_length_for_memory",
 ]
 
 # 8 MiB. Larger than any text-only chat request a person writes, small enough that a
@@ -22,6 +24,28 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 # Ollama's default on machines without a large GPU (ollama-api.md §9.4).
 DEFAULT_CONTEXT_LENGTH = 4096
+_GIB = 1024**3
+# Ollama's default context by accelerator memory: (at least this much, context).
+# A machine that can hold a long context gets one; a CPU-only one keeps 4,096.
+CONTEXT_TIERS: tuple[tuple[int, int], ...] = (
+    (47 * _GIB, 262_144),
+    (23 * _GIB, 32_768),
+)
+
+
+def context_length_for_memory(accelerator_bytes: int, overhead: int = 0) -> int:
+    """The default ``num_ctx`` for a machine with this much accelerator memory.
+
+    ``overhead`` is memory to leave to others (a desktop, another server); it is
+    taken off before the tiers apply. No accelerator (0 bytes) gives 4,096.
+    """
+    usable = accelerator_bytes - overhead
+    for at_least, context in CONTEXT_TIERS:
+        if usable >= at_least:
+            return context
+    return DEFAULT_CONTEXT_LENGTH
+
+
 # llama-server's automatic slot count; Ollama's OLLAMA_NUM_PARALLEL defaults to 1.
 DEFAULT_NUM_PARALLEL = 4
 

@@ -166,10 +166,8 @@ def embed_vectors(
     )
     record = found.record
     options = resolve_options(record.parameters, wanted.options)
-    if options.ignored:
-        request.notes.append(
-            "ignoring unknown options: " + ", ".join(sorted(options.ignored))
-        )
+    if options.ignored_note is not None:
+        request.notes.append(options.ignored_note)
     runner = acquire(
         record,
         options.load,

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import assert_never
 
+from ._access import AccessGate, Admitted, Preflight, Refused
 from ._config import GatewayConfig
 from ._dialects import DIALECTS
 from ._effects import Effect, EndResponse, ResponseEffect, Wait
@@ -44,7 +46,19 @@ from ._response import TEXT_MEDIA_TYPE, ResponseWriter
 from ._routes import Body, Route, RouteMatch, dialect_for_path, match_route
 from ._shapes import check_shape
 from ._state import EXCHANGE_TRANSITIONS, Input, Phase
-from ._work import Result, WorkEffect, WorkFailed
+from ._work import (
+    AcquireRunner,
+    CopyModel,
+    CreateModel,
+    DeleteModel,
+    LookupModel,
+    ModelList,
+    Result,
+    RunningList,
+    UnloadModel,
+    WorkEffect,
+    WorkFailed,
+)
 
 __all__ = ["Exchange", "error_response"]
 
@@ -59,6 +73,10 @@ class Exchange:
             Anthropic error bodies and is meant for the adapter's logs.
         now: the wall-clock time the request arrived, in unix seconds; durations in
             responses count from it. Without it, they count from the first result.
+        access: the server's ``AccessGate`` (Host, CORS and API keys), asked before
+            anything else; None admits everyone (an embedder doing its own).
+        shutting_down: the server has begun a graceful shutdown; ``/health``
+            answers 503 so that load balancers stop sending.
     """
 
     def __init__(
@@ -68,8 +86,13 @@ class Exchange:
         config: GatewayConfig,
         request_id: str,
         now: float | None = None,
+        access: AccessGate | None = None,
+        shutting_down: bool = False,
     ) -> None:
         self._head = head
+        self._shutting_down = shutting_down
+        self._access = access
+        self._admission: Admitted | None = None
         self._config = config
         self._request_id = request_id
         self._phase = Phase.RECEIVING_BODY
@@ -78,6 +101,9 @@ class Exchange:
         self._timeline = Timeline(now)
         self._flow: Flow | None = None
         self._outstanding: WorkEffect | None = None
+        # Set when an interrupt dropped outstanding work: its result may already be
+        # on its way to the adapter, and is dropped when it comes.
+        self._work_dropped = False
         self._notes: list[str] = []
         self._match: RouteMatch | None = match_route(head.path)
         dialect = (
@@ -156,6 +182,9 @@ class Exchange:
             LocalProtocolError: no result was asked for, or this one does not answer
                 the outstanding effect.
         """
+        if self._work_dropped and self._phase in (Phase.RESPONDING, Phase.FINISHED):
+            self._work_dropped = False
+            return
         self._transition(Input.RESULT)
         if self._phase is Phase.ABORTED:
             return
@@ -167,7 +196,7 @@ class Exchange:
                 f"{type(result).__name__} does not answer {type(effect).__name__}"
             )
         self._timeline.advance(now)
-        self._advance(result)
+        self._advance(self._visible(result))
 
     def abort(self, reason: str) -> None:
         """The client went away, or a send failed: stop producing anything.
@@ -183,6 +212,30 @@ class Exchange:
             if self._flow is not None:
                 self._flow.close()
                 self._flow = None
+
+    def interrupt(self, status: int, message: str) -> None:
+        """The server ends this request early (its shutdown deadline has come).
+
+        The work is dropped and the answer becomes an error: a ``status`` response if
+        none has started, else the dialect's in-band error and the stream's proper
+        end (an NDJSON error line; an OpenAI error event then ``[DONE]``; an
+        Anthropic ``error`` event). Response effects already queued are kept, so no
+        frame is lost; the adapter sends what ``next_effect`` now returns. Harmless
+        once the response is complete or the exchange aborted.
+        """
+        before = self._phase
+        self._transition(Input.INTERRUPT)
+        if before not in (Phase.RECEIVING_BODY, Phase.WAITING):
+            return
+        if self._flow is not None:
+            self._flow.close()
+            self._flow = None
+        self._work_dropped = self._outstanding is not None
+        self._outstanding = None
+        self._body = bytearray()
+        kept = [effect for effect in self._queue if isinstance(effect, ResponseEffect)]
+        self._queue = deque(kept)
+        self._queue.extend(self._writer.error(status, message))
 
     # -- output ------------------------------------------------------------------
 
@@ -209,12 +262,22 @@ class Exchange:
             self._phase = EXCHANGE_TRANSITIONS[self._phase, event]
         except KeyError:
             old, self._phase = self._phase, Phase.ERROR
+            self._release()
             raise LocalProtocolError(
                 f"can't handle {event.value} in phase {old.value}"
             ) from None
+        if self._phase in (Phase.FINISHED, Phase.ABORTED):
+            self._release()
+
+    def _release(self) -> None:
+        """The request no longer counts against its key's concurrency limit."""
+        if self._admission is not None:
+            self._admission.release()
 
     def _begin(self) -> None:
         """Decide everything the head alone decides."""
+        if not self._admit():
+            return
         head, match = self._head, self._match
         if match is None:
             self._respond_error(404, f"unknown endpoint: {head.method} {head.path}")
@@ -234,6 +297,61 @@ class Exchange:
             # Nothing for the exchange to read: GET-like routes, and blob uploads,
             # whose body the adapter streams straight into the store.
             self._reply(handle(self._request(body=None)))
+
+    def _admit(self) -> bool:
+        """Ask the access gate; False when it has answered the request itself."""
+        if self._access is None:
+            return True
+        match self._access.admit(self._head):
+            case Refused(status=status, message=message, headers=headers):
+                self._respond_error(status, message, headers=headers)
+                return False
+            case Preflight(headers=headers):
+                self._respond(self._writer.complete(204, b"", None, headers))
+                return False
+            case Admitted() as admission:
+                self._admission = admission
+                self._writer.extra_headers = admission.headers
+                return True
+
+    def _refusal(self, effect: WorkEffect) -> str | None:
+        """Why the request's key may not touch the model ``effect`` names, if so."""
+        admission = self._admission
+        if admission is None or admission.key is None:
+            return None
+        names: tuple[str, ...]
+        match effect:
+            case LookupModel(name=name) | DeleteModel(name=name):
+                names = (name.display,)
+            case CopyModel(source=source, destination=destination):
+                names = (source.display, destination.display)
+            case CreateModel(name=name, base=base):
+                names = (
+                    (name.display,) if base is None else (name.display, base.display)
+                )
+            case AcquireRunner(model=record) | UnloadModel(model=record):
+                names = (record.name,)
+            case _:
+                return None
+        for named in names:
+            if not admission.allows_model(named):
+                return f"this API key may not use the model {named!r}"
+        return None
+
+    def _visible(self, result: Result) -> Result:
+        """Lists of models cut to those the request's key may use."""
+        admission = self._admission
+        if admission is None or admission.key is None:
+            return result
+        match result:
+            case ModelList(records=records):
+                kept = tuple(r for r in records if admission.allows_model(r.name))
+                return replace(result, records=kept)
+            case RunningList(models=models):
+                seen = tuple(m for m in models if admission.allows_model(m.record.name))
+                return replace(result, models=seen)
+            case _:
+                return result
 
     def _check_declared_size(self) -> None:
         declared = self._head.header("content-length")
@@ -272,6 +390,7 @@ class Exchange:
             config=self._config,
             request_id=self._request_id,
             timeline=self._timeline,
+            shutting_down=self._shutting_down,
             notes=self._notes,
         )
 
@@ -286,9 +405,10 @@ class Exchange:
         match reply:
             case JsonReply(value=value, status=status):
                 self._respond(self._writer.json(status, value))
-            case TextReply(text=text, status=status):
+            case TextReply(text=text, status=status, media_type=media_type):
                 data = text.encode("utf-8")
-                self._respond(self._writer.complete(status, data, TEXT_MEDIA_TYPE))
+                media_type = media_type or TEXT_MEDIA_TYPE
+                self._respond(self._writer.complete(status, data, media_type))
             case EmptyReply(status=status):
                 self._respond(self._writer.complete(status, b"", None))
             case ErrorReply(status=status, message=message, param=param):
@@ -332,6 +452,12 @@ class Exchange:
                     self._answer(step)
                     return
                 case _:
+                    refusal = self._refusal(step)
+                    if refusal is not None:
+                        flow.close()
+                        self._flow = self._outstanding = None
+                        self._respond_error(403, refusal)
+                        return
                     self._outstanding = step
                     self._queue.append(step)
                     self._transition(Input.AWAIT)

@@ -29,6 +29,7 @@ from ._completion_request import (
     chat_request,
     generate_request,
 )
+from ._families import Family, family_for
 from ._flow import (
     Flow,
     FlowError,
@@ -44,9 +45,9 @@ from ._prompt import chat_messages, generate_messages, truncated_histories
 from ._replies import JsonReply
 from ._request import Request
 from ._structured import check_format, tool_call_schema
-from ._templates import ChatTemplate, TemplateError, TemplateRaised
-from ._thinking import prompt_opens_thinking, strip_thinking
-from ._tool_calls import FORMATS, tool_format
+from ._templates import ChatTemplate, TemplateError, TemplateRaised, TemplateTooCostly
+from ._thinking import strip_thinking
+from ._tool_calls import Toolbox
 from ._work import (
     CheckSchema,
     Result,
@@ -105,10 +106,8 @@ def serve_completion(
         yield from perform(CheckSchema(schema=fmt), SchemaSupported)
     tool_calls = yield from _lazy_tool_calls(completion, record, forced)
     options = resolve_options(record.parameters, completion.options)
-    if options.ignored:
-        request.notes.append(
-            "ignoring unknown options: " + ", ".join(sorted(options.ignored))
-        )
+    if options.ignored_note is not None:
+        request.notes.append(options.ignored_note)
     wanted = acquire(
         record, options.load, request.config, keep_alive=completion.keep_alive
     )
@@ -147,6 +146,11 @@ def _with_defaults(
     return dataclasses.replace(completion, **changes) if changes else completion  # type: ignore[arg-type]
 
 
+def _family(completion: CompletionRequest, record: ModelRecord) -> Family:
+    """The model's family, from the template this request renders with."""
+    return family_for(completion.template or record.template, record.details.family)
+
+
 def _shape(
     completion: CompletionRequest,
     record: ModelRecord,
@@ -157,18 +161,22 @@ def _shape(
     tool_calls: ToolCallConstraint | None,
 ) -> Shape:
     """What this answer is made of, and how it is constrained."""
-    template = completion.template or record.template
-    thinking = "thinking" in capabilities(record)
+    offered = not forced and bool(completion.tools)
     return Shape(
-        thinking=thinking,
+        family=_family(completion, record),
+        thinking="thinking" in capabilities(record),
         show_thinking=completion.think is not False,
-        opens_thinking=thinking and prompt_opens_thinking(prompt),
-        tools=None if forced or not completion.tools else tool_format(template),
-        tool_names=tuple(_tool_names(completion.tools)),
+        # Only the prompt's end says where the output starts.
+        prompt=prompt[-_PROMPT_END:],
+        tools=Toolbox.of(completion.tools) if offered else None,
+        tool_names=tuple(_tool_names(_chosen_tools(completion))) if forced else (),
         forced_call=forced,
         format=fmt,
         tool_calls=tool_calls,
     )
+
+
+_PROMPT_END = 1024
 
 
 def _lazy_tool_calls(
@@ -176,14 +184,16 @@ def _lazy_tool_calls(
 ) -> Generator[Step, Result | None, ToolCallConstraint | None]:
     """With tools offered and no call forced, the calls the model opens in a format
     the parser knows are constrained to the offered tools (the text around them
-    stays free), when the engine can enforce their schemas. When it cannot (a
-    tool's parameters use a keyword it does not support), the calls stay free and
-    the parser takes what comes, as without the constraint: a tool the engine
-    cannot check must not make every request that offers it fail."""
+    stays free), when the engine can enforce their schemas and the family's calls
+    are JSON framed by a marker (or bare JSON). When it cannot (a tool's
+    parameters use a keyword it does not support, or the family writes XML or
+    channels), the calls stay free and the parser takes what comes, as without the
+    constraint: a tool the engine cannot check must not make every request that
+    offers it fail."""
     if forced or not completion.tools or completion.format is not None:
         return None
-    found = tool_format(completion.template or record.template)
-    if found is None:
+    markers = _family(completion, record).lazy_markers
+    if markers is None:
         return None
     try:
         schema = check_format(tool_call_schema(completion.tools))
@@ -193,10 +203,8 @@ def _lazy_tool_calls(
     verdict = yield CheckSchema(schema=schema)
     if not isinstance(verdict, SchemaSupported):
         return None
-    rule = FORMATS[found]
-    return ToolCallConstraint(
-        marker=rule.marker, closing=rule.closing, call_schema=schema
-    )
+    marker, closing = markers
+    return ToolCallConstraint(marker=marker, closing=closing, call_schema=schema)
 
 
 def _tool_names(tools: Sequence[Mapping[str, JsonValue]]) -> list[str]:
@@ -397,9 +405,11 @@ def _template(
 
 def _template_failure(completion: CompletionRequest, exc: TemplateError) -> FlowError:
     # A template the client sent is the client's problem, and so is a conversation
-    # the model's template refuses (raise_exception: "roles must alternate"); a
-    # model template that breaks on its own is ours.
-    status = 400 if completion.template or isinstance(exc, TemplateRaised) else 500
+    # the model's template refuses (raise_exception: "roles must alternate") or is
+    # too costly to render (a budget is a property of the input); a model template
+    # that breaks on its own is ours.
+    blamed = isinstance(exc, TemplateRaised | TemplateTooCostly)
+    status = 400 if completion.template or blamed else 500
     return FlowError(status, f"template error: {exc}")
 
 

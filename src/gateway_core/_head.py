@@ -6,10 +6,13 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["RequestHead"]
+__all__ = ["RequestHead", "client_request_id"]
 
 # RFC 9110 token characters; methods and header names are tokens.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# What a client may name its request: ids as tracing systems and proxies make them
+# (UUIDs, hex, base64), short enough to log, with nothing a log reader could trip on.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,3 +60,13 @@ class RequestHead:
         wanted = name.lower()
         values = [value for key, value in self.headers if key == wanted]
         return ", ".join(values) if values else None
+
+
+def client_request_id(head: RequestHead) -> str | None:
+    """The ``X-Request-Id`` the client sent, if it is a sane one (at most 128
+    characters of letters, digits and ``._:/+=@-``); None means "make one up"."""
+    value = head.header("x-request-id")
+    if value is None:
+        return None
+    value = value.strip()
+    return value if _CLIENT_REQUEST_ID.fullmatch(value) else None

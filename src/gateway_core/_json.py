@@ -1,8 +1,9 @@
 """JSON in and out, with the limits a server needs.
 
 The standard library's ``json`` is lenient in ways a server must not be: it accepts
-``NaN`` and ``Infinity`` (not JSON), turns ``1e999`` into ``inf``, and overflows the
-Python stack on deeply nested input. ``parse_body`` closes those holes and reports every
+``NaN`` and ``Infinity`` (not JSON), turns ``1e999`` into ``inf``, overflows the
+Python stack on deeply nested input, and decodes a lone ``\\ud800`` escape into a
+string that has no UTF-8 form. ``parse_body`` closes those holes and reports every
 failure as a ``ClientError`` with a message a person can act on.
 """
 
@@ -10,11 +11,23 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import dataclass
 from typing import Final, NoReturn, TypeAlias
 
 from ._errors import ClientError
 
-__all__ = ["JsonValue", "dumps", "encode_utf8", "loads_strict", "parse_body"]
+__all__ = [
+    "MAX_BODY_NESTING",
+    "Flaw",
+    "JsonValue",
+    "dumps",
+    "encode_utf8",
+    "find_lone_surrogate",
+    "find_nesting_over",
+    "loads_strict",
+    "parse_body",
+]
 
 JsonValue: TypeAlias = (
     bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -93,16 +106,165 @@ def loads_strict(text: str) -> JsonValue:
 
 
 def parse_body(body: bytes) -> JsonValue:
-    """Decode a request body, or raise ``ClientError(400)`` saying what is wrong."""
+    """Decode a request body, or raise ``ClientError(400)`` saying what is wrong.
+
+    Beyond JSON's own rules, a body may not nest arrays and objects deeper than
+    ``MAX_BODY_NESTING``, and no string in it (keys included) may hold a lone UTF-16
+    surrogate; either is a 400 naming the place by its JSON path, e.g.
+    ``messages[0].content``.
+    """
     if not body:
         raise ClientError(400, "missing request body")
     try:
+        # Strict: UTF-8 that encodes a surrogate (ED A0 80) is refused too, so a
+        # lone surrogate can only come from a \uXXXX escape in the text.
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ClientError(
             400, f"request body is not valid UTF-8 (byte {exc.start})"
         ) from None
     try:
-        return loads_strict(text)
+        value = loads_strict(text)
     except ValueError as exc:
         raise ClientError(400, f"invalid JSON in request body: {exc}") from None
+    # Each walk runs only when the raw text shows it could find something, so a
+    # common body costs a few substring scans.
+    if text.count("[") + text.count("{") > MAX_BODY_NESTING:
+        _refuse(
+            find_nesting_over(MAX_BODY_NESTING, value),
+            "request body is nested too deeply: {where} is more than "
+            f"{MAX_BODY_NESTING} levels of arrays and objects deep",
+        )
+    if "\\ud" in text or "\\uD" in text:
+        _refuse(
+            find_lone_surrogate(value),
+            "invalid text in {where}: a lone UTF-16 surrogate ({found}) is not a "
+            "character; a character past U+FFFF is escaped as a pair, like "
+            "\\ud83d\\ude00",
+        )
+    return value
+
+
+MAX_BODY_NESTING: Final = 128
+"""Deepest nesting of arrays and objects in a request body. A chat with tools and a
+schema needs a few dozen levels; no legitimate body comes near this, and code that
+walks a value recursively (a JSON Schema validator, a template, a serializer) could
+run out of stack on a deeper one: a 500 instead of the client's 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flaw:
+    """Where a decoded value breaks a rule, for an error message to say."""
+
+    where: str
+    """Its JSON path (``messages[0].content``, ``the field name options["x"]``,
+    ``the body``), ASCII and cut short."""
+    field: str | None
+    """The top-level field it lies in (an error's ``param``), if it has a name a
+    message can print."""
+    found: str
+    """What is wrong there, e.g. the lone surrogate as an escape (``\\ud800``)."""
+
+
+def find_nesting_over(limit: int, value: JsonValue) -> Flaw | None:
+    """The first array or object (in document order) more than ``limit`` levels
+    deep; the value itself is level 1. Iterative: a value may be hundreds of levels
+    deep, which is the point."""
+    stack: list[tuple[JsonValue, int, _Path]] = [(value, 1, None)]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > limit:
+            return Flaw(_path_text(path), _top_field(path), f"{depth} levels")
+        if isinstance(node, dict | list):
+            stack.extend(
+                (child, depth + 1, (path, key))
+                for key, child in _children_last_first(node)
+                if isinstance(child, dict | list)
+            )
+    return None
+
+
+def find_lone_surrogate(value: JsonValue) -> Flaw | None:
+    """The first string or key (in document order) holding a lone UTF-16
+    surrogate. Python's json decodes a lone ``\\ud800`` escape into one, and text
+    holding it has no UTF-8 form: it fails the first time it is encoded (for the
+    tokenizer, a log, a file). Check JSON decoded from a client's text here, a
+    body or JSON inside one (OpenAI's tool call ``arguments``)."""
+    stack: list[tuple[JsonValue, _Path]] = [(value, None)]
+    while stack:
+        node, path = stack.pop()
+        if path is not None and isinstance(path[1], str):
+            found = _lone_surrogate(path[1])
+            if found is not None:
+                where = f"the field name {_path_text(path)}"
+                return Flaw(where, _top_field(path), found)
+        if isinstance(node, str):
+            found = _lone_surrogate(node)
+            if found is not None:
+                return Flaw(_path_text(path), _top_field(path), found)
+        elif isinstance(node, dict | list):
+            stack.extend(
+                (child, (path, key)) for key, child in _children_last_first(node)
+            )
+    return None
+
+
+def _refuse(flaw: Flaw | None, message: str) -> None:
+    """Raise the 400 ``message`` (formatted with the flaw's where and found)."""
+    if flaw is not None:
+        raise ClientError(
+            400, message.format(where=flaw.where, found=flaw.found), param=flaw.field
+        )
+
+
+# Any surrogate left in a decoded string is a lone one: json joins an escaped
+# pair (\ud83d\ude00) into the one character it stands for.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SHOWN_KEY: Final = 40
+_SHOWN_PATH: Final = 100
+
+_Container: TypeAlias = list[JsonValue] | dict[str, JsonValue]
+# Where a value sits: its parent's path and the key or index that leads to it, None
+# for the value itself. Linked, so the walks build no text until one is shown.
+_Path: TypeAlias = tuple["_Path", str | int] | None
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate in ``text``, written as its escape."""
+    found = _SURROGATE.search(text)
+    return None if found is None else f"\\u{ord(found.group()):04x}"
+
+
+def _children_last_first(node: _Container) -> list[tuple[str | int, JsonValue]]:
+    """Keys (or indexes) and values, last first: a stack then pops them in order."""
+    if isinstance(node, dict):
+        return list(reversed(node.items()))
+    return list(zip(range(len(node) - 1, -1, -1), reversed(node), strict=True))
+
+
+def _path_text(path: _Path) -> str:
+    """``messages[0].content``: keys that are identifiers after a dot, others quoted
+    (escaped to ASCII, cut short), indexes in brackets; "the body" for the root."""
+    steps: list[str] = []
+    while path is not None:
+        path, step = path
+        if isinstance(step, int):
+            steps.append(f"[{step}]")
+        elif _IDENTIFIER.fullmatch(step):
+            steps.append(f".{step}")
+        else:
+            shown = step if len(step) <= _SHOWN_KEY else step[:_SHOWN_KEY] + "..."
+            steps.append(f"[{json.dumps(shown)}]")
+    text = "".join(reversed(steps)).removeprefix(".") or "the body"
+    return text if len(text) <= _SHOWN_PATH else text[:_SHOWN_PATH] + "..."
+
+
+def _top_field(path: _Path) -> str | None:
+    """The top-level field ``path`` lies in; None at the root, under an array, or
+    for a field name no error message could print."""
+    while path is not None and path[0] is not None:
+        path = path[0]
+    if path is None or not isinstance(path[1], str):
+        return None
+    return None if _SURROGATE.search(path[1]) else path[1]

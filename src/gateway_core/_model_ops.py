@@ -16,19 +16,21 @@ from ._json import JsonValue
 from ._models import ModelRecord
 from ._names import InvalidDigest, InvalidModelName, ModelName, parse_digest
 from ._options import resolve_options, validate_parameters
-from ._replies import EmptyReply, JsonReply
+from ._replies import EmptyReply, JsonReply, TextReply
 from ._request import Request
 from ._templates import ChatTemplate, TemplateError
 from ._work import (
     BlobPresence,
     BlobStored,
     CheckBlob,
+    CollectMetrics,
     CopyModel,
     CreateModel,
     DeleteModel,
     ListModels,
     ListRunning,
     LookupModel,
+    MetricsText,
     ModelCreated,
     ModelFound,
     ModelList,
@@ -51,6 +53,7 @@ __all__ = [
     "list_models",
     "list_running",
     "lookup",
+    "metrics",
     "show_model",
 ]
 
@@ -114,6 +117,11 @@ def list_running(request: Request) -> Flow:
     yield JsonReply(value={"models": [running_entry(model) for model in models]})
 
 
+def metrics(request: Request) -> Flow:
+    found = yield from perform(CollectMetrics(), MetricsText)
+    yield TextReply(text=found.text, media_type=found.media_type)
+
+
 def show_model(request: Request) -> Flow:
     body = body_of(request)
     as_given = requested_name(body)
@@ -150,6 +158,12 @@ def copy_model(request: Request) -> Flow:
     source = parse_name(source_text, invalid=f'source "{source_text}" is invalid')
     destination = parse_name(
         destination_text, invalid=f'destination "{destination_text}" is invalid'
+    )
+    _refuse_case_variant(
+        f'destination "{destination_text}"',
+        destination,
+        f'source "{source_text}"',
+        source,
     )
     yield from perform_on_model(
         CopyModel(source=source, destination=destination),
@@ -205,6 +219,8 @@ def _create_effect(body: Mapping[str, JsonValue]) -> CreateModel:
     )
     if bool(files) == (base is not None):
         raise FlowError(400, "give either 'files' (GGUF blob digests) or 'from'")
+    if base is not None:
+        _refuse_case_variant(f'model "{as_given}"', name, f'from "{base_text}"', base)
     template = text_field(body, "template")
     if template is not None:
         try:
@@ -224,6 +240,26 @@ def _create_effect(body: Mapping[str, JsonValue]) -> CreateModel:
         messages=_messages(body.get("messages")),
         license=_license(body.get("license")),
     )
+
+
+def _refuse_case_variant(
+    what: str, name: ModelName, other_what: str, other: ModelName
+) -> None:
+    """A 400 when ``name`` is ``other`` spelled in another letter case.
+
+    Names are case-insensitive identities (a lookup finds either spelling) while the
+    store keeps one spelling per model: writing the other spelling would replace the
+    model it was made from, so a case-variant copy would be a rename and a
+    case-variant create would consume its base. Ollama silently writes onto the
+    source under its installed spelling instead, so the new spelling never appears;
+    a 400 tells the client why. The exact same name stays allowed: a copy onto
+    itself changes nothing and a create from itself rebuilds the model in place.
+    """
+    if name != other and name.lookup_key == other.lookup_key:
+        raise FlowError(
+            400,
+            f"{what} names the same model as {other_what} (model names ignore case)",
+        )
 
 
 def _files(value: JsonValue) -> tuple[tuple[str, str], ...]:

@@ -47,7 +47,12 @@ _ALLOWED_AFTER_FIRST = {
     "model": "letters, digits, '_', '-' and '.'",
     "tag": "letters, digits, '_', '-' and '.'",
 }
+# Ollama's limits (isValidLen in its types/model/name.go).
 _MAX_LENGTH = {"host": 350, "namespace": 80, "model": 80, "tag": 80}
+# The store keeps every part as one directory or file name, and Linux, macOS and
+# Windows allow at most 255 in one (bytes or UTF-16 units: the same, as names are
+# ASCII). Only a host can be longer; Ollama's own store fails on such a host too.
+_MAX_STORED_LENGTH = 255
 # Anything longer cannot be valid; refusing it early keeps error messages short.
 _MAX_NAME_LENGTH = sum(_MAX_LENGTH.values()) + len("https://") + 3
 
@@ -72,6 +77,11 @@ def _part_problem(kind: str, value: str) -> str | None:
         return f"the {kind} is empty"
     if len(value) > _MAX_LENGTH[kind]:
         return f"the {kind} is longer than {_MAX_LENGTH[kind]} characters"
+    if len(value) > _MAX_STORED_LENGTH:
+        return (
+            f"the {kind} is longer than {_MAX_STORED_LENGTH} characters, the most a"
+            " directory name in the model store may have"
+        )
     if _PART_PATTERNS[kind].fullmatch(value):
         return None
     if not _STARTS_WELL.match(value):

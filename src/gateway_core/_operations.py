@@ -25,6 +25,14 @@ def _root(request: Request) -> Reply:
     return TextReply(text="Ollama is running")
 
 
+def _health(request: Request) -> Reply:
+    # 503 while stopping, so that a load balancer sends new work elsewhere while
+    # the requests in flight finish.
+    if request.shutting_down:
+        return JsonReply(value={"status": "shutting down"}, status=503)
+    return JsonReply(value={"status": "ok"})
+
+
 def _version(request: Request) -> Reply:
     return JsonReply(value={"version": request.config.reported_version})
 
@@ -50,6 +58,8 @@ _HANDLERS: Mapping[Operation, Callable[[Request], Reply | Flow]] = MappingProxyT
     {
         Operation.ROOT: _root,
         Operation.VERSION: _version,
+        Operation.HEALTH: _health,
+        Operation.METRICS: _model_ops.metrics,
         Operation.PULL: _no_registry,
         Operation.PUSH: _no_registry,
         Operation.LIST_MODELS: _model_ops.list_models,

@@ -37,6 +37,15 @@ __all__ = [
 ]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NOTED_NAMES = 10
+_NOTED_NAME_LENGTH = 40
+
+
+def _shortened(name: str) -> str:
+    shown = name if len(name) <= _NOTED_NAME_LENGTH else name[:_NOTED_NAME_LENGTH] + "…"
+    return repr(shown)
+
+
 _MIN_NUM_CTX = 4
 _INT32_MAX = 2**31 - 1
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -168,6 +177,18 @@ class Options:
     load: LoadOptions = field(default_factory=LoadOptions)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     ignored: tuple[str, ...] = ()
+
+    @property
+    def ignored_note(self) -> str | None:
+        """The log line about ``ignored``, None if there are none. Client text, so
+        bounded: a few names, each cut short, so that no request writes a long line
+        into the server's log."""
+        if not self.ignored:
+            return None
+        names = [_shortened(name) for name in sorted(self.ignored)[:_NOTED_NAMES]]
+        more = len(self.ignored) - len(names)
+        tail = f" and {more} more" if more else ""
+        return "ignoring unknown options: " + ", ".join(names) + tail
 
 
 def _at_least(name: str, value: int, minimum: int) -> None:

@@ -3,7 +3,12 @@
 Each token's bytes go through a small pipeline of incremental machines, each holding
 back only what the next token could change:
 
-    bytes -> Utf8Decoder -> StopScanner -> ThinkingParser -> ToolCallParser -> segments
+    bytes -> Utf8Decoder -> StopScanner -> the family's parser -> segments
+
+The family's parser (``_families``: thinking tags then marked calls for most, a
+channel machine for harmony) is chosen once, from the model, when the answer is set
+up. A pass the token limit ends tells the parser so: a call it was writing is still
+a call, with the arguments so far.
 
 and the segments (thinking, content, tool calls) become response objects: streamed one
 per token that produced something, or gathered into one. ``PassPlan`` decides whether
@@ -20,6 +25,7 @@ from typing import Protocol
 
 from ._completion_request import CompletionRequest, Kind
 from ._durations import format_rfc3339
+from ._families import PLAIN_FAMILY, Family, OutputParser, ParserSetup
 from ._flow import (
     MORE,
     Flow,
@@ -38,8 +44,7 @@ from ._request import Request
 from ._segments import Content, Segment, Thinking, ToolCall
 from ._stops import StopScanner, Utf8Decoder
 from ._structured import check_answer
-from ._thinking import CLOSING_TAG, ThinkingParser
-from ._tool_calls import ToolCallParser, ToolFormat, call_id
+from ._tool_calls import Toolbox, call_id, cut_call
 from ._two_pass import Event, PassPlan, Phase
 from ._work import (
     Generate,
@@ -223,22 +228,25 @@ class Shape:
     """What the output of this request is made of.
 
     Attributes:
-        thinking: parse thinking tags (the model has the capability).
+        family: the model's family: which parser reads its output.
+        thinking: parse thinking (the model has the capability).
         show_thinking: return the thinking (``think`` is not false); when false the
-            tags are still parsed, so that they never leak into the content.
-        opens_thinking: the rendered prompt ends with the opening tag.
-        tools: the tool-call format to parse, if tools were offered.
-        tool_names: the offered tools' names.
+            thinking is still parsed, so that it never leaks into the content.
+        prompt: the rendered prompt, or its end: where the output starts (inside
+            thinking, inside a harmony header).
+        tools: the offered tools whose calls the parser reads, if any.
+        tool_names: the tools a forced call may name.
         forced_call: the output is one constrained ``{"name", "arguments"}`` object
             (``tool_choice`` required or named), returned as a tool call.
         format: the constraint (``"json"``, a schema) or None.
         tool_calls: the lazy constraint on the tool calls of free text, if any.
     """
 
+    family: Family = PLAIN_FAMILY
     thinking: bool = False
     show_thinking: bool = True
-    opens_thinking: bool = False
-    tools: ToolFormat | None = None
+    prompt: str = ""
+    tools: Toolbox | None = None
     tool_names: tuple[str, ...] = ()
     forced_call: bool = False
     format: JsonValue = None
@@ -254,54 +262,49 @@ class _Pipeline:
         self._decoder = Utf8Decoder()
         # Stop strings could cut a constrained answer in two; they apply to free text.
         self._scanner = StopScanner(stops if free else ())
-        self._thinking = (
-            ThinkingParser(inside=shape.opens_thinking)
-            if free and shape.thinking
-            else None
-        )
-        self._tools = (
-            ToolCallParser(shape.tools, tool_names=shape.tool_names, id_seed=id_seed)
-            if free and shape.tools is not None
-            else None
-        )
+        # A constrained answer is the format's JSON, never the family's markup.
+        self._parser: OutputParser | None = None
+        if free:
+            setup = ParserSetup(
+                thinking=shape.thinking,
+                prompt=shape.prompt,
+                tools=shape.tools,
+                id_seed=id_seed,
+            )
+            self._parser = shape.family.parser(setup)
         self.stopped = False
 
     @property
     def done_thinking(self) -> bool:
-        return self._thinking is None or self._thinking.done_thinking
+        return self._parser is None or self._parser.done_thinking
+
+    def answer_opening(self) -> str | None:
+        """What pass 2 writes after this pass's tokens (``OutputParser``)."""
+        return None if self._parser is None else self._parser.answer_opening()
 
     def feed(self, data: bytes) -> list[Segment]:
         text, self.stopped = self._scanner.feed(self._decoder.feed(data))
-        return self._split(text, final=False)
+        return self._split(text)
 
-    def finish(self) -> list[Segment]:
-        """Release everything held back; the output is over."""
-        if self._scanner.stopped:
-            return self._split("", final=True)
-        text, self.stopped = self._scanner.feed(self._decoder.flush())
-        if not self.stopped:
-            text += self._scanner.flush()
-        return self._split(text, final=True)
-
-    def _split(self, text: str, *, final: bool) -> list[Segment]:
+    def finish(self, *, cut: bool = False) -> list[Segment]:
+        """Release everything held back; the output is over (``cut``: by the token
+        limit, so a call being written still counts)."""
         parts: list[Segment] = []
-        if self._thinking is None:
-            parts = [Content(text=text)] if text else []
-        else:
-            parts = list(self._thinking.feed(text)) if text else []
-            if final:
-                parts += self._thinking.finish()
-        if self._tools is None:
+        if not self._scanner.stopped:
+            text, self.stopped = self._scanner.feed(self._decoder.flush())
+            if not self.stopped:
+                text += self._scanner.flush()
+            parts = self._split(text)
+        if self._parser is None:
             return parts
-        out: list[Segment] = []
-        for part in parts:
-            if isinstance(part, Content):
-                out += self._tools.feed(part.text)
-            else:
-                out.append(part)
-        if final:
-            out += self._tools.finish()
-        return out
+        return parts + self._parser.finish(cut=cut)
+
+    def _split(self, text: str) -> list[Segment]:
+        if not text:
+            return []
+        if self._parser is None:
+            return [Content(text=text)]
+        return self._parser.feed(text)
 
 
 class _Emitter:
@@ -403,29 +406,37 @@ def run_passes(
             outcome = _PassOutcome(event=Event.LENGTH)
             plan.on(Event.LENGTH)
             break
-        if outcome.saw_thinking or shape.opens_thinking:
+        if outcome.opening is not None:
             # Continue exactly where the thinking ended: the model's own tokens,
-            # already in the runner's cache, so pass 2 evaluates almost nothing. A
-            # model that stopped inside its thinking gets the closing tag written
-            # for it. (Without any thinking, pass 2 answers from the prompt.)
+            # already in the runner's cache, so pass 2 evaluates almost nothing.
+            # The family says what must follow for the answer to begin: nothing
+            # after a closing tag, the closing tag for a model that stopped inside
+            # its thinking, harmony's final-channel header. (Without any thinking,
+            # pass 2 answers from the prompt.)
             pass_prompt += outcome.kept
-            if outcome.event is Event.STOPPED:
-                closing = yield from perform(
-                    Tokenize(text=CLOSING_TAG + "\n\n", add_bos=False), Tokens
+            if outcome.opening:
+                opening = yield from perform(
+                    Tokenize(text=outcome.opening, add_bos=False), Tokens
                 )
-                pass_prompt += closing.ids
+                pass_prompt += opening.ids
     reason = "length" if outcome.event is Event.LENGTH else "stop"
     answer = "".join(emitter.gathered.content)[constrained_from:]
     if shape.format is not None and reason != "length":
         check_answer(answer, shape.format)
     if shape.forced_call:
         emitter.gathered.content = []
-        if reason != "length":  # a call cut short is no call: done_reason says why
-            call = _forced_call(answer, request.request_id)
+        # A call the limit cut is still the call the client asked for: it comes
+        # with the arguments so far, and done_reason says it is cut.
+        found = (
+            _forced_call(answer, request.request_id)
+            if reason != "length"
+            else _cut_forced_call(answer, shape.tool_names, request.request_id)
+        )
+        if found is not None:
             if completion.stream:
-                yield from emitter.emit([call])
+                yield from emitter.emit([found])
             else:
-                emitter.gathered.calls = [call]
+                emitter.gathered.calls = [found]
     context = None
     if completion.kind is Kind.GENERATE and not completion.raw:
         # What the model has seen and said, as it will continue: the last pass's
@@ -442,7 +453,8 @@ class _PassOutcome:
     event: Event
     kept: tuple[int, ...] = ()
     """The tokens of this pass that pass 2 continues after."""
-    saw_thinking: bool = False
+    opening: str | None = None
+    """What pass 2 writes after ``kept`` (None: it answers from the prompt)."""
     tokens: tuple[int, ...] = ()
     """Every token this pass generated."""
 
@@ -462,7 +474,6 @@ def _one_pass(
     free = plan.constraint is None
     pipeline = _Pipeline(shape, stops=sampling.stop, free=free, id_seed=id_seed)
     tokens: list[int] = []
-    saw_thinking = False
     result = yield Generate(
         prompt=prompt,
         sampling=sampling,
@@ -488,7 +499,6 @@ def _one_pass(
                 metrics.eval_count += 1
                 metrics.eval_duration += duration
                 segments = pipeline.feed(data)
-                saw_thinking |= any(isinstance(s, Thinking) for s in segments)
                 if plan.ends_with_thinking and pipeline.done_thinking:
                     # Thinking is over: keep its last words, drop whatever content
                     # came with them, and let pass 2 answer.
@@ -497,33 +507,33 @@ def _one_pass(
                     return _PassOutcome(
                         event=Event.THOUGHT,
                         kept=tuple(tokens),
-                        saw_thinking=saw_thinking,
+                        opening=pipeline.answer_opening(),
                     )
                 yield from emitter.emit(segments)
                 if pipeline.stopped:
                     break
                 if len(generated) >= limit:
-                    yield from emitter.emit(pipeline.finish())
+                    yield from emitter.emit(pipeline.finish(cut=True))
                     return _PassOutcome(event=Event.LENGTH, tokens=tuple(tokens))
             case GenerationDone(reason=reason):
                 if reason == "length":
-                    yield from emitter.emit(pipeline.finish())
+                    yield from emitter.emit(pipeline.finish(cut=True))
                     return _PassOutcome(event=Event.LENGTH, tokens=tuple(tokens))
                 break
             case other:
                 raise TypeError(f"core bug: {other!r} during a generation")
         result = yield MORE
+    opening = pipeline.answer_opening()  # asked before finishing: where it stopped
     segments = pipeline.finish()
     if plan.ends_with_thinking:
         # Stopped inside its thinking: what it thought is kept, and the answer comes
         # from pass 2.
         thinking = [s for s in segments if isinstance(s, Thinking)]
-        saw_thinking |= bool(thinking)
         yield from emitter.emit(thinking)
         return _PassOutcome(
             event=Event.STOPPED,
             kept=tuple(tokens),
-            saw_thinking=saw_thinking,
+            opening=opening,
             tokens=tuple(tokens),
         )
     yield from emitter.emit(segments)
@@ -546,4 +556,19 @@ def _forced_call(answer: str, request_id: str) -> ToolCall:
         id=call_id(request_id, 0),
         name=name,
         arguments=arguments,
+    )
+
+
+def _cut_forced_call(
+    answer: str, names: Sequence[str], request_id: str
+) -> ToolCall | None:
+    found = cut_call(answer, names)
+    if found is None:
+        return None
+    return ToolCall(
+        index=0,
+        id=call_id(request_id, 0),
+        name=found.name,
+        arguments=found.arguments,
+        partial=found.partial,
     )

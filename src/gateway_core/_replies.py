@@ -20,6 +20,8 @@ class JsonReply:
 class TextReply:
     text: str
     status: int = 200
+    media_type: str | None = None
+    """``content-type``; plain UTF-8 text when None."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,6 +10,9 @@ endpoint:
   event) and the response ends. A stream never just stops.
 
 HEAD requests get the headers a GET would get, ``content-length`` included, and no body.
+Every response names its request in ``x-request-id``, so that a client can quote it
+and an operator find it in the logs; every 503 says when to come back
+(``retry-after``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ TEXT_MEDIA_TYPE = "text/plain; charset=utf-8"
 
 Headers = tuple[tuple[str, str], ...]
 
+# A 503 means "busy" (the queue is full) or "stopping"; either passes within
+# seconds, and a client that retries at once only adds to the queue.
+RETRY_AFTER_BUSY = "2"
+
 
 class ResponseWriter:
     """Builds the effects of one response and remembers how far it has got."""
@@ -33,6 +40,8 @@ class ResponseWriter:
         self._spec = spec
         self._request_id = request_id
         self._head_only = head_only
+        self.extra_headers: Headers = ()
+        """Added to whatever response this writes (the CORS headers of the request)."""
         self.started = False
         self.finished = False
 
@@ -67,6 +76,8 @@ class ResponseWriter:
             status=status, message=message, param=param, request_id=self._request_id
         )
         if not self.started:
+            if status == 503 and not any(n == "retry-after" for n, _ in headers):
+                headers = (*headers, ("retry-after", RETRY_AFTER_BUSY))
             return self.json(status, self._spec.error_body(info), headers)
         effects: list[ResponseEffect] = []
         if not self._head_only:
@@ -101,7 +112,10 @@ class ResponseWriter:
         if self.started:
             raise RuntimeError("core bug: response started twice")
         self.started = True
-        return StartResponse(status=status, headers=headers)
+        named = (("x-request-id", self._request_id),) if self._request_id else ()
+        return StartResponse(
+            status=status, headers=headers + self.extra_headers + named
+        )
 
     def _end(self) -> EndResponse:
         if self.finished:

@@ -40,6 +40,8 @@ class Operation(enum.Enum):
 
     ROOT = "root"
     VERSION = "version"
+    HEALTH = "health"
+    METRICS = "metrics"
     GENERATE = "generate"
     CHAT = "chat"
     EMBED = "embed"
@@ -124,6 +126,10 @@ _OP = Operation
 _EXACT: tuple[Route, ...] = (
     _route("/", _OLLAMA, {"GET": _OP.ROOT, "HEAD": _OP.ROOT}),
     _route("/api/version", _OLLAMA, {"GET": _OP.VERSION, "HEAD": _OP.VERSION}),
+    # Not Ollama's: probes for load balancers and Kubernetes, and Prometheus.
+    _route("/health", _OLLAMA, {"GET": _OP.HEALTH, "HEAD": _OP.HEALTH}),
+    _route("/healthz", _OLLAMA, {"GET": _OP.HEALTH, "HEAD": _OP.HEALTH}),
+    _route("/metrics", _OLLAMA, {"GET": _OP.METRICS}),
     _route("/api/generate", _OLLAMA, {"POST": _OP.GENERATE}, ("POST",)),
     _route("/api/chat", _OLLAMA, {"POST": _OP.CHAT}, ("POST",)),
     _route("/api/embed", _OLLAMA, {"POST": _OP.EMBED}, ("POST",)),

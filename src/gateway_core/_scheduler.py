@@ -46,6 +46,12 @@ Rules, following Ollama (ollama-api.md §7.2-7.3) except where marked:
   once, busy or not: it is granted to no one again, its requests fail on their own
   and release their grants whenever they do, and the next ticket for its key loads
   it afresh.
+- A retired runner (``retire``: its model was deleted) is granted to no one again:
+  idle, it unloads at once; busy, its requests finish and it unloads when the last
+  one is released; loading, it unloads when the load finishes. Tickets for its key
+  wait for it to go and then load afresh (one runner per key), so a model created
+  again under the same name never gets the deleted model's runner. (Ollama keeps
+  serving a deleted model's runner until it expires: deliberate difference.)
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ __all__ = [
     "Scheduler",
     "StartLoad",
     "Unload",
+    "UnloadReason",
 ]
 
 
@@ -81,11 +88,25 @@ class StartLoad:
     spec: Hashable
 
 
+class UnloadReason(enum.Enum):
+    """Why a runner is unloaded: what operators count (``gateway_model_unloads``)."""
+
+    EXPIRED = "expired"
+    """Idle past its keep_alive."""
+    EVICTED = "evicted"
+    """Idle, and its place was needed by another model (or another spec)."""
+    RELEASED = "released"
+    """Asked to go: keep_alive 0, its model deleted, or the server stopping."""
+    LOST = "lost"
+    """It died by itself."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unload:
     """Unload this runner (it has no grants); report unload_finished, even on error."""
 
     runner_id: int
+    reason: UnloadReason = UnloadReason.RELEASED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,6 +182,8 @@ class RunnerView:
     keep_alive: float
     expires_at: float | None
     last_used: float
+    retired: bool = False
+    """Granted to no one again; it unloads once idle (see ``retire``)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -174,6 +197,7 @@ class _Runner:
     state: RunnerState = RunnerState.LOADING
     grants: set[int] = field(default_factory=set)
     expires_at: float | None = None
+    retired: bool = False
 
     @property
     def idle(self) -> bool:
@@ -311,7 +335,8 @@ class Scheduler:
         was_ready = runner.state is RunnerState.READY
         self._move(runner_id, _Move.LOST)
         runner.expires_at = None
-        actions: list[Action] = [Unload(runner_id=runner_id)] if was_ready else []
+        lost = Unload(runner_id=runner_id, reason=UnloadReason.LOST)
+        actions: list[Action] = [lost] if was_ready else []
         return actions + self._settle(now)
 
     def unload_finished(self, runner_id: int, now: float) -> list[Action]:
@@ -321,7 +346,7 @@ class Scheduler:
     def expire(self, now: float) -> list[Action]:
         """Unload every idle runner whose keep_alive has run out by ``now``."""
         actions: list[Action] = [
-            self._unload(runner)
+            self._unload(runner, UnloadReason.EXPIRED)
             for runner in list(self._runners.values())
             if runner.idle
             and runner.expires_at is not None
@@ -338,6 +363,18 @@ class Scheduler:
         runner = self._by_key.get(key)
         if runner is None or runner.state is RunnerState.UNLOADING:
             return []
+        runner.keep_alive = 0.0
+        return self._settle(now)
+
+    def retire(self, key: str, now: float) -> list[Action]:
+        """``key``'s model is gone: its runner serves no new grant and unloads as
+        soon as it is idle (now, if it is), ready or still loading."""
+        runner = self._by_key.get(key)
+        if runner is None or runner.state is RunnerState.UNLOADING:
+            return []
+        runner.retired = True
+        # keep_alive 0 is what unloads an idle runner in every pass; no grant can
+        # raise it again, since a retired runner gets none.
         runner.keep_alive = 0.0
         return self._settle(now)
 
@@ -366,9 +403,18 @@ class Scheduler:
                 keep_alive=runner.keep_alive,
                 expires_at=runner.expires_at if runner.idle else None,
                 last_used=runner.last_used,
+                retired=runner.retired,
             )
             for runner in self._runners.values()
         )
+
+    @property
+    def waiting_by_key(self) -> dict[str, int]:
+        """Tickets waiting, per key (``/api/ps`` shows them per model)."""
+        counts: dict[str, int] = {}
+        for ticket in self._waiting.values():
+            counts[ticket.key] = counts.get(ticket.key, 0) + 1
+        return counts
 
     @property
     def waiting(self) -> int:
@@ -398,7 +444,7 @@ class Scheduler:
             elif kind is _Kind.LOAD:
                 actions.append(self._start_load(ticket, now))
             elif kind is _Kind.UNLOAD and runner is not None:
-                actions.append(self._unload(runner))
+                actions.append(self._unload(runner, UnloadReason.EVICTED))
         # After the grants: a waiter keeps a keep_alive 0 runner busy, as in Ollama.
         actions.extend(
             self._unload(runner)
@@ -421,6 +467,8 @@ class Scheduler:
         choice: tuple[_Kind, _Runner | None]
         if runner is None:
             choice = self._make_room(plan)
+        elif runner.retired:
+            choice = _Kind.WAIT, None  # for it to go; the next pass loads afresh
         elif runner.spec != ticket.spec:
             choice = (_Kind.UNLOAD, runner) if runner.idle else (_Kind.WAIT, None)
         elif (
@@ -489,10 +537,12 @@ class Scheduler:
         self._by_key[runner.key] = runner
         return StartLoad(runner_id=runner.runner_id, key=runner.key, spec=runner.spec)
 
-    def _unload(self, runner: _Runner) -> Unload:
+    def _unload(
+        self, runner: _Runner, reason: UnloadReason = UnloadReason.RELEASED
+    ) -> Unload:
         self._move(runner.runner_id, _Move.UNLOAD)
         runner.expires_at = None
-        return Unload(runner_id=runner.runner_id)
+        return Unload(runner_id=runner.runner_id, reason=reason)
 
     def _move(self, runner_id: int, move: _Move) -> _Runner:
         runner = self._runners.get(runner_id)

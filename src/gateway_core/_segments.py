@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeAlias
 
-from ._json import JsonValue
+from ._json import JsonValue, dumps
 
 __all__ = ["Content", "Segment", "Thinking", "ToolCall", "merge_segments"]
 
@@ -48,12 +48,18 @@ class ToolCall:
     answer (``call_`` and eight lowercase letters or digits, Ollama's shape). The
     arguments are copied into a read-only mapping, so a value cannot change after
     it was parsed; key order is the model's.
+
+    ``partial`` is set when the token limit cut the call short: the arguments text
+    as far as the model wrote it (what OpenAI sends as ``arguments`` then), while
+    ``arguments`` holds what of it could be read. A cut call is still a call, so a
+    client that asked for one gets it, with the finish reason saying it is cut.
     """
 
     index: int
     id: str
     name: str
     arguments: Mapping[str, JsonValue]
+    partial: str | None = None
 
     def __post_init__(self) -> None:
         if self.index < 0:
@@ -65,6 +71,12 @@ class ToolCall:
         if not self.name:
             raise ValueError("a tool call needs a function name")
         object.__setattr__(self, "arguments", MappingProxyType(dict(self.arguments)))
+
+    def arguments_text(self) -> str:
+        """The arguments as a JSON text: the model's own cut text for a cut call."""
+        if self.partial is not None:
+            return self.partial
+        return dumps(dict(self.arguments)).decode("utf-8")
 
     def to_native(self) -> dict[str, JsonValue]:
         """The call as Ollama's ``message.tool_calls[]`` element (§4.3)."""

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from ._errors import ClientError
 from ._json import JsonValue
 from ._routes import Operation
+from ._structured import MAX_DEPTH, nested_deeper_than
 
 __all__ = ["SHAPES", "Kind", "check_shape", "kind_of"]
 
@@ -231,4 +232,31 @@ def check_shape(operation: Operation, body: JsonValue) -> dict[str, JsonValue]:
                 f"field '{name}' must be {_describe(allowed)}, not {kind.value}",
                 param=name,
             )
+    _check_tool_schema_depth(operation, body.get("tools"))
     return body
+
+
+# Where a tool's JSON Schema sits, for the dialects whose translator validates it
+# with jsonschema as it reads the tool. jsonschema recurses several frames per
+# level, so a schema well within the body's nesting limit could still exhaust the
+# stack there (a 500); the limit of a ``format`` schema keeps it away.
+_TOOL_SCHEMA_KEYS: Mapping[Operation, str] = MappingProxyType(
+    {
+        Operation.ANTHROPIC_MESSAGES: "input_schema",
+        Operation.ANTHROPIC_COUNT_TOKENS: "input_schema",
+    }
+)
+
+
+def _check_tool_schema_depth(operation: Operation, tools: JsonValue) -> None:
+    key = _TOOL_SCHEMA_KEYS.get(operation)
+    if key is None or not isinstance(tools, list):
+        return  # a wrong type is the translator's to report
+    for index, tool in enumerate(tools):
+        schema = tool.get(key) if isinstance(tool, dict) else None
+        if nested_deeper_than(MAX_DEPTH, schema):
+            raise ClientError(
+                400,
+                f"tools[{index}].{key} is nested deeper than {MAX_DEPTH} levels",
+                param="tools",
+            )

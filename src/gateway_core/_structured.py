@@ -47,6 +47,7 @@ __all__ = [
     "MAX_SCHEMA_CHARS",
     "check_answer",
     "check_format",
+    "nested_deeper_than",
     "tool_call_schema",
 ]
 
@@ -154,6 +155,9 @@ def check_answer(text: str, format: JsonValue) -> None:
         )
     except ValueError as exc:
         raise FlowError(500, f"the model's answer is not valid JSON: {exc}") from None
+    except RecursionError:
+        # "json" constrains nothing but the syntax: a model can nest without end.
+        raise FlowError(500, "the model's answer is nested too deeply") from None
     if format == "json":
         if not isinstance(value, dict):
             raise FlowError(500, "the model's answer is not a JSON object")
@@ -276,18 +280,30 @@ _EXACT: Final[
 
 
 def _check_depth(schema: JsonValue) -> None:
-    """Refuse a schema nested deeper than MAX_DEPTH, without recursing."""
-    stack: list[tuple[JsonValue, int]] = [(schema, 1)]
+    """Refuse a schema nested deeper than MAX_DEPTH, before jsonschema walks it."""
+    if nested_deeper_than(MAX_DEPTH, schema):
+        raise FlowError(
+            400, f"the schema in format is nested deeper than {MAX_DEPTH} levels"
+        )
+
+
+def nested_deeper_than(limit: int, value: JsonValue) -> bool:
+    """Whether any value in ``value`` sits more than ``limit`` levels deep (the
+    value itself is level 1, a member of it level 2, ...).
+
+    Iterative, so any depth is safe to ask about: the answer is what keeps a deep
+    schema away from jsonschema, which recurses several frames per level.
+    """
+    stack: list[tuple[JsonValue, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise FlowError(
-                400, f"the schema in format is nested deeper than {MAX_DEPTH} levels"
-            )
+        if depth > limit:
+            return True
         if isinstance(node, dict):
             stack.extend((child, depth + 1) for child in node.values())
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node)
+    return False
 
 
 def _subschemas(schema: JsonValue) -> Iterator[tuple[str, dict[str, JsonValue]]]:

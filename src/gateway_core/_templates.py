@@ -6,21 +6,25 @@ immutable environment with ``trim_blocks`` and ``lstrip_blocks``, loop controls,
 the helpers those templates call (``tojson``, ``raise_exception``, ``strftime_now``).
 
 Templates are untrusted input: they come from downloaded model files and, through the
-``template`` field of ``/api/generate``, from clients. So the environment
+``template`` field of ``/api/generate`` or ``/api/create``, from clients. So the
+environment
 
 - has no loader, so ``include`` and ``import`` cannot reach a file;
 - refuses (raises, rather than rendering nothing) any attribute the sandbox deems
   unsafe: dunder attributes and methods that mutate, such as ``list.append``;
-- bounds ``*`` and ``**``, the shortest ways to exhaust memory or CPU
-  (``'a' * 10**12``). That is not a resource limit: padding methods
-  (``'a'.ljust(10**10)``), format widths and loops can still do it, so rendering
-  is bounded in neither time nor memory, and whoever accepts templates from
-  clients should bound their size and render them where a runaway can be
-  abandoned;
+- renders within a budget (``_template_budget``): at most ``MAX_STEPS`` steps of
+  work (loop iterations, calls, filters, tests, operators, weighed by what they
+  cost), no value longer than ``MAX_CHARS`` characters (padding, format widths,
+  ``%``, ``join`` and the like are refused before they allocate) and at most
+  ``MAX_CHARS`` written, so that a render holds the event loop for about 20 ms at
+  most and takes memory in the tens of megabytes; ``*`` and ``**`` keep their own,
+  older bounds. A source longer than ``MAX_SOURCE_CHARS`` is not compiled at all,
+  as compiling costs about 10 us a character;
 - is deterministic: the ``random`` filter and ``lipsum`` global are gone, and
   ``strftime_now`` formats the ``now`` the caller passes in, never the clock.
 
-Every failure, whether at compile or render time, leaves as ``TemplateError``.
+Every failure, whether at compile or render time, leaves as ``TemplateError``; going
+over the budget as its subclass ``TemplateTooCostly``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import BuiltinMethodType, MappingProxyType
 from typing import Final, NoReturn, Protocol
 
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
@@ -40,8 +44,19 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ._errors import GatewayError
 from ._json import JsonValue
+from ._template_budget import (
+    BUDGET_KEY,
+    Budget,
+    OverBudget,
+    Program,
+    TemplateContext,
+    budget_of,
+    install,
+    instrument,
+    joined,
+)
 
-__all__ = ["ChatTemplate", "TemplateError", "TemplateRaised"]
+__all__ = ["ChatTemplate", "TemplateError", "TemplateRaised", "TemplateTooCostly"]
 
 
 class TemplateError(GatewayError):
@@ -57,16 +72,36 @@ class TemplateRaised(TemplateError):
     """
 
 
+class TemplateTooCostly(TemplateError):
+    """The template went over its render budget (steps, or characters), or is too
+    long to compile; the message names the limit and its figure.
+
+    The limit is a property of the template and its input, so, like
+    ``TemplateRaised``, this is the request's fault, even for a model's template.
+    """
+
+
 # Large enough for any honest prompt (a million characters is far beyond a context
 # window), small enough that refusing costs nothing.
 _MAX_REPEAT: Final = 1_000_000
 _MAX_POWER_BITS: Final = 4096
 _COMPILED_CACHE_SIZE: Final = 64
+# Compiling costs about 10 us a character here, on the event loop, and a compiled
+# template stays cached: the longest chat templates published are under 20,000
+# characters, so 64 Ki leaves room and bounds a compile to about half a second.
+MAX_SOURCE_CHARS: Final = 65_536
 _EMPTY: Final[Mapping[str, JsonValue]] = MappingProxyType({})
 
 
 class _Compiled(Protocol):
-    def render(self, *args: object, **kwargs: object) -> str: ...
+    def generate(self, *args: object, **kwargs: object) -> Iterator[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Program:
+    template: _Compiled
+    weight: int
+    recursion_weight: int
 
 
 class _Node(Protocol):
@@ -74,7 +109,8 @@ class _Node(Protocol):
 
 
 class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    # Every operator that can build something large goes through call_binop.
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def unsafe_undefined(self, obj: object, attribute: str) -> NoReturn:
         # The sandbox's default returns an Undefined that prints as "", so a template
@@ -85,14 +121,93 @@ class _Environment(ImmutableSandboxedEnvironment):
         )
 
     def call_binop(
-        self, context: object, operator: str, left: object, right: object
+        self, context: TemplateContext, operator: str, left: object, right: object
     ) -> object:
+        if operator == "+":
+            return budget_of(context).add(left, right)
         if operator == "*":
             _check_repeat(left, right)
             _check_repeat(right, left)
         elif operator == "**":
             _check_power(left, right)
-        return super().call_binop(context, operator, left, right)  # type: ignore[arg-type]
+        budget = budget_of(context)
+        budget.before_operator(operator, left, right)
+        result = super().call_binop(context, operator, left, right)  # type: ignore[arg-type]
+        return budget.produced(result)
+
+    def call(
+        self, context: TemplateContext, obj: object, /, *args: object, **kwargs: object
+    ) -> object:
+        budget = budget_of(context)
+        if type(obj) is BuiltinMethodType:
+            # A method of a string, list or dict (the sandbox vetted the attribute
+            # when the template read it): no Jinja conventions to apply, and, unlike
+            # Python functions, no flag the sandbox could find on it, so it is
+            # called directly, as Context.call would, in a fraction of the time.
+            args = budget.before_method(obj, args, kwargs)
+            kwargs.pop("_loop_vars", None)
+            kwargs.pop("_block_vars", None)
+            try:
+                return budget.produced(obj(*args, **kwargs))
+            except StopIteration:
+                return self.undefined(
+                    "value was undefined because a callable raised a"
+                    " StopIteration exception"
+                )
+        args = budget.before_call(obj, args, kwargs)
+        result = super().call(context, obj, *args, **kwargs)  # type: ignore[arg-type]
+        return budget.produced(result)
+
+    def getattr(self, obj: object, attribute: str) -> object:
+        # The sandbox tries getattr() first and falls back to obj[attribute]: for
+        # message.role that is an AttributeError raised and caught, every time; then
+        # it checks the attribute against every kind of Python internal. Plain
+        # values and Jinja's loop and namespace objects are answered directly here,
+        # with the sandbox's own answers, worked out once per type.
+        kind = type(obj)
+        known = _PLAIN_ATTRIBUTES.get(kind)
+        if known is not None:
+            names, safe = known
+            if attribute in safe:
+                value = getattr(obj, attribute)
+                wrapped = self.wrap_str_format(value) if kind is str else None
+                return value if wrapped is None else wrapped
+            if attribute not in names:
+                if kind is dict:
+                    try:
+                        return obj[attribute]  # type: ignore[index]
+                    except KeyError:
+                        pass
+                return self.undefined(obj=obj, name=attribute)
+        elif kind in _JINJA_OBJECTS and not attribute.startswith("_"):
+            # Every public attribute of these is safe by the sandbox's rules.
+            try:
+                value = getattr(obj, attribute)
+            except AttributeError:
+                return self.undefined(obj=obj, name=attribute)
+            wrapped = self.wrap_str_format(value)
+            return value if wrapped is None else wrapped
+        return super().getattr(obj, attribute)
+
+
+def _attributes(
+    env: ImmutableSandboxedEnvironment, kind: type
+) -> tuple[frozenset[str], frozenset[str]]:
+    """A type's attributes, and those the sandbox lets a template read."""
+    sample = kind()
+    names = frozenset(dir(kind))
+    safe = frozenset(
+        name
+        for name in names
+        if env.is_safe_attribute(sample, name, getattr(sample, name))
+    )
+    return names, safe
+
+
+_PLAIN_ATTRIBUTES: Final[Mapping[type, tuple[frozenset[str], frozenset[str]]]] = {
+    kind: _attributes(ImmutableSandboxedEnvironment(), kind)
+    for kind in (dict, list, tuple, str, int, float, bool, type(None))
+}
 
 
 def _check_repeat(sequence: object, count: object) -> None:
@@ -164,7 +279,24 @@ def _environment() -> _Environment:
     del env.globals["lipsum"]
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
+    # Text a macro or block builds is joined by concat: refuse it if too long.
+    env.concat = joined  # type: ignore[method-assign]
+    install(env, plain_types=_PLAIN_ATTRIBUTES, jinja_types=_JINJA_OBJECTS)
     return env
+
+
+def _jinja_types() -> frozenset[type]:
+    """Jinja's loop and namespace classes (jinja2.runtime and jinja2.utils are not
+    among the modules the core may import), caught from a render."""
+    seen: list[object] = []
+    probe = ImmutableSandboxedEnvironment().from_string(
+        "{% for _ in [0] %}{{ keep(loop) }}{% endfor %}{{ keep(namespace()) }}"
+    )
+    probe.render(keep=seen.append)
+    return frozenset(type(value) for value in seen)
+
+
+_JINJA_OBJECTS: Final = _jinja_types()
 
 
 _ENV: Final = _environment()
@@ -189,11 +321,20 @@ _RESERVED: Final = frozenset(
 
 
 @functools.lru_cache(maxsize=_COMPILED_CACHE_SIZE)
-def _compile(source: str) -> _Compiled:
+def _compile(source: str) -> _Program:
     """Compile once per distinct source: compiling costs milliseconds, and one chat
-    request may render several times while its history is truncated to fit."""
+    request may render several times while its history is truncated to fit.
+
+    The syntax tree is instrumented before it is compiled, so that rendering charges
+    the render's budget (see ``_template_budget``)."""
+    if len(source) > MAX_SOURCE_CHARS:
+        raise TemplateTooCostly(
+            f"the template is longer than {MAX_SOURCE_CHARS} characters"
+        )
     try:
-        return _ENV.from_string(source)
+        program: Program = instrument(_ENV, _ENV.parse(source), _RESERVED)
+        template: _Compiled = _ENV.from_string(program.tree)  # type: ignore[arg-type]
+        return _Program(template, program.weight, program.recursion_weight)
     except TemplateSyntaxError as exc:
         if _GO_TEMPLATE.search(source):
             raise TemplateError(
@@ -205,6 +346,9 @@ def _compile(source: str) -> _Compiled:
         ) from None
     except JinjaTemplateError as exc:
         raise TemplateError(f"template cannot be compiled: {exc.message}") from None
+    except RecursionError:
+        # Jinja parses and compiles recursively, so does the instrumentation.
+        raise TemplateError("template nests too deeply to compile") from None
 
 
 @functools.lru_cache(maxsize=_COMPILED_CACHE_SIZE)
@@ -284,6 +428,8 @@ class ChatTemplate:
 
         Raises:
             TemplateRaised: the template called ``raise_exception``.
+            TemplateTooCostly: the render went over its budget of steps or
+                characters (``_template_budget``).
             TemplateError: any other failure, e.g. an undefined variable called,
                 an unsafe attribute, or a type error in the template's own code.
         """
@@ -303,8 +449,21 @@ class ChatTemplate:
             variables["enable_thinking"] = enable_thinking
         if reasoning_effort is not None:
             variables["reasoning_effort"] = reasoning_effort
+        program = _compile(self.source)
+        budget = Budget(recursion_weight=program.recursion_weight)
+        # Last, so that no variable of ``extra`` can stand in for it.
+        variables[BUDGET_KEY] = budget
         try:
-            return _compile(self.source).render(variables)
+            budget.charge(program.weight)
+            chunks: list[str] = []
+            for chunk in program.template.generate(variables):
+                budget.output -= len(chunk)
+                if budget.output < 0:
+                    budget.emit("")
+                chunks.append(chunk)
+            return "".join(chunks)
+        except OverBudget as exc:
+            raise TemplateTooCostly(str(exc)) from None
         except TemplateError:
             raise
         except JinjaTemplateError as exc:

@@ -14,11 +14,18 @@ are Ollama's generic tag parser (reference §3.3):
 One difference: at the end of the output whatever is still held back (a partial tag,
 leading whitespace) is released as text of the current kind rather than lost.
 
+Some models open a tool call before they close their thinking (Qwen3:
+``Let me check<tool_call>{...}</tool_call>``). Given the family's call tags
+(``call=``), such a call ends the thinking so far; its text, tags included, comes
+out as content (the tool-call parser after this one makes it a call), and the
+thinking resumes after its closing tag, which counts outside JSON strings only.
+
 Phases and inputs (``THINKING_TRANSITIONS`` is the whole of it)::
 
     BEFORE   --OPENING--> OPENED     PRIMED   --OPENING--> OPENED
     BEFORE   --TEXT-----> CONTENT    PRIMED   --TEXT-----> THINKING
     OPENED   --TEXT-----> THINKING   THINKING --CLOSING--> CLOSED
+    THINKING --CALL-----> CALL       CALL     --CALLED---> THINKING
     CLOSED   --TEXT-----> CONTENT    (every phase but FINISHED) --END--> FINISHED
 
 ``TEXT`` is the first character that is neither whitespace nor part of the tag the
@@ -33,6 +40,7 @@ from types import MappingProxyType
 
 from ._errors import LocalProtocolError
 from ._segments import Content, Thinking
+from ._tool_calls import JsonStrings
 
 __all__ = [
     "CLOSING_TAG",
@@ -59,6 +67,8 @@ class ThinkingPhase(enum.Enum):
     OPENED = "opened"
     """Just past the opening tag: whitespace is dropped."""
     THINKING = "thinking"
+    CALL = "call"
+    """Inside a tool call that opened during thinking: its text is content."""
     CLOSED = "closed"
     """Just past the closing tag: whitespace is dropped."""
     CONTENT = "content"
@@ -69,6 +79,8 @@ class ThinkingPhase(enum.Enum):
 class ThinkingInput(enum.Enum):
     OPENING = "opening tag"
     CLOSING = "closing tag"
+    CALL = "call opening"
+    CALLED = "call closing"
     TEXT = "text"
     END = "end"
 
@@ -87,7 +99,10 @@ THINKING_TRANSITIONS: Mapping[tuple[ThinkingPhase, ThinkingInput], ThinkingPhase
             (_P.OPENED, _I.TEXT): _P.THINKING,
             (_P.OPENED, _I.END): _P.FINISHED,
             (_P.THINKING, _I.CLOSING): _P.CLOSED,
+            (_P.THINKING, _I.CALL): _P.CALL,
             (_P.THINKING, _I.END): _P.FINISHED,
+            (_P.CALL, _I.CALLED): _P.THINKING,
+            (_P.CALL, _I.END): _P.FINISHED,
             (_P.CLOSED, _I.TEXT): _P.CONTENT,
             (_P.CLOSED, _I.END): _P.FINISHED,
             (_P.CONTENT, _I.END): _P.FINISHED,
@@ -122,14 +137,21 @@ class ThinkingParser:
         opening: str = OPENING_TAG,
         closing: str = CLOSING_TAG,
         inside: bool = False,
+        call: tuple[str, str] | None = None,
     ) -> None:
         if not opening or not closing:
             raise ValueError("thinking tags must not be empty")
+        if call is not None and not all(call):
+            raise ValueError("tool call tags must not be empty")
         self._opening = opening
         self._closing = closing
+        self._call = call
         self._phase = ThinkingPhase.PRIMED if inside else ThinkingPhase.BEFORE
         self._held = ""
         self._done_thinking = False
+        self._entered = inside
+        self._scanned = 0
+        self._strings = JsonStrings()
 
     @property
     def phase(self) -> ThinkingPhase:
@@ -140,6 +162,12 @@ class ThinkingParser:
         """The answer has begun: the closing tag was seen, or the output did not
         start with thinking at all. An output that ends inside thinking never is."""
         return self._done_thinking
+
+    @property
+    def entered(self) -> bool:
+        """The output is or was inside thinking (the prompt opened it, or the
+        opening tag came)."""
+        return self._entered
 
     def feed(self, text: str) -> list[Thinking | Content]:
         """The segments that ``text`` completes.
@@ -170,7 +198,7 @@ class ThinkingParser:
             return []
         if before in _THINKING_SIDE:
             return [Thinking(text=held)]
-        return [Content(text=held)]
+        return [Content(text=held)]  # an unclosed call is the call parser's to judge
 
     def _step(self, out: list[Thinking | Content]) -> bool:
         """Make one move on the held text; False when it must wait for more."""
@@ -180,6 +208,7 @@ class ThinkingParser:
                 trimmed = held.lstrip()
                 if trimmed.startswith(self._opening):
                     self._held = trimmed[len(self._opening) :]
+                    self._entered = True
                     self._move(ThinkingInput.OPENING)
                     return True
                 if self._opening.startswith(trimmed):
@@ -204,22 +233,59 @@ class ThinkingParser:
                 self._move(ThinkingInput.TEXT)
                 return True
             case ThinkingPhase.THINKING:
-                end = held.find(self._closing)
-                if end >= 0:
-                    _emit(out, Thinking, held[:end])
-                    self._held = held[end + len(self._closing) :]
-                    self._done_thinking = True
-                    self._move(ThinkingInput.CLOSING)
-                    return True
-                keep = partial_tag_length(held, self._closing)
-                _emit(out, Thinking, held[: len(held) - keep])
-                self._held = held[len(held) - keep :]
-                return False
+                return self._thinking(out)
+            case ThinkingPhase.CALL:
+                return self._in_call(out)
             case ThinkingPhase.CONTENT:
                 _emit(out, Content, held)
                 self._held = ""
                 return False
         raise LocalProtocolError(f"thinking parser: text in phase {self._phase.value}")
+
+    def _thinking(self, out: list[Thinking | Content]) -> bool:
+        held = self._held
+        end = held.find(self._closing)
+        opening = self._call[0] if self._call else ""
+        call_at = held.find(opening) if opening else -1
+        if call_at >= 0 and (end < 0 or call_at < end):
+            _emit(out, Thinking, held[:call_at])
+            self._held = held[call_at:]
+            self._scanned = len(opening)  # the closing tag is looked for after it
+            self._strings = JsonStrings()
+            self._move(ThinkingInput.CALL)
+            return True
+        if end >= 0:
+            _emit(out, Thinking, held[:end])
+            self._held = held[end + len(self._closing) :]
+            self._done_thinking = True
+            self._move(ThinkingInput.CLOSING)
+            return True
+        keep = partial_tag_length(held, self._closing)
+        if self._call:
+            keep = max(keep, partial_tag_length(held, self._call[0]))
+        _emit(out, Thinking, held[: len(held) - keep])
+        self._held = held[len(held) - keep :]
+        return False
+
+    def _in_call(self, out: list[Thinking | Content]) -> bool:
+        """A call inside thinking: its text, through its closing tag, is content."""
+        assert self._call is not None  # only a parser given call tags gets here
+        held, closing = self._held, self._call[1]
+        at = self._scanned
+        while at < len(held):
+            if self._strings.quoted(held[at]):
+                pass
+            elif held.startswith(closing, at):
+                end = at + len(closing)
+                _emit(out, Content, held[:end])
+                self._held = held[end:]
+                self._move(ThinkingInput.CALLED)
+                return True
+            elif closing.startswith(held[at:]):
+                break  # maybe the start of the closing tag
+            at += 1
+        self._scanned = at
+        return False
 
     def _move(self, event: ThinkingInput) -> None:
         target = THINKING_TRANSITIONS.get((self._phase, event))

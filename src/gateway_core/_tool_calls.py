@@ -1,117 +1,246 @@
-"""Tool calls found in a model's answer, as the text streams in.
+"""What a tool call is, whatever syntax a model wrote it in.
 
-Models write tool calls in a few textual formats, and the chat template tells which
-one a model was taught (``tool_format``). ``FORMATS`` is the table of those formats;
-one machine reads them all:
+The family parsers (``_families``) find where calls are in an answer; this module
+holds what they share once a call's text is found:
 
-- ``HERMES`` (Qwen, Hermes): ``<tool_call>{json}</tool_call>``, anywhere in the answer;
-  the closing tag counts outside JSON strings only (an argument may hold its text);
-- ``MISTRAL``: ``[TOOL_CALLS]`` followed by a JSON array or object, anywhere;
-- ``JSON`` (Llama 3.x): the answer *is* a JSON object or array, so a call counts only
-  as the first thing in the output (or right after another call).
-
-A call is ``{"name": ..., "arguments": {...}}`` (``parameters`` is accepted for
-``arguments``, a JSON-encoded string of an object too, and the OpenAI wrapping
-``{"function": {...}}``); a body may also be an array of such calls. The name must be
-one of the request's tools.
-
-Unlike the reference (§4.2), nothing the model wrote is lost and nothing it wrote is
-an error: a block that does not parse as calls, names an unknown tool or never closes
-comes back as content, verbatim. Content before a call streams at once; only what
-could still become a marker is held back, and trailing whitespace: whitespace next to
-a call (between two calls, or between a call and text) is formatting and is dropped.
-
-Phases and inputs (``TOOL_CALL_TRANSITIONS`` is the whole of it)::
-
-    START      --BRACKET--> BODY        (bare JSON: the output starts with { or [)
-    START      --TEXT-----> CONTENT
-    TEXT       --MARKER---> BODY        (HERMES: the body runs to the closing tag)
-    TEXT       --MARKER---> OPENED      (MISTRAL: a JSON value must follow)
-    OPENED     --BRACKET--> BODY
-    OPENED     --TEXT-----> TEXT        (not a call: the marker is content)
-    BODY       --CLOSE----> AFTER_CALL  (the body parsed as calls)
-    BODY       --CLOSE----> TEXT        (it did not: content, look for the next marker)
-    BODY       --CLOSE----> CONTENT     (it did not, bare JSON: the rest is content)
-    AFTER_CALL --BRACKET--> BODY        (bare JSON: another call)
-    AFTER_CALL --TEXT-----> TEXT | CONTENT
-    (every phase but FINISHED) --END--> FINISHED
+- ``Toolbox``: the request's tools, by name, with their parameter schemas (some
+  families coerce arguments by them) and other spellings a family writes;
+- ``Found``: a call read from text, before it is numbered;
+- the JSON call readers: ``{"name": ..., "arguments": {...}}`` (``parameters`` is
+  accepted for ``arguments``, a JSON-encoded string of an object too, and the OpenAI
+  wrapping ``{"function": {...}}``), or an array of such calls; the name must be one
+  of the request's tools;
+- reading a call the token limit cut (``read_json_cut``, ``salvage_json``): its tool
+  and the arguments text so far, so that no call is ever lost;
+- ``JsonStrings``, ``JsonExtent`` and ``json_value_end``, which scan JSON text a
+  character at a time, aware of strings and escapes;
+- ``call_id``: deterministic ids, the core having no randomness.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ._errors import LocalProtocolError
 from ._json import JsonValue, encode_utf8, loads_strict
-from ._segments import Content, ToolCall
-from ._thinking import partial_tag_length
 
 __all__ = [
-    "FORMATS",
-    "TOOL_CALL_TRANSITIONS",
-    "FormatRule",
-    "ToolCallInput",
-    "ToolCallParser",
-    "ToolCallPhase",
-    "ToolFormat",
+    "BodyReader",
+    "Found",
+    "JsonExtent",
+    "JsonStrings",
+    "Toolbox",
     "call_id",
-    "tool_format",
+    "cut_call",
+    "json_value_end",
+    "read_json_calls",
+    "read_json_cut",
+    "salvage_json",
 ]
 
 
-class ToolFormat(enum.Enum):
-    HERMES = "hermes"
-    JSON = "json"
-    MISTRAL = "mistral"
+# -- the request's tools ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FormatRule:
-    """How one format marks a call.
+@dataclass(frozen=True, slots=True)
+class Toolbox:
+    """The tools a request offers: each name and its parameters' JSON schema.
 
-    ``marker`` opens a call anywhere in the answer; empty means a call is a bare
-    JSON value at the start. ``closing`` ends the body; empty means the body is one
-    JSON value and ends where it closes. ``detect`` is the template text that picks
-    the format (empty: picked when the template mentions tools but no marker).
+    ``aliases`` are other spellings a family's model writes for a name (harmony's
+    sanitized identifiers); ``resolve`` turns either into the offered name.
     """
 
-    marker: str
-    closing: str
-    detect: str
+    parameters: Mapping[str, Mapping[str, JsonValue]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def of(cls, tools: Iterable[Mapping[str, JsonValue]]) -> Toolbox:
+        """The tools of a request, as its ``tools`` list spells them."""
+        found: dict[str, Mapping[str, JsonValue]] = {}
+        for tool in tools:
+            function = tool.get("function")
+            if not isinstance(function, dict):
+                continue
+            name = function.get("name")
+            if isinstance(name, str) and name:
+                parameters = function.get("parameters")
+                found[name] = parameters if isinstance(parameters, dict) else {}
+        return cls(MappingProxyType(found))
+
+    @classmethod
+    def named(cls, names: Iterable[str]) -> Toolbox:
+        """Tools known by name only (their arguments are not checked)."""
+        return cls(MappingProxyType({name: {} for name in names if name}))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.parameters)
+
+    def with_aliases(self, aliases: Mapping[str, str]) -> Toolbox:
+        return Toolbox(self.parameters, MappingProxyType(dict(aliases)))
+
+    def resolve(self, name: str) -> str | None:
+        """The offered tool ``name`` means, or None."""
+        if name in self.parameters:
+            return name
+        return self.aliases.get(name)
 
 
-FORMATS: Mapping[ToolFormat, FormatRule] = MappingProxyType(
-    {
-        ToolFormat.HERMES: FormatRule(
-            marker="<tool_call>", closing="</tool_call>", detect="<tool_call>"
-        ),
-        ToolFormat.MISTRAL: FormatRule(
-            marker="[TOOL_CALLS]", closing="", detect="[TOOL_CALLS]"
-        ),
-        ToolFormat.JSON: FormatRule(marker="", closing="", detect=""),
-    }
-)
-"""The formats, in the order ``tool_format`` tries their ``detect`` text."""
+# -- grammars -----------------------------------------------------------------------
 
 
-def tool_format(template: str | None) -> ToolFormat | None:
-    """The format a model writes calls in, judged from its chat template.
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A call read from a body: the offered tool's name and its arguments, and for a
+    call the token limit cut, the arguments text so far."""
 
-    ``None`` when there is no template or it never mentions tools (the same
-    heuristic as the ``tools`` capability): such a model cannot be offered tools.
-    """
-    if not template:
+    name: str
+    arguments: Mapping[str, JsonValue]
+    partial: str | None = None
+
+
+BodyReader = Callable[[str, str, Toolbox], list[Found] | None]
+"""``(head, body, tools)``: the calls a whole body holds, or None if it is not wholly
+calls of offered tools. ``head`` is the name read before the body ("" if none)."""
+
+
+def read_json_calls(head: str, body: str, tools: Toolbox) -> list[Found] | None:
+    """The calls of a JSON body: one call object or an array of them; after a head,
+    the body is the arguments object of that one call."""
+    try:
+        value = loads_strict(body.strip())
+    except ValueError:
         return None
-    for fmt, rule in FORMATS.items():
-        if rule.detect and rule.detect in template:
-            return fmt
-    if "tools" in template or "tool_call" in template:
-        return ToolFormat.JSON
-    return None
+    if head:
+        name = tools.resolve(head)
+        if name is None or not isinstance(value, dict):
+            return None
+        return [Found(name, value)]
+    items = value if isinstance(value, list) else [value]
+    found = [_json_call(item, tools) for item in items]
+    if not found or any(call is None for call in found):
+        return None
+    return [call for call in found if call is not None]
+
+
+def _json_call(item: JsonValue, tools: Toolbox) -> Found | None:
+    if not isinstance(item, dict):
+        return None
+    function = item.get("function")
+    if "name" not in item and isinstance(function, dict):
+        item = function
+    name = item.get("name")
+    offered = tools.resolve(name) if isinstance(name, str) else None
+    if offered is None:
+        return None
+    arguments = item["arguments"] if "arguments" in item else item.get("parameters")
+    if isinstance(arguments, str):
+        try:
+            arguments = loads_strict(arguments)
+        except ValueError:
+            return None
+    if arguments is None:
+        return Found(offered, {})
+    if not isinstance(arguments, dict):
+        return None
+    return Found(offered, arguments)
+
+
+_NAME_FIELD = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_ARGUMENTS_FIELD = re.compile(r'"(?:arguments|parameters)"\s*:\s*')
+
+
+def read_json_cut(head: str, body: str, tools: Toolbox) -> list[Found] | None:
+    """The calls of a JSON body the token limit cut: the complete ones, and the last
+    one with the arguments text so far if its tool's name was written whole. A cut
+    element whose name never came is dropped; None if no call is left."""
+    text = body.strip()
+    if head:
+        name = tools.resolve(head)
+        if name is None:
+            return None
+        return [_cut(name, text)]
+    found: list[Found] = []
+    if text.startswith("["):
+        rest = text[1:]
+        while True:
+            rest = rest.lstrip().removeprefix(",").lstrip()
+            end = json_value_end(rest)
+            if end < 0:
+                break
+            call = read_json_calls("", rest[:end], tools)
+            if call is None:
+                return None
+            found += call
+            rest = rest[end:]
+        text = rest
+    last = _json_cut_call(text, tools)
+    if last is not None:
+        found.append(last)
+    return found or None
+
+
+def _json_cut_call(text: str, tools: Toolbox) -> Found | None:
+    named = _NAME_FIELD.search(text)
+    if named is None:
+        return None
+    try:
+        written = loads_strict(f'"{named.group(1)}"')
+    except ValueError:
+        return None
+    name = tools.resolve(written) if isinstance(written, str) else None
+    if name is None:
+        return None
+    arguments = _ARGUMENTS_FIELD.search(text, named.end())
+    if arguments is None:
+        arguments = _ARGUMENTS_FIELD.search(text)
+    raw = text[arguments.end() :] if arguments else ""
+    end = json_value_end(raw)
+    if end >= 0:
+        raw = raw[:end]  # the arguments were whole; the call's own brace was cut
+    if raw.startswith('"'):
+        # Arguments as a JSON string: its text is the arguments text.
+        decoded = salvage_json(raw)
+        raw = decoded if isinstance(decoded, str) else ""
+    return _cut(name, raw)
+
+
+_NAME_STARTED = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)(")?')
+
+
+def cut_call(text: str, names: Sequence[str]) -> Found | None:
+    """A forced call (``{"name": ..., "arguments": ...}``, constrained to ``names``)
+    that the token limit cut: the tool its name names, or begins to name (the first
+    such, in the request's order), with the arguments so far. None when the model
+    wrote nothing of it: a call is not made up from nothing."""
+    text = text.strip()
+    if not text:
+        return None
+    named = _NAME_STARTED.search(text)
+    written = named.group(1) if named else ""
+    try:
+        decoded = loads_strict(f'"{written}"')
+        written = decoded if isinstance(decoded, str) else written
+    except ValueError:
+        pass  # an escape the limit cut: the text before it still narrows the name
+    whole = named is not None and named.group(2) is not None
+    chosen = [n for n in names if (n == written if whole else n.startswith(written))]
+    if not chosen:
+        return None
+    arguments = _ARGUMENTS_FIELD.search(text, named.end() if named else 0)
+    raw = text[arguments.end() :] if arguments else ""
+    end = json_value_end(raw)
+    return _cut(chosen[0], raw[:end] if end >= 0 else raw)
+
+
+def _cut(name: str, raw: str) -> Found:
+    value = salvage_json(raw)
+    return Found(name, value if isinstance(value, dict) else {}, partial=raw)
 
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -132,59 +261,12 @@ def call_id(seed: str, index: int) -> str:
     return "call_" + "".join(chars)
 
 
-class ToolCallPhase(enum.Enum):
-    START = "start"
-    """Bare JSON only: nothing but whitespace yet."""
-    TEXT = "text"
-    """Content, watched for the format's marker."""
-    OPENED = "opened"
-    """Past a marker that must be followed by a JSON value."""
-    BODY = "body"
-    """Inside a call's body, waiting for it to close."""
-    AFTER_CALL = "after call"
-    """Just past a call: whitespace is dropped."""
-    CONTENT = "content"
-    """The rest of the output is content."""
-    FINISHED = "finished"
-
-
-class ToolCallInput(enum.Enum):
-    MARKER = "marker"
-    BRACKET = "bracket"
-    TEXT = "text"
-    CLOSE = "close"
-    END = "end"
-
-
-_P, _I = ToolCallPhase, ToolCallInput
-
-TOOL_CALL_TRANSITIONS: Mapping[
-    tuple[ToolCallPhase, ToolCallInput], frozenset[ToolCallPhase]
-] = MappingProxyType(
-    {
-        (_P.START, _I.BRACKET): frozenset({_P.BODY}),
-        (_P.START, _I.TEXT): frozenset({_P.CONTENT}),
-        (_P.START, _I.END): frozenset({_P.FINISHED}),
-        (_P.TEXT, _I.MARKER): frozenset({_P.BODY, _P.OPENED}),
-        (_P.TEXT, _I.END): frozenset({_P.FINISHED}),
-        (_P.OPENED, _I.BRACKET): frozenset({_P.BODY}),
-        (_P.OPENED, _I.TEXT): frozenset({_P.TEXT}),
-        (_P.OPENED, _I.END): frozenset({_P.FINISHED}),
-        (_P.BODY, _I.CLOSE): frozenset({_P.AFTER_CALL, _P.TEXT, _P.CONTENT}),
-        (_P.BODY, _I.END): frozenset({_P.FINISHED}),
-        (_P.AFTER_CALL, _I.BRACKET): frozenset({_P.BODY}),
-        (_P.AFTER_CALL, _I.TEXT): frozenset({_P.TEXT, _P.CONTENT}),
-        (_P.AFTER_CALL, _I.END): frozenset({_P.FINISHED}),
-        (_P.CONTENT, _I.END): frozenset({_P.FINISHED}),
-    }
-)
-"""Where each (phase, input) may lead; which target is taken depends on the format
-(a marker with or without a closing tag, bare JSON) and on whether a body parses."""
+# -- JSON text, read incrementally ---------------------------------------------------
 
 _BRACKETS = {"{": "}", "[": "]"}
 
 
-class _JsonStrings:
+class JsonStrings:
     """Whether a character of JSON text, read in order, belongs to a string (its
     quotes included), aware of escapes."""
 
@@ -193,6 +275,10 @@ class _JsonStrings:
     def __init__(self) -> None:
         self._in_string = False
         self._escape = False
+
+    @property
+    def inside(self) -> bool:
+        return self._in_string
 
     def quoted(self, char: str) -> bool:
         """Take the next character; True if it is part of a string."""
@@ -210,7 +296,7 @@ class _JsonStrings:
         return False
 
 
-class _JsonExtent:
+class JsonExtent:
     """Finds where a JSON value that began with a bracket ends, one character at a
     time, aware of strings and escapes. A closer that does not match ends it too:
     the value is malformed, and parsing it will say so."""
@@ -219,7 +305,7 @@ class _JsonExtent:
 
     def __init__(self) -> None:
         self._open: list[str] = []
-        self._strings = _JsonStrings()
+        self._strings = JsonStrings()
 
     def end(self, text: str, start: int) -> int:
         """Index just past the value's end in ``text`` (scanned from ``start``),
@@ -238,245 +324,67 @@ class _JsonExtent:
         return -1
 
 
-class ToolCallParser:
-    """Splits one output into ``Content`` and ``ToolCall`` segments, incrementally.
-
-    ``feed`` takes each piece and returns the segments it completes; ``finish`` ends
-    the output and releases what was held back, as content. Calls are numbered from
-    0 in the order they appear; any way of cutting the same output gives the same
-    segments (once adjacent content is joined).
-    """
-
-    def __init__(
-        self, fmt: ToolFormat, *, tool_names: Sequence[str], id_seed: str
-    ) -> None:
-        self._rule = FORMATS[fmt]
-        self._names = frozenset(name for name in tool_names if name)
-        self._seed = id_seed
-        self._phase = ToolCallPhase.START if not self._rule.marker else _P.TEXT
-        self._held = ""
-        """Text not yet given out; what it is depends on the phase."""
-        self._gap = ""
-        """Whitespace before the current block: dropped if it is a call."""
-        self._block = ""
-        """The current block's text before its body (marker, whitespace)."""
-        self._scanned = 0
-        self._strings = _JsonStrings()
-        """Where the closing-tag scan is: inside a JSON string or not."""
-        self._extent = _JsonExtent()
-        self._calls = 0
-
-    @property
-    def phase(self) -> ToolCallPhase:
-        return self._phase
-
-    @property
-    def calls(self) -> int:
-        """How many calls were found so far."""
-        return self._calls
-
-    def feed(self, text: str) -> list[Content | ToolCall]:
-        """The segments that ``text`` completes.
-
-        Raises:
-            LocalProtocolError: ``finish`` was already called.
-        """
-        if self._phase is ToolCallPhase.FINISHED:
-            raise LocalProtocolError("tool call parser: feed after finish")
-        self._held += text
-        out: list[Content | ToolCall] = []
-        while self._step(out):
-            pass
-        return out
-
-    def finish(self) -> list[Content | ToolCall]:
-        """End of output: whatever was held back is content, an unclosed call too.
-
-        Raises:
-            LocalProtocolError: ``finish`` was already called.
-        """
-        rest = self._held
-        if self._phase in (ToolCallPhase.OPENED, ToolCallPhase.BODY):
-            rest = self._gap + self._block + rest
-        self._held = self._gap = self._block = ""
-        self._move(ToolCallInput.END, ToolCallPhase.FINISHED)
-        return [Content(text=rest)] if rest else []
-
-    def _step(self, out: list[Content | ToolCall]) -> bool:
-        """Make one move on the held text; False when it must wait for more."""
-        match self._phase:
-            case ToolCallPhase.START | ToolCallPhase.AFTER_CALL:
-                return self._between()
-            case ToolCallPhase.TEXT:
-                return self._text(out)
-            case ToolCallPhase.OPENED:
-                trimmed = self._held.lstrip()
-                if not trimmed:
-                    return False
-                if trimmed[0] in _BRACKETS:
-                    self._block += self._held[: len(self._held) - len(trimmed)]
-                    self._open_body(trimmed, ToolCallInput.BRACKET)
-                    return True
-                _content(out, self._gap + self._block)
-                self._gap = self._block = ""
-                self._move(ToolCallInput.TEXT, ToolCallPhase.TEXT)
-                return True
-            case ToolCallPhase.BODY:
-                return self._body(out)
-            case ToolCallPhase.CONTENT:
-                _content(out, self._held)
-                self._held = ""
-                return False
-        raise LocalProtocolError(f"tool call parser: text in phase {self._phase.value}")
-
-    def _between(self) -> bool:
-        """Bare JSON's start, or just past any call: whitespace, then what?"""
-        trimmed = self._held.lstrip()
-        if not trimmed:
-            if self._phase is ToolCallPhase.AFTER_CALL:
-                self._held = ""
-            return False
-        if self._phase is ToolCallPhase.START:
-            self._gap = self._held[: len(self._held) - len(trimmed)]
-        if trimmed[0] in _BRACKETS and not self._rule.marker:
-            self._open_body(trimmed, ToolCallInput.BRACKET)
-            return True
-        if self._phase is ToolCallPhase.AFTER_CALL:
-            self._held = trimmed
-        else:
-            self._gap = ""
-        target = _P.TEXT if self._rule.marker else _P.CONTENT
-        self._move(ToolCallInput.TEXT, target)
-        return True
-
-    def _text(self, out: list[Content | ToolCall]) -> bool:
-        held, marker = self._held, self._rule.marker
-        at = held.find(marker)
-        if at < 0:
-            ready = held[: len(held) - partial_tag_length(held, marker)].rstrip()
-            _content(out, ready)
-            self._held = held[len(ready) :]
-            return False
-        before = held[:at]
-        text = before.rstrip()
-        _content(out, text)
-        self._gap = before[len(text) :]
-        self._block = marker
-        if self._rule.closing:
-            self._open_body(held[at + len(marker) :], ToolCallInput.MARKER)
-        else:
-            self._held = held[at + len(marker) :]
-            self._move(ToolCallInput.MARKER, ToolCallPhase.OPENED)
-        return True
-
-    def _open_body(self, held: str, event: ToolCallInput) -> None:
-        self._held = held
-        self._scanned = 0
-        self._strings = _JsonStrings()
-        self._extent = _JsonExtent()
-        self._move(event, ToolCallPhase.BODY)
-
-    def _body(self, out: list[Content | ToolCall]) -> bool:
-        held, closing = self._held, self._rule.closing
-        if closing:
-            at = self._closing_at(held, closing)
-            if at < 0:
-                return False
-            body, end = held[:at], at + len(closing)
-        else:
-            end = self._extent.end(held, self._scanned)
-            if end < 0:
-                self._scanned = len(held)
-                return False
-            body = held[:end]
-        self._held = held[end:]
-        calls = self._parse(body)
-        if calls is None:
-            _content(out, self._gap + self._block + held[:end])
-            target = _P.TEXT if self._rule.marker else _P.CONTENT
-        else:
-            out.extend(calls)
-            target = _P.AFTER_CALL
-        self._gap = self._block = ""
-        self._move(ToolCallInput.CLOSE, target)
-        return True
-
-    def _closing_at(self, held: str, closing: str) -> int:
-        """Where the closing tag starts in ``held``, outside any JSON string (a
-        string may hold the tag's text: the body is not over there), or -1 when it
-        is not there yet. Scans each character once across feeds."""
-        at = self._scanned
-        while at < len(held):
-            if self._strings.quoted(held[at]):
-                pass
-            elif held.startswith(closing, at):
-                self._scanned = at
-                return at
-            elif closing.startswith(held[at:]):
-                break  # maybe the start of the tag: wait for the rest
-            at += 1
-        self._scanned = at
+def json_value_end(text: str) -> int:
+    """Where the JSON value ``text`` starts with ends: just past its closing
+    bracket, or past a whole string; -1 when it is cut or not bracketed."""
+    if text.startswith('"'):
+        strings = JsonStrings()
+        for at, char in enumerate(text):
+            strings.quoted(char)
+            if at and not strings.inside:
+                return at + 1
         return -1
+    if not text.startswith(("{", "[")):
+        return -1
+    return JsonExtent().end(text, 0)
 
-    def _parse(self, body: str) -> list[ToolCall] | None:
-        """The calls a body holds, or None if it is not wholly calls of known tools."""
+
+_SALVAGE_TRIES = 64
+_PARTIAL_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{0,3})?$")
+
+
+def salvage_json(text: str) -> JsonValue | None:
+    """The value a JSON text cut short was writing: open strings and brackets
+    closed, and a last member too short to complete dropped (``{"a": 1, "b`` is
+    ``{"a": 1}``); None when nothing can be read."""
+    # Where to cut when closing what is open is not enough: before a comma (the
+    # member after it is dropped) or just inside a bracket (an empty container).
+    strings = JsonStrings()
+    points: list[int] = []
+    for at, char in enumerate(text):
+        if strings.quoted(char):
+            continue
+        if char in _BRACKETS:
+            points.append(at + 1)
+        elif char == ",":
+            points.append(at)
+    whole = _closed(text)
+    if whole is None:
+        return None  # a closer that closes nothing: not the start of a JSON value
+    candidates = [whole] + [_closed(text[:end]) for end in reversed(points)]
+    for candidate in candidates[:_SALVAGE_TRIES]:
+        if candidate is None:
+            continue
         try:
-            value = loads_strict(body.strip())
+            return loads_strict(candidate)
         except ValueError:
-            return None
-        items = value if isinstance(value, list) else [value]
-        found: list[tuple[str, dict[str, JsonValue]]] = []
-        for item in items:
-            call = self._call(item)
-            if call is None:
-                return None
-            found.append(call)
-        if not found:
-            return None
-        calls: list[ToolCall] = []
-        for name, arguments in found:
-            index = self._calls
-            self._calls += 1
-            calls.append(
-                ToolCall(
-                    index=index,
-                    id=call_id(self._seed, index),
-                    name=name,
-                    arguments=arguments,
-                )
-            )
-        return calls
-
-    def _call(self, item: JsonValue) -> tuple[str, dict[str, JsonValue]] | None:
-        if not isinstance(item, dict):
-            return None
-        function = item.get("function")
-        if "name" not in item and isinstance(function, dict):
-            item = function
-        name = item.get("name")
-        if not isinstance(name, str) or name not in self._names:
-            return None
-        arguments = item["arguments"] if "arguments" in item else item.get("parameters")
-        if isinstance(arguments, str):
-            try:
-                arguments = loads_strict(arguments)
-            except ValueError:
-                return None
-        if arguments is None:
-            return name, {}
-        if not isinstance(arguments, dict):
-            return None
-        return name, arguments
-
-    def _move(self, event: ToolCallInput, target: ToolCallPhase) -> None:
-        allowed = TOOL_CALL_TRANSITIONS.get((self._phase, event), frozenset())
-        if target not in allowed:
-            raise LocalProtocolError(
-                f"tool call parser: {event.value} in phase {self._phase.value}"
-            )
-        self._phase = target
+            continue
+    return None
 
 
-def _content(out: list[Content | ToolCall], text: str) -> None:
-    if text:
-        out.append(Content(text=text))
+def _closed(prefix: str) -> str | None:
+    """``prefix`` with its open string and brackets closed, or None if it is not
+    the start of a JSON value at all."""
+    closers: list[str] = []
+    strings = JsonStrings()
+    for char in prefix:
+        if strings.quoted(char):
+            continue
+        if char in _BRACKETS:
+            closers.append(_BRACKETS[char])
+        elif char in "}]" and (not closers or closers.pop() != char):
+            return None
+    if strings.inside:
+        # A cut escape (``\\`` or ``\\u12``) cannot be completed; drop it.
+        prefix = _PARTIAL_ESCAPE.sub("", prefix) + '"'
+    return prefix + "".join(reversed(closers))

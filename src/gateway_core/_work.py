@@ -34,6 +34,7 @@ __all__ = [
     "BlobStored",
     "CheckBlob",
     "CheckSchema",
+    "CollectMetrics",
     "ContextOverflow",
     "CopyModel",
     "CreateModel",
@@ -46,6 +47,7 @@ __all__ = [
     "ListModels",
     "ListRunning",
     "LookupModel",
+    "MetricsText",
     "ModelCreated",
     "ModelFound",
     "ModelList",
@@ -116,6 +118,8 @@ class RunningModel:
     """Requests being served right now."""
     slots_total: int = 1
     """Requests the runner serves at once (``num_parallel``)."""
+    waiting: int = 0
+    """Requests queued for this model, waiting for a slot."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -269,8 +273,17 @@ class GenerationDone:
     reason: Literal["stop", "length"]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsText:
+    """The server's metrics in a text exposition format, e.g. Prometheus'."""
+
+    text: str
+    media_type: str
+
+
 Result: TypeAlias = (
     WorkFailed
+    | MetricsText
     | ModelFound
     | ModelList
     | RunningList
@@ -394,6 +407,14 @@ class AcquireRunner:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CollectMetrics:
+    """Ask for the server's metrics (``GET /metrics``). A server that keeps none
+    fails it with 404, saying how to turn them on."""
+
+    answers: ClassVar[tuple[type, ...]] = (MetricsText,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckSchema:
     """Ask the constraint engine whether it can enforce ``schema``, before any model
     is loaded. A schema it cannot enforce fails the work with 400, naming the
@@ -492,6 +513,7 @@ WorkEffect: TypeAlias = (
     | ReceiveBlob
     | AcquireRunner
     | CheckSchema
+    | CollectMetrics
     | UnloadModel
     | Tokenize
     | Detokenize

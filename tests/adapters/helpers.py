@@ -18,6 +18,10 @@ import h11
 import trio
 
 CLIENT_READ_TIMEOUT = 30.0
+# A format no random-weight model can finish early: the constraint forbids the
+# end-of-generation token until 20,000 characters, so a stream runs until the
+# test stops it (by disconnecting, shutting down, or num_predict).
+ENDLESS_SCHEMA: dict[str, Any] = {"type": "string", "minLength": 20000}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,7 @@ def request(
     headers: Iterable[tuple[str, str]] = (),
 ) -> h11.Request:
     return h11.Request(
-        method=method, target=target, headers=[("host", "test"), *headers]
+        method=method, target=target, headers=[("host", "localhost"), *headers]
     )
 
 

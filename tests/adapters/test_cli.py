@@ -21,6 +21,7 @@ import trio
 
 from adapters.cli import main
 from adapters.settings import OPTIONS
+from gateway_core import KeyRing
 
 from .helpers import H11Client, expecting_continue, request
 
@@ -33,9 +34,8 @@ def test_help_lists_every_flag_with_its_variable(
     assert main(["serve", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     for option in OPTIONS:
-        assert re.search(
-            rf"{option.flag} {option.metavar} .*?\[env {option.env}; default ", text
-        ), option.flag
+        shown = f"{option.flag} {option.metavar}".strip()
+        assert re.search(rf"{shown} .*?\[env {option.env}; default ", text), option.flag
     assert "--log-level LEVEL" in text
     assert "GATEWAY_LOG_LEVEL" in text
 
@@ -62,6 +62,39 @@ def test_an_address_in_use_exits_1_with_a_message(
         with caplog.at_level(logging.ERROR, logger="adapters"):
             assert main(["serve", "--host", f"127.0.0.1:{port}"]) == 1
     assert f"cannot listen on http://127.0.0.1:{port}" in caplog.text
+
+
+def test_keys_new_prints_the_key_once_and_an_entry_that_accepts_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["keys", "new", "ali ce", "--models", "demo", "qwen*"]) == 0
+    out, err = capsys.readouterr()
+    secret = err.strip().rsplit(" ", 1)[-1]
+    assert secret.startswith("gk-")
+    assert secret not in out  # the file holds only the hash
+    ring = KeyRing.from_toml(out)
+    found = ring.find(secret)
+    assert found is not None
+    assert found.name == "ali ce"
+    assert found.allows_model("qwen3:8b")
+    assert not found.allows_model("llama3")
+    assert main(["keys", "new", "bob"]) == 0
+    again = capsys.readouterr().err.strip().rsplit(" ", 1)[-1]
+    assert again != secret
+    assert main(["keys", "new", "x", "--max-concurrent", "0"]) == 2
+
+
+def test_a_bad_keys_file_stops_the_server_with_a_message(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[[key]]\nname = "a"\n', encoding="utf-8")
+    argv = ["serve", "--host", "127.0.0.1:0", "--models", str(tmp_path / "m")]
+    with caplog.at_level(logging.ERROR, logger="adapters"):
+        assert main([*argv, "--api-keys-file", str(keys)]) == 2
+        assert main([*argv, "--api-keys-file", str(tmp_path / "missing.toml")]) == 2
+    assert "sha256 is required" in caplog.text
+    assert "cannot read the API keys file" in caplog.text
 
 
 @final

@@ -95,6 +95,9 @@ class StandInStream:
         if self.abort_reason is None:
             self.abort_reason = reason
 
+    def interrupt(self, status: int, message: str) -> None:
+        raise AssertionError("no test here reaches a shutdown deadline")
+
 
 async def drive(
     exchange: DrivenExchange,
@@ -363,6 +366,9 @@ class StandInTokens:
     def abort(self, reason: str) -> None:
         if self.abort_reason is None:
             self.abort_reason = reason
+
+    def interrupt(self, status: int, message: str) -> None:
+        raise AssertionError("no test here reaches a shutdown deadline")
 
 
 class StandInWork:

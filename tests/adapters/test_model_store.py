@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import gguf
+import ollama
 import pytest
 
 from adapters.demo_model import CHAT_TEMPLATE, EOS_TOKEN, write_demo_model
 from adapters.gguf_info import GgufError, read_gguf
 from adapters.model_store import ModelStore, StoreError, ensure_demo_model
+from adapters.store_files import STALE_TEMP_AGE, is_temp_name, temp_path
 from gateway_core._manifest import file_type_name
 from gateway_core._names import InvalidModelName, ModelName
+
+from .live import LiveServer
+from .ollama_setup import QUICK, install
+from .ollama_setup import call as in_thread
 
 
 def name(text: str) -> ModelName:
@@ -342,6 +350,46 @@ def test_delete_prunes_only_blobs_no_manifest_uses(
         store.lookup(name("two"))
 
 
+def test_delete_names_the_model_file_so_its_runners_can_go(
+    store: ModelStore, model_digest: str
+) -> None:
+    create(store, "one", model_digest)
+    assert store.delete(name("one")) == model_digest
+    broken = store.root / "manifests/registry.ollama.ai/library/broken/latest"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"{")
+    assert store.delete(name("broken")) is None  # unknown: nothing to unload
+    assert not broken.exists()
+
+
+@pytest.mark.parametrize(
+    "destination", ["dup", "DUP", "registry.ollama.ai/library/Dup"]
+)
+def test_a_copy_onto_the_source_itself_in_any_case_keeps_it(
+    store: ModelStore, model_digest: str, destination: str
+) -> None:
+    """Installing another spelling would replace the source: a rename, not a copy."""
+    create(store, "dup", model_digest, system="kept")
+    before = store.lookup(name("dup"))
+    store.copy(name("dup"), name(destination))
+    (after,) = store.list_models()
+    assert (after.name, after.digest, after.system) == (
+        "dup:latest",
+        before.digest,
+        "kept",
+    )
+    assert store.has_blob(model_digest)
+
+
+def test_creating_a_model_from_itself_rebuilds_it_in_place(
+    store: ModelStore, model_digest: str
+) -> None:
+    create(store, "demo", model_digest, system="old")
+    store.create(name("demo"), base=name("demo"), system="new")
+    (record,) = store.list_models()
+    assert (record.name, record.system) == ("demo:latest", "new")
+
+
 def test_overwriting_a_model_prunes_its_old_layers(
     store: ModelStore, model_digest: str
 ) -> None:
@@ -517,6 +565,76 @@ def test_stray_entries_in_the_manifest_tree_are_ignored(
     assert [record.name for record in store.list_models()] == ["real:latest"]
 
 
+# -- stale temporary files -----------------------------------------------------------
+
+
+def _aged(path: Path, data: bytes = b"", *, seconds: float) -> Path:
+    """Write ``path`` as if nothing had touched it for ``seconds``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_opening_the_store_removes_only_its_own_stale_temporary_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "store"
+    blobs = root / "blobs"
+    model = root / "manifests/registry.ollama.ai/library/m"
+    old = STALE_TEMP_AGE + 60
+    stale = [
+        _aged(temp_path(blobs / ("sha256-" + "a" * 64)), b"x" * 1000, seconds=old),
+        _aged(temp_path(blobs / "demo.gguf"), b"y" * 24, seconds=old),
+        _aged(temp_path(model / "latest"), b"{}", seconds=old),
+    ]
+    kept = [
+        # A writer may still be at work on a fresh one (another server, say).
+        _aged(temp_path(blobs / ("sha256-" + "b" * 64)), b"z", seconds=60),
+        # Not names the store makes, however old.
+        _aged(blobs / ".notes.tmp", seconds=old),
+        _aged(blobs / ".x.0123456789ABCDEF.tmp", seconds=old),
+        _aged(model / "latest.tmp", seconds=old),
+        _aged(root / temp_path(root / "elsewhere").name, seconds=old),
+    ]
+    with caplog.at_level(logging.INFO, logger="adapters.model_store"):
+        ModelStore(root)
+    assert [path for path in stale if path.exists()] == []
+    assert [path for path in kept if not path.exists()] == []
+    (line,) = [r.message for r in caplog.records if "stale temporary" in r.message]
+    assert "removed 3 stale temporary files (1026 bytes)" in line
+
+
+def test_the_sweep_follows_no_symbolic_link(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    target = _aged(temp_path(outside / "data"), b"precious", seconds=STALE_TEMP_AGE * 2)
+    root = tmp_path / "store"
+    (root / "blobs").mkdir(parents=True)
+    link = root / "blobs" / temp_path(root / "blobs" / "x").name
+    link.symlink_to(target)
+    linked_dir = root / "manifests/registry.ollama.ai/library/linked"
+    linked_dir.parent.mkdir(parents=True)
+    linked_dir.symlink_to(outside, target_is_directory=True)
+    then = time.time() - STALE_TEMP_AGE * 2
+    os.utime(link, (then, then), follow_symlinks=False)
+    assert ModelStore(root).sweep() == (0, 0)
+    assert target.read_bytes() == b"precious"
+    assert link.is_symlink()
+
+
+def test_temporary_names_are_recognized() -> None:
+    made = temp_path(Path("/store/blobs/sha256-" + "c" * 64)).name
+    assert is_temp_name(made)
+    for other in (
+        "sha256-abc",
+        ".tmp",
+        "..0123456789abcdef.tmp",
+        "x.0123456789abcdef.tmp",
+    ):
+        assert not is_temp_name(other)
+
+
 # -- atomic writes ------------------------------------------------------------------
 
 
@@ -673,3 +791,32 @@ def test_file_type_names_match_llama_cpp() -> None:
             continue
         label = file_type.name.removeprefix("ALL_").removeprefix("MOSTLY_")
         assert file_type_name(file_type.value) == label.removesuffix("_MOE")
+
+
+# -- through the server ----------------------------------------------------------------
+
+
+async def test_a_deleted_model_leaves_ps_at_once_and_its_runner_is_not_reused(
+    served: tuple[LiveServer, ollama.Client], gguf: Path
+) -> None:
+    live, client = served
+    models = live.server.models
+    assert models is not None
+    hello = [{"role": "user", "content": "hi"}]
+    await in_thread(lambda: client.chat(model="tiny", messages=hello, options=QUICK))
+    (old,) = models.pool.running()
+    # A case variant is the same model: the copy is refused and the source stays.
+    with pytest.raises(ollama.ResponseError) as refused:
+        await in_thread(lambda: client.copy("tiny", "TINY"))
+    assert refused.value.status_code == 400
+    assert [m.model for m in (await in_thread(client.ps)).models] == ["tiny:latest"]
+
+    await in_thread(lambda: client.delete("tiny"))
+    assert (await in_thread(client.ps)).models == []
+    # Created again, from the same file: a fresh runner, never the deleted one.
+    await install(client, "tiny", gguf)
+    await in_thread(lambda: client.chat(model="tiny", messages=hello, options=QUICK))
+    (new,) = models.pool.running()
+    assert new.runner is not old.runner
+    assert not old.runner.alive
+    assert [m.model for m in (await in_thread(client.ps)).models] == ["tiny:latest"]

@@ -23,7 +23,7 @@ from adapters.model_service import LOOKAHEAD
 from adapters.runner.errors import RunnerError
 
 from .conftest import LiveServer
-from .helpers import H11Client, request
+from .helpers import ENDLESS_SCHEMA, H11Client, request
 from .ollama_setup import QUICK, call, install, load, ollama_server
 
 
@@ -295,7 +295,15 @@ async def test_a_client_that_disconnects_stops_generation_at_once(
     within a decode step (the engine's own tests count the steps)."""
     live, client = served
     streaming = await _stream_generate(
-        live, {"model": "tiny", "prompt": "Go on", "options": {"num_predict": 3000}}
+        live,
+        {
+            "model": "tiny",
+            "prompt": "Go on",
+            # Without the format, a random model may end on its own before the
+            # client goes, and the test would see a natural end, not an abort.
+            "format": ENDLESS_SCHEMA,
+            "options": {"num_predict": 3000},
+        },
     )
     assert (await _first_line(streaming))["done"] is False
     models = live.server.models

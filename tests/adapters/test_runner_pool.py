@@ -278,6 +278,49 @@ async def test_unload_of_a_busy_model_is_deferred_to_the_end_of_its_lease(
     await backend.wait_for("unload m")
 
 
+# Retiring (the model was deleted) ----------------------------------------------------
+
+
+async def test_a_retired_idle_runner_is_gone_from_running_and_unloaded(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, backend: Backend
+) -> None:
+    pool = start_pool(nursery, backend)
+    async with pool.lease("m", "spec", None) as lease:
+        pass
+    pool.retire("m")
+    assert pool.running() == []  # at once, before the unload has run
+    await backend.wait_for("unload m")
+    assert lease.runner.unloaded
+    pool.retire("never-loaded")
+
+
+async def test_a_retired_busy_runner_finishes_its_lease_and_is_never_reused(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery, backend: Backend
+) -> None:
+    pool = start_pool(nursery, backend)
+    runners: list[StubRunner] = []
+    granted = trio.Event()
+
+    async def later() -> None:
+        async with pool.lease("m", "spec", None) as lease:
+            runners.append(lease.runner)
+            granted.set()
+
+    async with pool.lease("m", "spec", None) as first:
+        pool.retire("m")
+        assert pool.running() == []
+        nursery.start_soon(later)
+        await settle()
+        assert backend.calls == ["load m"]  # still in use: the request finishes
+        assert not granted.is_set()  # the new request waits for a runner of its own
+    await granted.wait()
+    assert runners[0] is not first.runner
+    assert first.runner.unloaded
+    assert backend.calls == ["load m", "unload m", "load m"]
+    (running,) = pool.running()
+    assert running.runner is runners[0]
+
+
 # The queue ----------------------------------------------------------------------------
 
 

@@ -41,9 +41,9 @@ async def test_pipelined_requests_are_answered_in_order(connect: Connect) -> Non
     client = await connect(Server(SETTINGS))
     # Three requests in one write; the second is a HEAD so that framing must be right.
     await client.send_raw(
-        b"GET /nope HTTP/1.1\r\nhost: t\r\n\r\n"
-        b"HEAD /api/version HTTP/1.1\r\nhost: t\r\n\r\n"
-        b"GET /api/version HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+        b"GET /nope HTTP/1.1\r\nhost: localhost\r\n\r\n"
+        b"HEAD /api/version HTTP/1.1\r\nhost: localhost\r\n\r\n"
+        b"GET /api/version HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
     )
     replies = parse_responses(await client.read_to_eof(), ["GET", "HEAD", "GET"])
     assert [reply.status for reply in replies] == [404, 200, 200]
@@ -93,7 +93,7 @@ async def test_a_slow_request_head_gets_408_then_close(
 ) -> None:
     client = await connect(Server(replace(SETTINGS, header_timeout=7.0)))
     start = trio.current_time()
-    await client.send_raw(b"GET /api/version HTTP/1.1\r\nhost: t\r\n")  # no end
+    await client.send_raw(b"GET /api/version HTTP/1.1\r\nhost: localhost\r\n")  # no end
     reply = await client.reply()
     assert reply.status == 408
     assert trio.current_time() - start == pytest.approx(7.0)
@@ -110,7 +110,7 @@ async def test_a_trickling_head_is_timed_from_its_first_byte(
     async def trickle() -> None:
         # One byte a second keeps bytes arriving, but the head takes 36 s in all.
         with contextlib.suppress(trio.BrokenResourceError):
-            for byte in b"GET /api/version HTTP/1.1\r\nhost: t\r\n\r\n":
+            for byte in b"GET /api/version HTTP/1.1\r\nhost: localhost\r\n\r\n":
                 await client.send_raw(bytes([byte]))
                 await trio.sleep(1.0)
 

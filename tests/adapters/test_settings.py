@@ -85,7 +85,7 @@ def test_defaults_match_ollama() -> None:
     assert (settings.host, settings.port) == ("127.0.0.1", 11434)
     assert settings.keep_alive_timeout == 5.0
     assert (settings.keep_alive, settings.max_queue) == (300.0, 512)
-    assert settings.context_length == 4096
+    assert settings.context_length is None  # chosen at start, from the hardware
     assert settings == ServerSettings(models=default_models_dir({}, home))
 
 
@@ -165,3 +165,19 @@ def test_every_option_has_a_gateway_variable_and_a_settings_field() -> None:
     for option in OPTIONS:
         assert option.env == "GATEWAY_" + option.name.upper()
         assert option.flag == "--" + option.name.replace("_", "-")
+
+
+def test_origins_come_from_the_flag_the_variable_and_ollamas_variable() -> None:
+    environ = {
+        "GATEWAY_ORIGINS": "https://a.example, https://*.b.example",
+        "OLLAMA_ORIGINS": "app://c,",
+        "GATEWAY_ALLOWED_HOSTS": "gpu-box.lan",
+        "GATEWAY_API_KEYS_FILE": "/etc/gateway/keys.toml",
+    }
+    settings = resolve_settings({}, environ, home=Path("/home/u"))
+    assert settings.origins == ("https://a.example", "https://*.b.example", "app://c")
+    assert settings.allowed_hosts == ("gpu-box.lan",)
+    assert settings.api_keys_file == Path("/etc/gateway/keys.toml")
+    flagged = resolve_settings({"origins": "https://d.example"}, environ)
+    assert flagged.origins == ("https://d.example", "app://c")
+    assert resolve_settings({}, {}).origins == ()

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway_core import (
+    AccessGate,
     BlobPresence,
     CheckBlob,
     Effect,
@@ -135,13 +136,14 @@ def run(
     config: GatewayConfig = CONFIG,
     world: World = empty_store,
     started: float | None = None,
+    access: AccessGate | None = None,
 ) -> Transcript:
     """Run one request through a fresh exchange, the way an adapter would.
 
     ``body`` is fed as one chunk (bytes) or as the given chunks; a ``content-length``
     header is added for a bytes body unless the caller sent one (chunked otherwise).
     Work effects are answered by ``world``, one result per ``NEED_RESULT``, all at
-    ``NOW``; ``started`` is when the request arrived.
+    ``NOW``; ``started`` is when the request arrived; ``access`` the server's gate.
     """
     chunks: list[bytes]
     if body is None:
@@ -157,6 +159,7 @@ def run(
         config=config,
         request_id="req_test",
         now=started,
+        access=access,
     )
     effects: list[ResponseEffect] = []
     work: list[WorkEffect] = []

@@ -301,8 +301,10 @@ def test_stop_reasons_map_to_anthropics(end: Result, expected: str) -> None:
     assert whole["stop_reason"] == expected
 
 
-def test_stop_reason_is_tool_use_whenever_there_is_a_call() -> None:
-    assert stop_reason("length", called=True) == "tool_use"
+def test_stop_reason_is_tool_use_whenever_there_is_a_call_not_cut() -> None:
+    # The token limit is max_tokens whatever came before it: a cut call is still
+    # a tool_use block, and the client must know it is cut.
+    assert stop_reason("length", called=True) == "max_tokens"
     assert stop_reason("stop", called=True) == "tool_use"
     assert stop_reason("stop", called=False) == "end_turn"
 

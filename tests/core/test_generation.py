@@ -9,33 +9,50 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
 from gateway_core import (
     AcquireRunner,
     CheckSchema,
+    EndResponse,
+    Exchange,
     Generate,
     GenerationDone,
+    LocalProtocolError,
     LookupModel,
     ModelFound,
     ModelRecord,
+    Phase,
     Piece,
     PromptEvaluated,
+    RequestHead,
     Result,
     RunnerReady,
     SchemaSupported,
+    SendBody,
+    StartResponse,
     Tokenize,
     TokenizerInfo,
     Tokens,
     Unloaded,
     UnloadModel,
+    Wait,
     WorkEffect,
     WorkFailed,
 )
 
-from .helpers import CHATML, NOW, THINKING_TOOLS, Transcript, model_record, run
+from .helpers import (
+    CHATML,
+    CONFIG,
+    NOW,
+    THINKING_TOOLS,
+    Transcript,
+    drain,
+    model_record,
+    run,
+)
 
 RECORD = model_record("tiny", CHATML)
 
@@ -309,7 +326,7 @@ def test_unknown_options_are_ignored_with_a_note() -> None:
         "/api/generate", {"model": "tiny", "prompt": "", "options": {"mirostat": 2}}
     )
     assert t.status == 200
-    assert t.notes == ("ignoring unknown options: mirostat",)
+    assert t.notes == ("ignoring unknown options: 'mirostat'",)
 
 
 def test_a_long_history_drops_the_oldest_messages_but_keeps_the_system() -> None:
@@ -531,3 +548,87 @@ def test_a_continued_conversation_adds_no_second_bos() -> None:
 
 def _with_bos(bos: str, template: str) -> ModelRecord:
     return dataclasses.replace(RECORD, template=template, bos_token=bos)
+
+
+def _interrupted_after_pieces(path: str, body: Mapping[str, object]) -> bytes:
+    """Run a stream until two pieces are out, then interrupt it, as a server does
+    at its shutdown deadline; the whole response body."""
+    exchange = Exchange(
+        RequestHead(method="POST", target=path), config=CONFIG, request_id="r"
+    )
+    exchange.receive_body(json.dumps(body).encode())
+    exchange.end_body()
+    world, sent, data = World(), 0, b""
+    results: Iterator[Result] = iter(())
+    while True:
+        effect = exchange.next_effect()
+        if effect is Wait.FINISHED:
+            return data
+        if effect is Wait.NEED_RESULT:
+            result = next(results)
+            sent += isinstance(result, Piece)
+            exchange.receive_result(result, now=NOW)
+            if sent == 2 and exchange.phase is Phase.WAITING:
+                exchange.interrupt(503, "shutting down")
+                sent += 1
+        elif isinstance(effect, SendBody):
+            data += effect.data
+        elif not isinstance(effect, StartResponse | EndResponse | Wait):
+            results = iter(world(effect))
+
+
+def test_an_interrupted_stream_ends_with_each_dialects_in_band_error() -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    native = _interrupted_after_pieces("/api/chat", {"model": "tiny", "messages": hi})
+    *_, last = native.splitlines()
+    assert json.loads(last) == {"error": "shutting down"}
+    openai = _interrupted_after_pieces(
+        "/v1/chat/completions", {"model": "tiny", "messages": hi, "stream": True}
+    )
+    assert openai.endswith(b"data: [DONE]\n\n")
+    assert b'"message":"shutting down"' in openai.rsplit(b"data: ", 2)[1]
+    anthropic = _interrupted_after_pieces(
+        "/v1/messages",
+        {"model": "tiny", "messages": hi, "stream": True, "max_tokens": 9},
+    )
+    assert anthropic.rstrip().rsplit(b"\n\n", 1)[-1].startswith(b"event: error")
+    assert b"message_stop" not in anthropic
+
+
+def test_a_result_already_on_its_way_at_an_interrupt_is_dropped() -> None:
+    """An adapter may hold a result when the interrupt comes (its wait for the
+    result had ended, the interrupt ran before it fed the result in): the late
+    result is dropped, once, and the error answer goes out unchanged."""
+    exchange = Exchange(
+        RequestHead(method="POST", target="/api/generate"),
+        config=CONFIG,
+        request_id="r",
+    )
+    exchange.receive_body(b'{"model": "tiny", "prompt": "hi"}')
+    exchange.end_body()
+    (lookup,) = drain(exchange)
+    assert isinstance(lookup, LookupModel)
+    assert exchange.phase is Phase.WAITING
+    exchange.interrupt(503, "shutting down")
+    (late,) = World()(lookup)
+    exchange.receive_result(late, now=NOW)
+    effects = drain(exchange)
+    head = effects[0]
+    assert isinstance(head, StartResponse)
+    assert head.status == 503
+    with pytest.raises(LocalProtocolError):
+        exchange.receive_result(late, now=NOW)  # only the one in flight is dropped
+
+
+def test_an_interrupt_before_the_answer_starts_is_a_503() -> None:
+    exchange = Exchange(
+        RequestHead(method="GET", target="/api/tags"), config=CONFIG, request_id="r"
+    )
+    drain(exchange)  # ListModels is out
+    exchange.interrupt(503, "shutting down")
+    exchange.interrupt(503, "twice is harmless")
+    effects = drain(exchange)
+    head = effects[0]
+    assert isinstance(head, StartResponse)
+    assert head.status == 503
+    assert exchange.next_effect() is Wait.FINISHED

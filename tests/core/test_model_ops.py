@@ -191,6 +191,58 @@ def test_copy_and_delete_answer_an_empty_200() -> None:
         assert t.header("content-length") == "0"
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        (
+            "/api/copy",
+            {"source": "tiny", "destination": "TINY"},
+            'destination "TINY" names the same model as source "tiny"',
+        ),
+        (
+            "/api/copy",
+            {"source": "library/tiny:latest", "destination": "Tiny"},
+            'destination "Tiny" names the same model as source "library/tiny:latest"',
+        ),
+        (
+            "/api/create",
+            {"model": "Tiny", "from": "tiny"},
+            'model "Tiny" names the same model as from "tiny"',
+        ),
+    ],
+)
+def test_a_case_variant_of_the_source_is_refused_before_the_store_is_touched(
+    path: str, body: dict[str, object], message: str
+) -> None:
+    """The store keeps one spelling per model: writing the other spelling would
+    replace (so remove) the source."""
+    t = call("POST", path, body)
+    assert (t.status, t.json()) == (
+        400,
+        {"error": f"{message} (model names ignore case)"},
+    )
+    assert t.work == ()
+
+
+def test_the_exact_same_name_still_reaches_the_store() -> None:
+    copied = call("POST", "/api/copy", {"source": "tiny", "destination": "tiny"})
+    assert (copied.status, copied.work) == (
+        200,
+        (
+            CopyModel(
+                source=ModelName.parse("tiny"), destination=ModelName.parse("tiny")
+            ),
+        ),
+    )
+    rebuilt = call(
+        "POST", "/api/create", {"model": "tiny", "from": "tiny:latest", "system": "x"}
+    )
+    assert rebuilt.status == 200
+    (effect,) = rebuilt.work
+    assert isinstance(effect, CreateModel)
+    assert effect.name == effect.base == ModelName.parse("tiny")
+
+
 def test_create_streams_progress_then_success() -> None:
     t = call(
         "POST",

@@ -33,6 +33,7 @@ from gateway_core._scheduler import (
     Scheduler,
     StartLoad,
     Unload,
+    UnloadReason,
 )
 
 FOREVER = math.inf
@@ -116,7 +117,7 @@ def test_the_ticket_that_loads_a_runner_decides_its_slots() -> None:
 def test_a_lost_runner_is_unloaded_at_once_and_never_granted_again() -> None:
     s = make(slots=2)
     runner = loaded(s, 1, "m")
-    assert s.lost(runner, 1.0) == [Unload(runner_id=runner)]
+    assert s.lost(runner, 1.0) == [Unload(runner_id=runner, reason=UnloadReason.LOST)]
     assert view(s, runner).state is RunnerState.UNLOADING
     # A newcomer waits for the runner to be gone, then loads the model afresh.
     assert s.submit(2, "m", "spec", None, 1.0) == []
@@ -145,7 +146,7 @@ def test_a_different_spec_for_the_same_key_reloads_after_the_runner_drains() -> 
     assert s.submit(2, "m", "other", None, 1.0) == []
     # FIFO per key: a later request for the old spec waits behind the reload.
     assert s.submit(3, "m", "spec", None, 1.0) == []
-    assert s.release(1, 2.0) == [Unload(runner_id=runner)]
+    assert s.release(1, 2.0) == [Unload(runner_id=runner, reason=UnloadReason.EVICTED)]
     start = started(s.unload_finished(runner, 3.0))
     assert (start.key, start.spec) == ("m", "other")
     assert s.load_finished(start.runner_id, 4.0) == [
@@ -179,7 +180,7 @@ def test_default_keep_alive_sets_the_expiry_on_release() -> None:
     assert view(s, runner).expires_at == 310.0
     assert s.next_expiry() == 310.0
     assert s.expire(309.9) == []
-    assert s.expire(310.0) == [Unload(runner_id=runner)]
+    assert s.expire(310.0) == [Unload(runner_id=runner, reason=UnloadReason.EXPIRED)]
     assert s.next_expiry() is None
 
 
@@ -250,6 +251,45 @@ def test_the_unload_shortcut_waits_for_a_busy_runner_to_drain() -> None:
     assert s.release(1, 2.0) == [Unload(runner_id=runner)]
 
 
+# Retiring (the model was deleted) --------------------------------------------------
+
+
+def test_a_retired_idle_runner_unloads_at_once() -> None:
+    s = make()
+    runner = loaded(s, 1, "m")
+    s.release(1, 1.0)
+    assert s.retire("m", 2.0) == [Unload(runner_id=runner)]
+    assert s.retire("m", 2.0) == []  # already on its way out
+    assert s.retire("unknown", 2.0) == []
+
+
+def test_a_retired_busy_runner_finishes_its_requests_but_takes_no_new_one() -> None:
+    s = make(slots=2)
+    runner = loaded(s, 1, "m")
+    assert s.retire("m", 1.0) == []
+    assert view(s, runner).retired
+    # A free slot for the same key and spec, yet the ticket waits for a new runner.
+    assert s.submit(2, "m", "spec", None, 2.0) == []
+    assert s.release(1, 3.0) == [Unload(runner_id=runner)]
+    fresh = started(s.unload_finished(runner, 4.0))
+    assert (fresh.key, fresh.runner_id != runner) == ("m", True)
+    assert s.load_finished(fresh.runner_id, 5.0) == [
+        Grant(ticket=2, runner_id=fresh.runner_id)
+    ]
+    assert not view(s, fresh.runner_id).retired
+
+
+def test_a_runner_retired_while_loading_unloads_once_loaded() -> None:
+    s = make()
+    start = started(s.submit(1, "m", "spec", None, 0.0))
+    assert s.retire("m", 1.0) == []
+    assert s.load_finished(start.runner_id, 2.0) == [Unload(runner_id=start.runner_id)]
+    # The ticket that waited for it gets a runner of its own.
+    assert started(s.unload_finished(start.runner_id, 3.0)).runner_id != (
+        start.runner_id
+    )
+
+
 # Room, eviction, the queue bound ---------------------------------------------------
 
 
@@ -259,8 +299,12 @@ def test_no_room_evicts_the_least_recently_used_idle_runner() -> None:
     b = loaded(s, 2, "b", now=0.0)
     s.release(2, 1.0)  # b idle since 1
     s.release(1, 2.0)  # a idle since 2: more recent
-    assert s.submit(3, "c", "spec", None, 3.0) == [Unload(runner_id=b)]
-    assert s.submit(4, "d", "spec", None, 3.0) == [Unload(runner_id=a)]
+    assert s.submit(3, "c", "spec", None, 3.0) == [
+        Unload(runner_id=b, reason=UnloadReason.EVICTED)
+    ]
+    assert s.submit(4, "d", "spec", None, 3.0) == [
+        Unload(runner_id=a, reason=UnloadReason.EVICTED)
+    ]
     assert started(s.unload_finished(b, 4.0)).key == "c"
 
 
@@ -270,13 +314,15 @@ def test_one_eviction_per_load_that_needs_room() -> None:
     loaded(s, 2, "b")
     s.release(2, 1.0)
     s.release(1, 1.5)
-    assert s.submit(3, "c", "spec", None, 2.0) == [Unload(runner_id=2)]
+    assert s.submit(3, "c", "spec", None, 2.0) == [
+        Unload(runner_id=2, reason=UnloadReason.EVICTED)
+    ]
     # Nothing happening meanwhile evicts the other runner too: it stays usable.
     assert s.expire(2.5) == []
     assert s.submit(4, "a", "spec", None, 3.0) == [Grant(ticket=4, runner_id=1)]
     # A second newcomer needs its own place: now "a" is the victim, once it drains.
     assert s.submit(5, "d", "spec", None, 3.0) == []
-    assert s.release(4, 4.0) == [Unload(runner_id=1)]
+    assert s.release(4, 4.0) == [Unload(runner_id=1, reason=UnloadReason.EVICTED)]
 
 
 def test_when_every_runner_is_busy_the_lru_one_drains_and_is_evicted() -> None:
@@ -285,7 +331,7 @@ def test_when_every_runner_is_busy_the_lru_one_drains_and_is_evicted() -> None:
     assert s.submit(2, "b", "spec", None, 1.0) == []
     # Traffic for "a" no longer gets the free slot: "b" would starve otherwise.
     assert s.submit(3, "a", "spec", None, 2.0) == []
-    assert s.release(1, 3.0) == [Unload(runner_id=runner)]
+    assert s.release(1, 3.0) == [Unload(runner_id=runner, reason=UnloadReason.EVICTED)]
     assert started(s.unload_finished(runner, 4.0)).key == "b"
 
 
@@ -369,6 +415,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.ready: set[int] = set()
         self.unloading: set[int] = set()
         self.lost: set[int] = set()
+        self.retired: set[int] = set()
 
     @initialize(
         max_loaded=st.integers(1, 3),
@@ -405,6 +452,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             if isinstance(action, Grant):
                 key, spec = self.waiting.pop(action.ticket)
                 assert action.runner_id in self.ready
+                assert action.runner_id not in self.retired, "a retired runner granted"
                 runner = view(self.s, action.runner_id)
                 assert (runner.key, runner.spec) == (key, spec)
                 earlier = [t for t, (k, _) in self.waiting.items() if k == key]
@@ -530,7 +578,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         runner_id = data.draw(st.sampled_from(sorted(self.ready)))
         self.lost.add(runner_id)
         actions = self.step(self.s.lost, runner_id, self.now)
-        assert Unload(runner_id=runner_id) in actions
+        assert Unload(runner_id=runner_id, reason=UnloadReason.LOST) in actions
         assert all(
             not (isinstance(a, Grant) and a.runner_id == runner_id) for a in actions
         )
@@ -538,6 +586,17 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(key=KEYS)
     def unload_shortcut(self, key: str) -> None:
         self.step(self.s.unload, key, self.now)
+
+    @rule(key=KEYS)
+    def retire(self, key: str) -> None:
+        """The model was deleted: its runner, loading or ready, is never granted
+        again (checked in ``apply``) and unloads once idle."""
+        self.retired |= {
+            runner.runner_id
+            for runner in self.s.snapshot()
+            if runner.key == key and runner.state is not RunnerState.UNLOADING
+        }
+        self.step(self.s.retire, key, self.now)
 
     @rule()
     def everyone_finishes(self) -> None:

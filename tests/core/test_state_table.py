@@ -87,6 +87,7 @@ APPLY: dict[Input, Callable[[Exchange], None]] = {
     # The answer to the one effect a fresh exchange can wait on (ListModels).
     Input.RESULT: lambda e: e.receive_result(ModelList(records=()), now=0.0),
     Input.ABORT: lambda e: e.abort("test"),
+    Input.INTERRUPT: lambda e: e.interrupt(503, "test"),
 }
 
 

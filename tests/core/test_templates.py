@@ -1,18 +1,35 @@
 """Chat templates: rendering as transformers does, inside a sandbox that holds.
 
-Three kinds of test: the templates we meet (the demo model's ChatML, and a
+Four kinds of test: the templates we meet (the demo model's ChatML, and a
 transformers-style template written here that uses the constructs real ones do:
 namespace, loop controls, tojson, strftime_now, raise_exception); the sandbox, fed
-templates that try to escape or exhaust it; and the capability heuristics.
+templates that try to escape or exhaust it; the render budget, fed templates that
+try to run long or build large, and real templates over long conversations; and the
+capability heuristics.
 """
 
 from __future__ import annotations
 
+import tracemalloc
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import cast
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gateway_core._errors import GatewayError
 from gateway_core._json import JsonValue
-from gateway_core._templates import ChatTemplate, TemplateError, TemplateRaised
+from gateway_core._template_budget import MAX_CHARS, MAX_STEPS
+from gateway_core._templates import (
+    MAX_SOURCE_CHARS,
+    ChatTemplate,
+    TemplateError,
+    TemplateRaised,
+    TemplateTooCostly,
+)
 
 
 def render(source: str, **variables: JsonValue) -> str:
@@ -382,6 +399,10 @@ class TestCompileErrors:
         with pytest.raises(TemplateError, match=r"line 3: .*'endfor'"):
             ChatTemplate.compile("a\nb\n{% for m in messages %}{{ m }}\n")
 
+    def test_deep_nesting_is_a_template_error(self) -> None:
+        with pytest.raises(TemplateError, match="nests too deeply"):
+            ChatTemplate.compile("{{ " + "(" * 300 + "1" + ")" * 300 + " }}")
+
     def test_unknown_filter_fails_at_compile_time(self) -> None:
         with pytest.raises(TemplateError, match="No filter named 'no_such'"):
             ChatTemplate.compile("{{ 1 | no_such }}")
@@ -504,3 +525,541 @@ class TestCapabilities:
     )
     def test_from_the_source(self, source: str, expected: set[str]) -> None:
         assert ChatTemplate.compile(source).capabilities == expected
+
+
+# The Qwen3 chat template, as published with the model (tools, reasoning, tool
+# responses): a real template that does per-message work, over two loops. Its long
+# lines are wrapped inside tags and strings, which changes nothing it renders.
+QWEN3_TEMPLATE = """\
+{%- if tools %}
+    {{- '<|im_start|>system\\n' }}
+    {%- if messages[0].role == 'system' %}
+        {{- messages[0].content + '\\n\\n' }}
+    {%- endif %}
+    {{- "# Tools\\n\\nYou may call one or more functions to assist with the user"
+        " query.\\n\\nYou are provided with function signatures within"
+        " <tools></tools> XML tags:\\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\\n</tools>\\n\\nFor each function call, return a json object with"
+        " function name and arguments within <tool_call></tool_call> XML"
+        " tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \\"arguments\\":"
+        " <args-json-object>}\\n</tool_call><|im_end|>\\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set ns = namespace(multi_step_tool=true, last_query_index=messages|length - 1) %}
+{%- for message in messages[::-1] %}
+    {%- set index = (messages|length - 1) - loop.index0 %}
+    {%- if ns.multi_step_tool and message.role == "user"
+            and message.content is string
+            and not(message.content.startswith('<tool_response>')
+                    and message.content.endswith('</tool_response>')) %}
+        {%- set ns.multi_step_tool = false %}
+        {%- set ns.last_query_index = index %}
+    {%- endif %}
+{%- endfor %}
+{%- for message in messages %}
+    {%- if message.content is string %}
+        {%- set content = message.content %}
+    {%- else %}
+        {%- set content = '' %}
+    {%- endif %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>' + '\\n' }}
+    {%- elif message.role == "assistant" %}
+        {%- set reasoning_content = '' %}
+        {%- if message.reasoning_content is string %}
+            {%- set reasoning_content = message.reasoning_content %}
+        {%- else %}
+            {%- if '</think>' in content %}
+                {%- set reasoning_content = content.split('</think>')[0]
+                        .rstrip('\\n').split('<think>')[-1].lstrip('\\n') %}
+                {%- set content = content.split('</think>')[-1].lstrip('\\n') %}
+            {%- endif %}
+        {%- endif %}
+        {%- if loop.index0 > ns.last_query_index %}
+            {%- if loop.last or (not loop.last and reasoning_content) %}
+                {{- '<|im_start|>' + message.role + '\\n<think>\\n'
+                    + reasoning_content.strip('\\n') + '\\n</think>\\n\\n'
+                    + content.lstrip('\\n') }}
+            {%- else %}
+                {{- '<|im_start|>' + message.role + '\\n' + content }}
+            {%- endif %}
+        {%- else %}
+            {{- '<|im_start|>' + message.role + '\\n' + content }}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and content) or (not loop.first) %}
+                    {{- '\\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\\n<tool_response>\\n' }}
+        {{- content }}
+        {{- '\\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '<think>\\n\\n</think>\\n\\n' }}
+    {%- endif %}
+{%- endif %}
+"""
+
+
+def agent_conversation(turns: int) -> list[dict[str, JsonValue]]:
+    """A long tool-using conversation: question, call, result, answer, repeated."""
+    messages: list[dict[str, JsonValue]] = [msg("system", "You are helpful.")]
+    while len(messages) < turns:
+        n = len(messages)
+        messages += [
+            msg("user", f"Question {n}: what is the weather in Köln today? " * 3),
+            msg(
+                "assistant",
+                "<think>\nI need the tool.\n</think>\n\nLet me check.",
+                tool_calls=[
+                    {"function": {"name": "weather", "arguments": {"city": "Köln"}}}
+                ],
+            ),
+            msg("tool", '{"temperature": 12, "sky": "cloudy"}'),
+            msg("assistant", "It is 12°C and cloudy in Köln. " * 4),
+        ]
+    return messages[:turns]
+
+
+STEPS = f"the template took more than {MAX_STEPS} steps"
+CHARS = f"the template built a value of more than {MAX_CHARS} characters"
+
+
+def too_costly(source: str, **variables: object) -> TemplateTooCostly:
+    with pytest.raises(TemplateTooCostly) as caught:
+        ChatTemplate.compile(source).render(
+            messages=[], extra=cast(Mapping[str, JsonValue], variables)
+        )
+    return caught.value
+
+
+class Counting:
+    """An iterable that counts the items a render takes from it."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for item in range(self.length):
+            self.taken += 1
+            yield item
+
+
+class TestRenderBudget:
+    def test_nested_loops_stop_at_the_step_limit(self) -> None:
+        # 60 million iterations unchecked: 1.8 s of event loop.
+        bomb = (
+            "{% for i in range(100000) %}{% for j in range(600) %}"
+            "{% endfor %}{% endfor %}"
+        )
+        assert str(too_costly(bomb)) == STEPS
+
+    def test_a_bomb_stops_after_bounded_work(self) -> None:
+        # Every item a loop takes costs at least a step, so a render that runs out
+        # has taken no more items than it had steps.
+        items = Counting(10**9)
+        too_costly(
+            "{% for i in items %}{% for j in items %}{% endfor %}{% endfor %}",
+            items=items,
+        )
+        assert MAX_STEPS // 2 < items.taken <= MAX_STEPS
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            # every character of a string, and every item of a list or dict
+            "{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+            "{% for a in xs %}{% for b in xs %}{% endfor %}{% endfor %}",
+            "{% for a in d %}{% for k, v in d.items() %}{% endfor %}{% endfor %}",
+            "{% for a in xs if a %}{% for b in xs if b %}{% endfor %}{% endfor %}",
+            "{% for a in xs %}{% for b in xs %}{% if b < 0 %}{% break %}{% endif %}"
+            "{% endfor %}{% endfor %}",
+            "{% for a in xs|map('string') %}{{ s|length }}{% endfor %}",
+        ],
+    )
+    def test_loops_over_anything_are_counted(self, source: str) -> None:
+        size = 2000
+        variables = {
+            "s": "x" * size,
+            "xs": list(range(1, size + 1)),
+            "d": {str(i): i for i in range(size)},
+        }
+        if "map" in source:
+            variables["xs"] = list(range(MAX_STEPS))
+        assert str(too_costly(source, **variables)) == STEPS
+
+    @pytest.mark.parametrize(
+        ("items", "fits"), [(MAX_STEPS // 2, True), (MAX_STEPS + 1, False)]
+    )
+    def test_an_iteration_is_a_step(self, items: int, fits: bool) -> None:
+        template = ChatTemplate.compile("{% for x in xs %}{% endfor %}done")
+        extra: dict[str, JsonValue] = {"xs": [0] * items}
+        if fits:
+            assert template.render(messages=[], extra=extra) == "done"
+        else:
+            with pytest.raises(TemplateTooCostly, match=STEPS):
+                template.render(messages=[], extra=extra)
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            "{{ 'a'.ljust(300000000) }}",
+            "{{ 'a'.rjust(300000000, '*') }}",
+            "{{ 'a'.center(300000000) }}",
+            "{{ '1'.zfill(300000000) }}",
+            "{{ ('\\t' * 1000000).expandtabs(100) }}",
+            "{{ ('x' * 1000000).replace('', 'yyyy') }}",
+            "{{ ('x' * 1000000).translate({120: 'yyyyy'}) }}",
+            "{{ (1).to_bytes(1000000000, 'big') }}",
+            "{{ ','.join(['x' * 1000000] * 10) }}",
+            "{{ '{:>300000000}'.format('a') }}",
+            "{{ '{:{}}'.format('a', 300000000) }}",
+            "{{ '{:.300000000f}'.format(1.5) }}",
+            "{{ '{a:>300000000}'.format_map({'a': 1}) }}",
+            "{{ '%300000000s' % 'a' }}",
+            "{{ '%*s' % (300000000, 'a') }}",
+            "{{ '%.300000000f' % 1.5 }}",
+            "{{ '%s' % ([s] * 100,) }}",
+            "{{ 'a' | center(300000000) }}",
+            "{{ ('a\\n' * 100000) | indent(100000) }}",
+            "{{ ('a ' * 100000) | wordwrap(1, wrapstring='.' * 100) }}",
+            "{{ '%300000000s' | format('a') }}",
+            "{{ ('x' * 1000000) | replace('x', 'yyyyy') }}",
+            "{{ ([s] * 100) | join }}",
+            "{{ [[[1]]] | tojson(indent=100000000) }}",
+            "{{ [1] | batch(100000000, 0) | list }}",
+            "{{ [1] | slice(100000000) | list }}",
+            "{{ ('ā' * 1000000) | list | length }}",
+            "{{ ([[0] * 1000] * 1000) | sum(start=[]) | length }}",
+            "{{ [s] * 100 }}",
+            "{{ 'x' ~ [s] * 100 }}",
+            # Markup's methods (after safe) and bytes (after encode) too
+            "{{ ('a' | safe).ljust(300000000) }}",
+            "{{ ('{:>300000000}' | safe).format('a') }}",
+            "{{ ('x' | safe).join([s] * 10) }}",
+            "{{ 'x'.encode().ljust(300000000) }}",
+            "{{ ','.encode().join([s.encode()] * 10) }}",
+            "{{ s.encode().replace(''.encode(), 'yyyy'.encode()) }}",
+            "{{ '%300000000s'.encode() % 'a'.encode() }}",
+            # calls that print, or compare, their arguments
+            "{{ raise_exception([s] * 100) }}",
+            "{{ ('x' | safe).escape([s] * 100) }}",
+            "{% for i in range(2) %}{{ loop.changed([s] * 100) }}{% endfor %}",
+            "{% set ns = namespace(s='ab') %}"
+            "{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+            "{% set ns = namespace(s='ab') %}"
+            "{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+            "{% set ns = namespace(s=[1]) %}"
+            "{% for i in range(60) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+        ],
+    )
+    def test_no_value_may_outgrow_the_limit(self, source: str) -> None:
+        # s is a million characters: a hundred of it is 100 million.
+        assert str(too_costly(source, s="x" * 1_000_000)) == CHARS
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            # Nested lists that share themselves: small to build, huge to print,
+            # compare or hash.
+            "{% set ns = namespace(t=[1]) %}"
+            "{% for i in range(60) %}{% set ns.t = [ns.t, ns.t] %}{% endfor %}"
+            "{{ ns.t }}",
+            "{% set ns = namespace(t=(1,), u=(1,)) %}"
+            "{% for i in range(60) %}{% set ns.t = (ns.t, ns.t) %}"
+            "{% set ns.u = (ns.u, ns.u) %}{% endfor %}{{ ns.t == ns.u }}",
+            "{% set ns = namespace(t=(1,)) %}"
+            "{% for i in range(60) %}{% set ns.t = (ns.t, ns.t) %}{% endfor %}"
+            "{{ {ns.t: 1} }}",
+        ],
+    )
+    def test_shared_structures_are_measured_whole(self, source: str) -> None:
+        assert str(too_costly(source)) in (STEPS, CHARS)
+
+    def test_big_numbers_are_refused(self) -> None:
+        bomb = (
+            "{% set ns = namespace(x=3) %}"
+            "{% for i in range(64) %}{% set ns.x = ns.x * ns.x %}{% endfor %}"
+        )
+        assert "number of more than 4096 bits" in str(too_costly(bomb))
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            "{% for i in range(300) %}{{ s }}{% endfor %}",
+            "{% macro m() %}{% for i in range(300) %}{{ s }}{% endfor %}{% endmacro %}"
+            "{{ m() | length }}",
+            "{% set x %}{% for i in range(300) %}{{ s }}{% endfor %}{% endset %}"
+            "{{ x | length }}",
+        ],
+    )
+    def test_written_text_is_bounded(self, source: str) -> None:
+        # 300 times 20,000 characters is 6 million: refused as it is written, or
+        # before a macro or block joins its text.
+        error = str(too_costly(source, s="x" * 20_000))
+        assert error in (CHARS, f"the template wrote more than {MAX_CHARS} characters")
+
+    def test_many_small_writes_are_bounded_too(self) -> None:
+        error = too_costly(
+            "{% for i in range(100000) %}{% for j in range(2) %}"
+            "{{ 'abcdefghij' * 3 }}{% endfor %}{% endfor %}"
+        )
+        assert str(error) in (
+            STEPS,
+            f"the template wrote more than {MAX_CHARS} characters",
+        )
+
+    def test_work_on_long_values_is_charged_by_length(self) -> None:
+        # Each of these is one operation on a 100,000-character string, repeated: a
+        # step apiece would allow seconds of copying and searching.
+        for body in (
+            "{% set t = s[1:] %}",
+            "{% if s == u %}{% endif %}",
+            "{% if 'y' in s %}{% endif %}",
+            "{% set n = s.count('y') %}",
+            "{% set t = s | upper %}",
+            "{% set t = s ~ '' %}",
+        ):
+            source = "{% for i in range(10000) %}" + body + "{% endfor %}"
+            assert str(too_costly(source, s="x" * 100_000, u="x" * 100_000)) == STEPS
+
+    def test_recursion_ends_as_a_template_error(self) -> None:
+        # Python's recursion limit ends it, long before the budget would.
+        source = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"
+        with pytest.raises(TemplateError, match="RecursionError"):
+            ChatTemplate.compile(source).render(messages=[])
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            # Each call makes two: 2 ** 40 calls, each within the recursion limit.
+            "{% macro f(n) %}{% if n < 40 %}{{ f(n + 1) }}{{ f(n + 1) }}{% endif %}"
+            "{% endmacro %}{{ f(0) }}",
+            "{% for x in [[1, 1]] recursive %}{{ loop([x, x]) }}{% endfor %}",
+            "{% for x in [1] recursive %}{% if loop.depth < 40 %}"
+            "{{ loop([x, x]) }}{% endif %}{% endfor %}",
+        ],
+    )
+    def test_branching_recursion_is_counted(self, source: str) -> None:
+        with pytest.raises(TemplateError):
+            ChatTemplate.compile(source).render(messages=[])
+
+    def test_the_budget_is_per_render(self) -> None:
+        # Each render takes most of a budget: they would fail if they shared one.
+        template = ChatTemplate.compile("{% for x in xs %}{% endfor %}done")
+        extra: dict[str, JsonValue] = {"xs": [0] * (MAX_STEPS * 3 // 4)}
+        for _ in range(3):
+            assert template.render(messages=[], extra=extra) == "done"
+
+    def test_filters_are_not_run_while_compiling(self) -> None:
+        # Jinja would fold a filter of constants into the compiled code, running
+        # it outside any render and its budget (6 s and a gigabyte for this one).
+        tracemalloc.start()
+        try:
+            template = ChatTemplate.compile("{{ 'a' | center(300000000) }}")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 10_000_000
+        with pytest.raises(TemplateTooCostly, match=CHARS):
+            template.render(messages=[])
+
+    def test_a_template_too_long_to_compile(self) -> None:
+        with pytest.raises(TemplateTooCostly, match=f"longer than {MAX_SOURCE_CHARS}"):
+            ChatTemplate.compile("x" * (MAX_SOURCE_CHARS + 1))
+        assert ChatTemplate.compile("x" * MAX_SOURCE_CHARS).render(messages=[])
+
+    def test_over_budget_is_a_template_error(self) -> None:
+        assert issubclass(TemplateTooCostly, TemplateError)
+
+    @given(width=st.integers(min_value=0, max_value=10**12))
+    @settings(max_examples=40, deadline=None)
+    def test_padding_renders_or_is_refused(self, width: int) -> None:
+        template = ChatTemplate.compile(
+            "{{ 'a'.ljust(w) }}|{{ '%*s' % (w, 'a') }}|{{ '{:>{}}'.format('a', w) }}"
+        )
+        extra: dict[str, JsonValue] = {"w": width}
+        if 3 * max(width, 1) + 2 <= MAX_CHARS:
+            assert (
+                len(template.render(messages=[], extra=extra)) == 3 * max(width, 1) + 2
+            )
+        else:
+            with pytest.raises(TemplateTooCostly):
+                template.render(messages=[], extra=extra)
+
+
+class TestLongConversations:
+    """Real templates over long conversations stay well within the budget."""
+
+    TOOLS: list[dict[str, JsonValue]] = [WEATHER_TOOL] * 3
+
+    def test_qwen3_over_a_thousand_messages(self) -> None:
+        messages = agent_conversation(1000)
+        out = ChatTemplate.compile(QWEN3_TEMPLATE).render(
+            messages=messages, tools=self.TOOLS
+        )
+        assert out.startswith("<|im_start|>system\nYou are helpful.\n\n# Tools")
+        assert out.count("<|im_start|>") == out.count("<|im_end|>") + 1
+        calls = sum(1 for m in messages if m.get("tool_calls"))
+        assert out.count("<tool_call>") == calls + 2  # and two in the instructions
+        assert out.endswith("<|im_start|>assistant\n")
+
+    def test_a_transformers_style_template_over_a_thousand_messages(self) -> None:
+        messages = [m for m in agent_conversation(1000) if m["role"] != "tool"]
+        out = ChatTemplate.compile(HF_STYLE_TEMPLATE).render(
+            messages=messages, tools=self.TOOLS, now=0
+        )
+        assert out.count("<|turn|>") == len(messages) + 1
+
+    def test_a_prompt_near_the_longest_allowed(self) -> None:
+        # One message of a million characters, copied by the template's + chain.
+        content = "word " * 200_000
+        out = ChatTemplate.compile(QWEN3_TEMPLATE).render(
+            messages=[msg("user", content)], tools=self.TOOLS
+        )
+        assert content in out
+
+
+# -- the instrumentation changes nothing a template renders ------------------------
+
+# A plain sandbox configured as ours, to render the same templates without a budget.
+PLAIN = ImmutableSandboxedEnvironment(
+    trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+)
+VARIABLES: dict[str, JsonValue] = {
+    "xs": [3, 1, 2],
+    "s": "Hello, World",
+    "n": 7,
+    "d": {"a": 1, "b": "two", "c": [1, 2]},
+    "nothing": None,
+}
+
+names = st.sampled_from(["xs", "s", "n", "d", "nothing", "missing", "x"])
+literals = st.sampled_from(
+    ["1", "'a'", "[1, 2]", "(1, 'b')", "{'k': 1}", "none", "true"]
+)
+atoms = names | literals
+
+
+def _expressions(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    pairs = st.tuples(inner, inner)
+    return st.one_of(
+        pairs.map(lambda p: f"({p[0]} ~ {p[1]})"),
+        pairs.map(lambda p: f"({p[0]} + {p[1]})"),
+        pairs.map(lambda p: f"({p[0]} == {p[1]})"),
+        pairs.map(lambda p: f"({p[0]} in {p[1]})"),
+        pairs.map(lambda p: f"({p[0]} and {p[1]})"),
+        pairs.map(lambda p: f"({p[0]} if {p[1]} else 0)"),
+        inner.map(lambda e: f"{e}.a"),
+        inner.map(lambda e: f"{e}[0]"),
+        # Jinja folds a slice of a literal differently from how it runs it.
+        names.map(lambda e: f"{e}[1:]"),
+        inner.map(lambda e: f"({e} | length)"),
+        inner.map(lambda e: f"({e} | string | upper)"),
+        inner.map(lambda e: f"({e} | default('dflt'))"),
+        inner.map(lambda e: f"({e} | join('-'))"),
+        inner.map(lambda e: f"({e} is string)"),
+        inner.map(lambda e: f"{{'key': {e}}}"),
+        inner.map(lambda e: f"[{e}, {e}]"),
+        inner.map(lambda e: f"({e}).items()"),
+        inner.map(lambda e: f"(({e}) ~ '').split(',')"),
+    )
+
+
+expressions = st.recursive(atoms, _expressions, max_leaves=6)
+
+
+def _statements(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        expressions.map(lambda e: "{{ " + e + " }}"),
+        st.tuples(expressions, inner).map(
+            lambda p: (
+                "{% for x in "
+                + p[0]
+                + " %}[{{ loop.index }}]"
+                + p[1]
+                + "{% else %}empty{% endfor %}"
+            )
+        ),
+        st.tuples(expressions, inner, inner).map(
+            lambda p: (
+                "{% if "
+                + p[0]
+                + " %}"
+                + p[1]
+                + "{% elif n %}"
+                + p[2]
+                + "{% else %}no{% endif %}"
+            )
+        ),
+        expressions.map(lambda e: "{% set x = " + e + " %}{{ x }}"),
+        inner.map(
+            lambda b: "{% macro m(x) %}<{{ x }}>" + b + "{% endmacro %}{{ m(n) }}"
+        ),
+        inner.map(lambda b: "{% filter upper %}" + b + "{% endfilter %}"),
+        st.lists(inner, max_size=3).map("".join),
+    )
+
+
+templates = st.recursive(
+    expressions.map(lambda e: "{{ " + e + " }}"), _statements, max_leaves=5
+)
+
+
+def _plain_render(source: str) -> str | None:
+    try:
+        return PLAIN.from_string(source).render(**VARIABLES)
+    except Exception:  # whatever it is, the instrumented render must fail too
+        return None
+
+
+@given(source=templates)
+@settings(max_examples=300, deadline=None)
+def test_the_budget_changes_nothing_a_template_renders(source: str) -> None:
+    """Instrumented and plain, the same template renders the same text, or fails
+    in both."""
+    with warnings.catch_warnings():
+        # Python warns while compiling what Jinja generates for, say, 1[1:].
+        warnings.simplefilter("ignore", SyntaxWarning)
+        expected = _plain_render(source)
+        try:
+            got: str | None = ChatTemplate.compile(source).render(
+                messages=[], extra=VARIABLES
+            )
+        except TemplateError:
+            got = None
+    assert got == expected

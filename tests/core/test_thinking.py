@@ -201,8 +201,19 @@ def test_the_table_is_what_the_parser_does() -> None:
     for phase in sources:
         assert THINKING_TRANSITIONS[phase, ThinkingInput.END] is ThinkingPhase.FINISHED
     moves: set[tuple[ThinkingPhase, ThinkingPhase]] = set()
-    for text, inside, _ in CASES:
-        parser = ThinkingParser(inside=inside)
+    # A call inside thinking (Qwen3), given the call tags; cut, and closed.
+    with_calls = [
+        ("<think>a<tool_call>{}</tool_call>b</think>c", False),
+        ("a<tool_call>{", True),
+    ]
+    for text, inside, call in [
+        *((text, inside, None) for text, inside, _ in CASES),
+        *(
+            (text, inside, ("<tool_call>", "</tool_call>"))
+            for text, inside in with_calls
+        ),
+    ]:
+        parser = ThinkingParser(inside=inside, call=call)
         for char in [*text, None]:
             before = parser.phase
             parser.feed(char) if char is not None else parser.finish()

@@ -19,22 +19,31 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway_core._errors import LocalProtocolError
-from gateway_core._json import JsonValue
-from gateway_core._segments import Content, Segment, ToolCall, merge_segments
-from gateway_core._tool_calls import (
+from gateway_core._families import (
+    FAMILIES,
     FORMATS,
     TOOL_CALL_TRANSITIONS,
+    CallGrammar,
     ToolCallInput,
     ToolCallParser,
     ToolCallPhase,
     ToolFormat,
-    call_id,
-    tool_format,
+    family_for,
 )
+from gateway_core._json import JsonValue
+from gateway_core._segments import Content, Segment, ToolCall, merge_segments
+from gateway_core._tool_calls import Toolbox, call_id
 
 TOOLS = ("get_weather", "get_time", "get")
 SEED = "req-1"
 HERMES, JSON_, MISTRAL = ToolFormat.HERMES, ToolFormat.JSON, ToolFormat.MISTRAL
+Grammar = ToolFormat | CallGrammar
+# Two grammars of families that use more of the machine: Llama 3 (bare JSON and a
+# marker) and Mistral v11 (a name before the arguments).
+LLAMA3 = FAMILIES["llama3"].calls
+MISTRAL_V11 = FAMILIES["mistral-v11"].calls
+assert LLAMA3 is not None
+assert MISTRAL_V11 is not None
 
 
 def split_at(text: str, cuts: Iterable[int]) -> list[str]:
@@ -44,8 +53,12 @@ def split_at(text: str, cuts: Iterable[int]) -> list[str]:
     return pieces
 
 
-def parse(fmt: ToolFormat, pieces: Iterable[str]) -> list[Segment]:
-    parser = ToolCallParser(fmt, tool_names=TOOLS, id_seed=SEED)
+def new_parser(fmt: Grammar, names: Iterable[str] = TOOLS) -> ToolCallParser:
+    return ToolCallParser(fmt, tools=Toolbox.named(names), id_seed=SEED)
+
+
+def parse(fmt: Grammar, pieces: Iterable[str]) -> list[Segment]:
+    parser = new_parser(fmt)
     out: list[Segment] = []
     for piece in pieces:
         emitted = parser.feed(piece)
@@ -57,7 +70,7 @@ def parse(fmt: ToolFormat, pieces: Iterable[str]) -> list[Segment]:
     return merge_segments(out)
 
 
-def three_ways(fmt: ToolFormat, text: str) -> list[Segment]:
+def three_ways(fmt: Grammar, text: str) -> list[Segment]:
     whole = parse(fmt, [text])
     assert parse(fmt, list(text)) == whole
     assert parse(fmt, split_at(text, range(0, len(text), 5))) == whole
@@ -83,15 +96,19 @@ def tag(body: str) -> str:
     return f"<tool_call>\n{body}\n</tool_call>"
 
 
-CASES = [
+CASES: list[tuple[Grammar, str, list[Segment]]] = [
     # (format, output, expected segments)
     (HERMES, tag(WEATHER), [K(0, "get_weather", city="Tokyo")]),
     (HERMES, f"Let me check.\n{tag(WEATHER)}\n{tag(TIME)}\n",
      [C("Let me check."), K(0, "get_weather", city="Tokyo"), K(1, "get_time")]),
+    (HERMES, f"The weather: \t{tag(WEATHER)}",
+     [C("The weather: \t"), K(0, "get_weather", city="Tokyo")]),
+    (HERMES, f"The weather: \n \n{tag(WEATHER)}",
+     [C("The weather: "), K(0, "get_weather", city="Tokyo")]),
     (HERMES, f"{tag(WEATHER)} Done, see above.",
      [K(0, "get_weather", city="Tokyo"), C("Done, see above.")]),
     (HERMES, f"{tag(WEATHER)} and {tag(TIME)}",
-     [K(0, "get_weather", city="Tokyo"), C("and"), K(1, "get_time")]),
+     [K(0, "get_weather", city="Tokyo"), C("and "), K(1, "get_time")]),
     # Arguments as a JSON string, under "parameters", absent, or OpenAI-wrapped.
     (HERMES, tag('{"name": "get", "arguments": "{\\"k\\": [1, 2]}"}'),
      [K(0, "get", k=[1, 2])]),
@@ -112,8 +129,12 @@ CASES = [
      [C(tag('{"name": "get", "arguments": "not json"}'))]),
     (HERMES, tag(f"[{WEATHER}, 3]"), [C(tag(f"[{WEATHER}, 3]"))]),
     (HERMES, tag("[]"), [C(tag("[]"))]),
+    # A call whose JSON is complete is a call, closing tag or not (cut at the end).
     (HERMES, f"{tag(WEATHER)}<tool_call>{TIME}", [K(0, "get_weather", city="Tokyo"),
-                                                  C(f"<tool_call>{TIME}")]),
+                                                  K(1, "get_time")]),
+    (HERMES, f"<tool_call>{TIME}</tool_", [K(0, "get_time")]),
+    (HERMES, '<tool_call>{"name": "get_time", "argu',
+     [C('<tool_call>{"name": "get_time", "argu')]),
     (HERMES, "Hello <tool_c", [C("Hello <tool_c")]),
     (HERMES, "a <tool b <tool_callx> c\n", [C("a <tool b <tool_callx> c\n")]),
     (HERMES, "  \n", [C("  \n")]),
@@ -146,26 +167,43 @@ CASES = [
     # Mistral: [TOOL_CALLS] then a JSON value, anywhere.
     (MISTRAL, f"[TOOL_CALLS][{WEATHER}]", [K(0, "get_weather", city="Tokyo")]),
     (MISTRAL, f"Sure. [TOOL_CALLS] {TIME}[TOOL_CALLS]{WEATHER}",
-     [C("Sure."), K(0, "get_time"), K(1, "get_weather", city="Tokyo")]),
+     [C("Sure. "), K(0, "get_time"), K(1, "get_weather", city="Tokyo")]),
+    # The closing tag some templates write after the array is markup, not text.
+    (MISTRAL, f"[TOOL_CALLS] [{TIME}][/TOOL_CALLS] ok",
+     [K(0, "get_time"), C("ok")]),
     (MISTRAL, "[TOOL_CALLS] not json", [C("[TOOL_CALLS] not json")]),
     (MISTRAL, "x [TOOL_CALLS]\n", [C("x [TOOL_CALLS]\n")]),
     (MISTRAL, "[TOOL_CALLS] [{\"name\": \"nope\"}] ok",
      [C("[TOOL_CALLS] [{\"name\": \"nope\"}] ok")]),
     (MISTRAL, "[TOOL_CALLS][{", [C("[TOOL_CALLS][{")]),
     (MISTRAL, "[1] [TOOL", [C("[1] [TOOL")]),
+    # Llama 3: bare JSON first, or after <|python_tag|> anywhere.
+    (LLAMA3, f"{WEATHER} then", [K(0, "get_weather", city="Tokyo"), C("then")]),
+    (LLAMA3, f"Sure: <|python_tag|>{TIME}", [C("Sure: "), K(0, "get_time")]),
+    (LLAMA3, "Sure: {1}", [C("Sure: {1}")]),
+    # Mistral v11: the tool's name, then its arguments.
+    (MISTRAL_V11, '[TOOL_CALLS]get_weather[ARGS]{"city": "Tokyo"}',
+     [K(0, "get_weather", city="Tokyo")]),
+    (MISTRAL_V11,
+     "a [TOOL_CALLS]get[CALL_ID]a1b2c3d4e[ARGS]{}[TOOL_CALLS]get_time[ARGS]{}",
+     [C("a "), K(0, "get"), K(1, "get_time")]),
+    (MISTRAL_V11, "[TOOL_CALLS]get[ARGS]nope", [C("[TOOL_CALLS]get[ARGS]nope")]),
+    (MISTRAL_V11, "[TOOL_CALLS]rm[ARGS]{}", [C("[TOOL_CALLS]rm[ARGS]{}")]),
+    (MISTRAL_V11, "[TOOL_CALLS]get weather", [C("[TOOL_CALLS]get weather")]),
+    (MISTRAL_V11, f"[TOOL_CALLS][{TIME}]", [K(0, "get_time")]),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("fmt", "text", "expected"), CASES)
-def test_cases_three_ways(fmt: ToolFormat, text: str, expected: list[Segment]) -> None:
+def test_cases_three_ways(fmt: Grammar, text: str, expected: list[Segment]) -> None:
     assert three_ways(fmt, text) == expected
 
 
 def test_content_streams_before_a_call() -> None:
-    parser = ToolCallParser(HERMES, tool_names=TOOLS, id_seed=SEED)
+    parser = new_parser(HERMES)
     assert parser.feed("I will look") == [C("I will look")]
     assert parser.feed(" it up. <tool_") == [C(" it up.")]
-    assert parser.feed("call>{") == []
+    assert parser.feed("call>{") == [C(" ")]  # the space before a call is text
     assert parser.phase is ToolCallPhase.BODY
     assert parser.feed('"name": "get"}</tool_call>') == [K(0, "get")]
     assert parser.feed("\n\n") == []
@@ -175,11 +213,11 @@ def test_content_streams_before_a_call() -> None:
 def test_a_value_that_cannot_be_a_call_is_released_at_once() -> None:
     """Bare JSON is held only while it could still be a call: a closer that does not
     match, or a complete value that is not a call, releases it before the end."""
-    parser = ToolCallParser(JSON_, tool_names=TOOLS, id_seed=SEED)
+    parser = new_parser(JSON_)
     assert parser.feed('{"a": [') == []
     assert parser.feed("} and") == [C('{"a": [}'), C(" and")]
     assert parser.phase is ToolCallPhase.CONTENT
-    parser = ToolCallParser(JSON_, tool_names=TOOLS, id_seed=SEED)
+    parser = new_parser(JSON_)
     assert parser.feed('{"answer": "}"}') == [C('{"answer": "}"}')]
 
 
@@ -219,7 +257,7 @@ def test_tool_call_arguments_are_a_copy() -> None:
 
 
 def test_misuse_after_finish() -> None:
-    parser = ToolCallParser(JSON_, tool_names=TOOLS, id_seed=SEED)
+    parser = new_parser(JSON_)
     parser.finish()
     with pytest.raises(LocalProtocolError):
         parser.feed("x")
@@ -228,18 +266,22 @@ def test_misuse_after_finish() -> None:
 
 
 def test_no_tools_means_no_calls() -> None:
-    parser = ToolCallParser(HERMES, tool_names=["", ""], id_seed=SEED)
+    parser = new_parser(HERMES, ["", ""])
     body = tag('{"name": "", "arguments": {}}')
     assert parser.feed(body) + parser.finish() == [C(body)]
 
 
-def test_tool_format() -> None:
-    assert tool_format(None) is None
-    assert tool_format("") is None
-    assert tool_format("{{ messages }}") is None
-    assert tool_format("{% if tools %}{{ tools | tojson }}{% endif %}") is JSON_
-    assert tool_format("{% if tools %}<tool_call>{% endif %}") is HERMES
-    assert tool_format("{%- if tools %}[AVAILABLE_TOOLS][TOOL_CALLS]") is MISTRAL
+def test_families_for_the_formats_of_old() -> None:
+    assert family_for(None).calls is None
+    assert family_for("").calls is None
+    assert family_for("{{ messages }}").calls is None
+    assert (
+        family_for("{% if tools %}{{ tools | tojson }}{% endif %}").calls
+        is (FORMATS[JSON_])
+    )
+    assert family_for("{% if tools %}<tool_call>{% endif %}").calls is FORMATS[HERMES]
+    template = "{%- if tools %}[AVAILABLE_TOOLS][TOOL_CALLS]"
+    assert family_for(template).calls is FORMATS[MISTRAL]
     assert set(FORMATS) == set(ToolFormat)
 
 
@@ -253,7 +295,7 @@ def test_the_table_is_what_the_parser_does() -> None:
         assert (event is ToolCallInput.END) == (targets == {ToolCallPhase.FINISHED})
     moves: set[tuple[ToolCallPhase, ToolCallPhase]] = set()
     for fmt, text, _ in CASES:
-        parser = ToolCallParser(fmt, tool_names=TOOLS, id_seed=SEED)
+        parser = new_parser(fmt)
         for char in [*text, None]:
             before = parser.phase
             parser.feed(char) if char is not None else parser.finish()
@@ -337,7 +379,7 @@ def test_calls_between_text_come_back_as_written(
     cuts: list[int],
 ) -> None:
     """Text and calls in any order: the calls, numbered, and the text, with only the
-    whitespace next to a call dropped."""
+    layout around a call dropped: whitespace after it, a line break before it."""
     text = ""
     expected: list[Segment] = []
     for gap, part in zip(gaps, parts, strict=False):
@@ -346,12 +388,15 @@ def test_calls_between_text_come_back_as_written(
             text += gap + part
         else:
             name, arguments = part
+            if gap:
+                expected.append(C(gap))
             index = sum(isinstance(s, ToolCall) for s in expected)
             expected.append(ToolCall(index=index, id=call_id(SEED, index), name=name,
                                      arguments=arguments))  # fmt: skip
             text += gap + _render(fmt, name, arguments)
     text += gaps[-1]
-    # Whitespace touching a call is formatting; elsewhere it is the model's text.
+    # Layout around a call goes; elsewhere whitespace is the model's text.
+    expected = merge_segments(expected)
     tidy: list[Segment] = []
     for at, segment in enumerate(expected):
         if isinstance(segment, Content):
@@ -359,7 +404,9 @@ def test_calls_between_text_come_back_as_written(
             if at > 0 and isinstance(expected[at - 1], ToolCall):
                 body = body.lstrip()
             if at + 1 < len(expected) and isinstance(expected[at + 1], ToolCall):
-                body = body.rstrip()
+                trimmed = body.rstrip()
+                line = body[len(trimmed) :].find("\n")
+                body = body if line < 0 else trimmed + body[len(trimmed) :][:line]
             if at + 1 == len(expected):
                 body += gaps[-1]
             if body:
@@ -390,7 +437,7 @@ def test_demo_template_round_trip() -> None:
     demo_model = pytest.importorskip("adapters.demo_model")
     from gateway_core._templates import ChatTemplate
 
-    assert tool_format(demo_model.CHAT_TEMPLATE) is HERMES
+    assert family_for(demo_model.CHAT_TEMPLATE).calls is FORMATS[HERMES]
     calls: list[JsonValue] = [
         {"function": {"name": "get_weather", "arguments": {"city": "Tokyo", "n": 2}}},
         {"function": {"name": "get_time", "arguments": {}}},

@@ -361,7 +361,9 @@ def test_generate_also_thinks_then_constrains(path: str) -> None:
     assert len(runner.generations) == 2, t.body
 
 
-def test_a_forced_call_cut_short_by_the_limit_is_no_call_and_no_crash() -> None:
+def test_a_forced_call_cut_short_by_the_limit_is_still_the_call() -> None:
+    """The tool its name begins to name, the arguments as far as they got, and
+    done_reason saying it was cut: a client that required a call gets one."""
     tools = [{"type": "function", "function": {"name": "add"}}]
     runner = Runner(constrained=[b'{"na', b'me": "a'])
     t = chat(
@@ -372,7 +374,11 @@ def test_a_forced_call_cut_short_by_the_limit_is_no_call_and_no_crash() -> None:
     body = t.json()
     assert isinstance(body, dict)
     assert body["done_reason"] == "length"
-    assert "tool_calls" not in message(t)
+    calls = message(t)["tool_calls"]
+    assert isinstance(calls, list)
+    assert [call["function"] for call in calls] == [
+        {"index": 0, "name": "add", "arguments": {}}
+    ]
 
 
 def test_num_predict_counts_both_passes() -> None:
