@@ -35,6 +35,7 @@ __all__ = [
     "CHAT_TEMPLATE",
     "DEFAULT_CONTEXT_LENGTH",
     "DEFAULT_NAME",
+    "DEMO_VOCABULARY",
     "EMBEDDING_LENGTH",
     "EOS_TOKEN",
     "HEAD_COUNT",
@@ -48,6 +49,7 @@ __all__ = [
     "TOOL_CALL_START_TOKEN",
     "VOCAB_SIZE",
     "ModelShape",
+    "Vocabulary",
     "write_demo_model",
 ]
 
@@ -158,16 +160,58 @@ _MERGES: Final = (
     f"{_BYTE_SYMBOLS[0x20]} {_BYTE_SYMBOLS[0x20]}",
     f"{_BYTE_SYMBOLS[0x0A]} {_BYTE_SYMBOLS[0x0A]}",
 )
-_TOKENS: Final = (
-    *_BYTE_SYMBOLS,
-    *(merge.replace(" ", "") for merge in _MERGES),
-    *SPECIAL_TOKENS,
-)
-_TOKEN_TYPES: Final = (
-    *(gguf.TokenType.NORMAL for _ in range(len(_BYTE_SYMBOLS) + len(_MERGES))),
-    *_SPECIAL_TOKEN_TYPES.values(),
-)
-VOCAB_SIZE: Final = len(_TOKENS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vocabulary:
+    """A model family's tokens and chat template, over the byte-level alphabet.
+
+    The demo model's is ChatML's (``DEMO_VOCABULARY``); tests of other families
+    (harmony, DeepSeek, Mistral, Llama 3...) write the same random-weight model with
+    that family's special tokens and a template in its format.
+
+    Attributes:
+        special: the family's special tokens and their types, in vocabulary order
+            after the byte symbols and merges.
+        bos, eos: which of them begin a text and end a turn.
+        chat_template: the Jinja template stored in the GGUF.
+        add_bos: whether tokenizing adds ``bos`` (a template that writes it itself
+            says False).
+    """
+
+    special: tuple[tuple[str, gguf.TokenType], ...]
+    bos: str
+    eos: str
+    chat_template: str
+    add_bos: bool = False
+
+    def __post_init__(self) -> None:
+        names = [token for token, _ in self.special]
+        if len(set(names)) != len(names):
+            raise ValueError("special tokens must be distinct")
+        if self.bos not in names or self.eos not in names:
+            raise ValueError("bos and eos must be special tokens of the vocabulary")
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        return (
+            *_BYTE_SYMBOLS,
+            *(merge.replace(" ", "") for merge in _MERGES),
+            *(token for token, _ in self.special),
+        )
+
+    @property
+    def token_types(self) -> tuple[gguf.TokenType, ...]:
+        normal = len(_BYTE_SYMBOLS) + len(_MERGES)
+        return (
+            *(gguf.TokenType.NORMAL for _ in range(normal)),
+            *(kind for _, kind in self.special),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(_BYTE_SYMBOLS) + len(_MERGES) + len(self.special)
+
 
 # ChatML, Qwen3-style. Every tag trims the whitespace around it and all output comes
 # from expressions, so the result does not depend on trim_blocks/lstrip_blocks.
@@ -244,6 +288,15 @@ CHAT_TEMPLATE: Final = r"""
 {%- endif -%}
 """.strip()
 
+DEMO_VOCABULARY: Final = Vocabulary(
+    special=tuple(_SPECIAL_TOKEN_TYPES.items()),
+    bos=BOS_TOKEN,
+    eos=EOS_TOKEN,
+    chat_template=CHAT_TEMPLATE,
+)
+_TOKENS: Final = DEMO_VOCABULARY.tokens
+VOCAB_SIZE: Final = DEMO_VOCABULARY.size
+
 
 def write_demo_model(
     path: Path,
@@ -253,6 +306,7 @@ def write_demo_model(
     name: str = DEFAULT_NAME,
     pooling: gguf.PoolingType | None = None,
     shape: ModelShape = TINY,
+    vocabulary: Vocabulary = DEMO_VOCABULARY,
 ) -> None:
     """Write the demo model to ``path``, replacing any file there.
 
@@ -261,10 +315,10 @@ def write_demo_model(
     the model's trained context (``n_ctx_train``); a small one lets tests reach
     context overflow cheaply. ``pooling`` declares a pooling type, which makes it an
     embedding-only model to Ollama (and to this gateway); ``shape`` makes a bigger
-    model with the same vocabulary and template. The file is written under a
-    temporary name in the same
-    directory, read back and checked, and only then renamed into place, so ``path``
-    never holds a partial model.
+    model with the same vocabulary and template; ``vocabulary`` gives it another
+    family's special tokens and chat template. The file is written under a
+    temporary name in the same directory, read back and checked, and only then
+    renamed into place, so ``path`` never holds a partial model.
     """
     if context_length < 1:
         raise ValueError(f"context_length must be positive, got {context_length}")
@@ -282,8 +336,15 @@ def write_demo_model(
             name=name,
             pooling=pooling,
             shape=shape,
+            vocabulary=vocabulary,
         )
-        _verify(tmp, context_length=context_length, name=name, shape=shape)
+        _verify(
+            tmp,
+            context_length=context_length,
+            name=name,
+            shape=shape,
+            vocabulary=vocabulary,
+        )
         _fsync(tmp)
         # No fsync of the directory: the model can always be written again, and a
         # rename lost in a crash leaves the old file or none, never a torn one.
@@ -301,6 +362,7 @@ def _write(
     name: str,
     pooling: gguf.PoolingType | None,
     shape: ModelShape,
+    vocabulary: Vocabulary,
 ) -> None:
     writer = gguf.GGUFWriter(path, ARCHITECTURE)
     try:
@@ -317,25 +379,27 @@ def _write(
         writer.add_rope_dimension_count(shape.head_dim)
         writer.add_rope_freq_base(_ROPE_FREQ_BASE)
         writer.add_layer_norm_rms_eps(_RMS_NORM_EPS)
-        writer.add_vocab_size(VOCAB_SIZE)
+        writer.add_vocab_size(vocabulary.size)
 
         writer.add_tokenizer_model("gpt2")
         # The pre-tokenizer only decides where BPE may merge; with a byte-level
         # vocab any choice round-trips. Naming one avoids llama.cpp's warning.
         writer.add_tokenizer_pre("gpt-2")
-        writer.add_token_list(_TOKENS)
-        writer.add_token_types(_TOKEN_TYPES)
+        tokens = vocabulary.tokens
+        writer.add_token_list(tokens)
+        writer.add_token_types(vocabulary.token_types)
         writer.add_token_merges(_MERGES)
-        writer.add_bos_token_id(_TOKENS.index(BOS_TOKEN))
-        writer.add_eos_token_id(_TOKENS.index(EOS_TOKEN))
-        writer.add_eot_token_id(_TOKENS.index(EOS_TOKEN))
-        writer.add_pad_token_id(_TOKENS.index(BOS_TOKEN))
+        writer.add_bos_token_id(tokens.index(vocabulary.bos))
+        writer.add_eos_token_id(tokens.index(vocabulary.eos))
+        writer.add_eot_token_id(tokens.index(vocabulary.eos))
+        writer.add_pad_token_id(tokens.index(vocabulary.bos))
         # ChatML needs no BOS: the template starts every prompt with <|im_start|>.
-        writer.add_add_bos_token(False)
+        writer.add_add_bos_token(vocabulary.add_bos)
         writer.add_add_eos_token(False)
-        writer.add_chat_template(CHAT_TEMPLATE)
+        writer.add_chat_template(vocabulary.chat_template)
 
-        for tensor_name, tensor in _tensors(shape, np.random.default_rng(seed)):
+        rng = np.random.default_rng(seed)
+        for tensor_name, tensor in _tensors(shape, vocabulary.size, rng):
             writer.add_tensor(tensor_name, tensor)
 
         writer.write_header_to_file()
@@ -346,7 +410,7 @@ def _write(
 
 
 def _tensors(
-    shape: ModelShape, rng: np.random.Generator
+    shape: ModelShape, vocab_size: int, rng: np.random.Generator
 ) -> Iterator[tuple[str, npt.NDArray[np.float32]]]:
     """Every weight, in a fixed order, since the order decides what the rng draws.
 
@@ -365,7 +429,7 @@ def _tensors(
     width, ff = shape.embedding_length, shape.feed_forward_length
     kv_width = shape.head_dim * shape.head_count_kv
     tensor = gguf.MODEL_TENSOR
-    yield _name(tensor.TOKEN_EMBD), matrix(VOCAB_SIZE, width)
+    yield _name(tensor.TOKEN_EMBD), matrix(vocab_size, width)
     for block in range(shape.block_count):
         yield _name(tensor.ATTN_NORM, block), norm()
         yield _name(tensor.ATTN_Q, block), matrix(width, width)
@@ -377,7 +441,7 @@ def _tensors(
         yield _name(tensor.FFN_UP, block), matrix(ff, width)
         yield _name(tensor.FFN_DOWN, block), matrix(width, ff)
     yield _name(tensor.OUTPUT_NORM), norm()
-    yield _name(tensor.OUTPUT), matrix(VOCAB_SIZE, width)
+    yield _name(tensor.OUTPUT), matrix(vocab_size, width)
 
 
 def _name(tensor: gguf.MODEL_TENSOR, block: int | None = None) -> str:
@@ -385,7 +449,14 @@ def _name(tensor: gguf.MODEL_TENSOR, block: int | None = None) -> str:
     return f"{base.format(bid=block) if block is not None else base}.weight"
 
 
-def _verify(path: Path, *, context_length: int, name: str, shape: ModelShape) -> None:
+def _verify(
+    path: Path,
+    *,
+    context_length: int,
+    name: str,
+    shape: ModelShape,
+    vocabulary: Vocabulary,
+) -> None:
     """Read the file back and check what a loader keys on, before anyone can see it."""
     reader = gguf.GGUFReader(path)
     expected: dict[str, object] = {
@@ -393,8 +464,8 @@ def _verify(path: Path, *, context_length: int, name: str, shape: ModelShape) ->
         gguf.Keys.General.NAME: name,
         gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=ARCHITECTURE): context_length,
         gguf.Keys.LLM.BLOCK_COUNT.format(arch=ARCHITECTURE): shape.block_count,
-        gguf.Keys.Tokenizer.LIST: list(_TOKENS),
-        gguf.Keys.Tokenizer.CHAT_TEMPLATE: CHAT_TEMPLATE,
+        gguf.Keys.Tokenizer.LIST: list(vocabulary.tokens),
+        gguf.Keys.Tokenizer.CHAT_TEMPLATE: vocabulary.chat_template,
     }
     for key, value in expected.items():
         field = reader.get_field(key)

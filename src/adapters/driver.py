@@ -24,10 +24,8 @@ exchange (a malformed head, a stalled body); the error's JSON comes from the cor
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Callable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -37,17 +35,14 @@ import h11
 import trio
 
 from gateway_core import (
-    Effect,
     EndResponse,
-    LocalProtocolError,
     ResponseEffect,
-    Result,
     SendBody,
     StartResponse,
-    Wait,
     error_response,
 )
 
+from .effect_loop import EffectLoop
 from .exchange_contract import (
     COALESCE_LIMIT,
     WRITE_INTERVAL,
@@ -146,7 +141,7 @@ async def drive_exchange(
     return driver.record
 
 
-class _Driver:
+class _Driver(EffectLoop):
     def __init__(
         self,
         exchange: DrivenExchange,
@@ -156,130 +151,12 @@ class _Driver:
         closing: Callable[[], bool],
         work: WorkPerformer,
     ) -> None:
-        self.exchange = exchange
-        self.work = work
+        super().__init__(exchange, work, logger)
         self.transport = transport
         self.path = path
         self.body_timeout = body_timeout
         self.closing = closing
-        self.record = ExchangeRecord()
-        self.finished = False
-        self.response_complete = False
-        self.watching = False
-        self.watch_scope = trio.CancelScope()
         self.nursery: trio.Nursery | None = None
-        self.last_write = -math.inf
-        self.write_interval = WRITE_INTERVAL
-        # Covers each wait for the client's body or for work, never a write: an
-        # interrupt cancels it, and the loop goes on to send the error answer.
-        self.wait_scope = trio.CancelScope()
-        self.observer: ExchangeObserver | None = None
-
-    async def run(self) -> None:
-        effect = self.exchange.next_effect()
-        while True:
-            match effect:
-                case SendBody(data=data):
-                    data, effect = await self._gather(data)
-                    if not await self._perform(SendBody(data=data)):
-                        return
-                    self.last_write = trio.current_time()
-                    if self.observer is not None:
-                        self.observer.wrote(len(data))
-                    continue
-                case StartResponse() | EndResponse():
-                    if not await self._perform(effect):
-                        return
-                case Wait.NEED_BODY:
-                    with self._interruptible():
-                        if not await self._read_body():
-                            return
-                case Wait.NEED_RESULT:
-                    with self._interruptible():
-                        result = await self.work.next_result()
-                        self._receive(result)
-                case Wait.FINISHED:
-                    self.finished = True
-                    return
-                case _:
-                    if self.observer is not None:
-                        self.observer.work_started(effect)
-                    with self._interruptible():
-                        await self.work.start(effect, self._body_chunks)
-            effect = self.exchange.next_effect()
-
-    def _receive(self, result: Result) -> None:
-        if self.observer is not None:
-            self.observer.result(result)
-        self.exchange.receive_result(result, now=time.time())
-
-    def _interruptible(self) -> trio.CancelScope:
-        self.wait_scope = trio.CancelScope()
-        if self.record.interrupted:
-            self.wait_scope.cancel()  # interrupted between two waits
-        return self.wait_scope
-
-    async def interrupt_when(self, stop: trio.Event) -> None:
-        await stop.wait()
-        if self.finished or self.response_complete:
-            return
-        self.record.interrupted = True
-        logger.warning(
-            "request %s: cut at the shutdown deadline", self.exchange.request_id
-        )
-        self.exchange.interrupt(503, _INTERRUPTED)
-        self.wait_scope.cancel()
-
-    async def _gather(self, data: bytes) -> tuple[bytes, Effect | Wait]:
-        """``data``, joined with what follows it within ``write_interval`` of the
-        previous write (see ``_coalesce``); returns the bytes and the next effect."""
-        data, effect = self._coalesce(data)
-        pause = self.last_write + self.write_interval - trio.current_time()
-        if effect is Wait.NEED_RESULT and pause > 0 and len(data) < COALESCE_LIMIT:
-            await trio.sleep(pause)
-            more, effect = self._coalesce(b"")
-            data += more
-        return data, effect
-
-    def _coalesce(self, data: bytes) -> tuple[bytes, Effect | Wait]:
-        """``data`` and the body that can follow it without waiting, as one write.
-
-        Streamed tokens the work has already made are fed to the exchange now and
-        their frames joined, so a loop that fell behind the model catches up with
-        one write instead of one per token. Nothing is waited for: what is not at
-        hand goes in a later write. Returns the joined bytes and the next effect
-        (a ``SendBody`` only if the joined bytes reached ``COALESCE_LIMIT``).
-        """
-        parts = [data]
-        size = len(data)
-        while True:
-            effect = self.exchange.next_effect()
-            if isinstance(effect, SendBody) and size < COALESCE_LIMIT:
-                parts.append(effect.data)
-                size += len(effect.data)
-                continue
-            if effect is Wait.NEED_RESULT and size < COALESCE_LIMIT:
-                result = self.work.ready_result()
-                if result is not None:
-                    self._receive(result)
-                    continue
-            return b"".join(parts), effect
-
-    def _abort(self, reason: str) -> None:
-        if self.record.aborted is not None:
-            return  # a write and the watcher can both see the same hang-up; first wins
-        self.record.aborted = reason
-        logger.debug("request %s: aborted: %s", self.exchange.request_id, reason)
-        self.exchange.abort(reason)
-        self.finished = True
-
-    def abort_after_failure(self) -> None:
-        if self.finished:
-            return
-        # If the exchange itself broke, it refuses this too; the exception already on
-        # its way out says what happened.
-        with contextlib.suppress(LocalProtocolError):
-            self._abort("server stopped the exchange")
 
     # -- the response ----------------------------------------------------------------
 
@@ -367,18 +244,14 @@ class _Driver:
                 raise TypeError(f"unexpected h11 event in a body: {event!r}")
             yield bytes(event.data)
 
-    async def _fail_request(self, status: int, message: str) -> bool:
-        self._abort(message)
-        if not self.exchange.response_started:
-            sent = await send_error_response(
-                self.transport,
-                status,
-                message,
-                path=self.path,
-                request_id=self.exchange.request_id,
-            )
-            self.record.status, self.record.body_bytes = sent.status, sent.body_bytes
-        return False
+    async def _send_error(self, status: int, message: str) -> ExchangeRecord:
+        return await send_error_response(
+            self.transport,
+            status,
+            message,
+            path=self.path,
+            request_id=self.exchange.request_id,
+        )
 
     # -- the disconnect watcher ------------------------------------------------------
 
@@ -405,12 +278,6 @@ class _Driver:
             self._abort("client disconnected")
             work.cancel()
         # Otherwise the bytes were a pipelined request, now in h11's buffer.
-
-
-_INTERRUPTED = (
-    "the server is shutting down and this request did not finish within its "
-    "shutdown timeout; retry it"
-)
 
 
 # -- effects onto the wire ----------------------------------------------------------

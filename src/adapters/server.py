@@ -20,42 +20,26 @@ from __future__ import annotations
 
 import errno
 import logging
-import secrets
-import socket
 import time
-from pathlib import Path
 from typing import Final, TypeAlias, final
 
 import h11
 import trio
 
 from gateway_core import (
-    AccessGate,
-    AccessPolicy,
     Exchange,
-    GatewayConfig,
-    KeyRing,
-    KeysFileError,
     RequestHead,
     client_request_id,
-    is_loopback_address,
 )
 
+from .assembly import ServerParts, gateway_config, new_request_id
 from .driver import ExchangeRecord, drive_exchange, send_error_response
 from .h11_transport import H11Transport
-from .hardware import choose_context_length, discover_devices
-from .metrics import ExchangeTally, GatewayMetrics
-from .model_service import ModelService, RunnerOptions
+from .metrics import ExchangeTally
+from .model_service import ModelService
 from .settings import ServerSettings
 
-__all__ = [
-    "Address",
-    "Server",
-    "access_policy",
-    "default_context_length",
-    "read_keys_file",
-    "serve",
-]
+__all__ = ["Address", "Server", "serve"]
 
 logger = logging.getLogger("adapters.server")
 access_logger = logging.getLogger("adapters.access")
@@ -76,11 +60,6 @@ _UNLOAD_TIMEOUT: Final = 10.0
 _INTERRUPT_GRACE: Final = 2.0
 
 
-def _new_request_id() -> str:
-    # 64 random bits: unique enough to find one request in the logs, short to read.
-    return secrets.token_hex(8)
-
-
 @final
 class Server:
     """The gateway's HTTP server; ``serve()`` runs it, ``shutdown()`` stops it.
@@ -98,28 +77,13 @@ class Server:
         self, settings: ServerSettings, *, models: ModelService | None = None
     ) -> None:
         self.settings = settings
-        self.config = GatewayConfig(
-            max_body_bytes=settings.max_body_bytes,
-            default_context_length=default_context_length(settings),
-            default_num_parallel=settings.num_parallel,
+        self.config = gateway_config(settings)
+        parts = ServerParts.assemble(settings, models)
+        self.models, self.access, self.metrics = (
+            parts.models,
+            parts.access,
+            parts.metrics,
         )
-        if models is None and settings.models is not None:
-            models = ModelService.open(
-                settings.models,
-                keep_alive=settings.keep_alive,
-                max_loaded_models=settings.max_loaded_models,
-                max_queue=settings.max_queue,
-                runners=RunnerOptions(
-                    load_timeout=settings.load_timeout,
-                    compile_timeout=settings.schema_compile_timeout,
-                    log_level=logging.getLogger("adapters").getEffectiveLevel(),
-                ),
-            )
-        self.models = models
-        self.access = AccessGate(access_policy(settings))
-        self.metrics = GatewayMetrics() if settings.metrics else None
-        if self.metrics is not None and models is not None:
-            models.observe(self.metrics)
         self._shutdown_requested = trio.Event()
         self._deadline_passed = trio.Event()
         self._not_accepting = trio.Event()
@@ -268,7 +232,7 @@ class Server:
             await self._serve_requests(transport, peer)
         except Exception:
             logger.exception("connection from %s failed", peer)
-            await self._send_internal_error(transport, None, _new_request_id())
+            await self._send_internal_error(transport, None, new_request_id())
         finally:
             self._open_connections -= 1
             await transport.aclose()
@@ -345,7 +309,7 @@ class Server:
         started: float,
     ) -> None:
         """Answer a request that never became an exchange, and log it."""
-        request_id = _new_request_id()
+        request_id = new_request_id()
         tally = ExchangeTally(self.metrics, time.perf_counter())
         record = await send_error_response(
             transport, status, message, path=None, request_id=request_id
@@ -359,7 +323,7 @@ class Server:
         """Run one exchange; False if the connection must close because of it."""
         started = trio.current_time()
         tally = ExchangeTally(self.metrics, time.perf_counter())
-        request_id = _new_request_id()
+        request_id = new_request_id()
         # h11 has checked the syntax; latin-1 maps every byte, so nothing is lost.
         method = request.method.decode("latin-1")
         target = request.target.decode("latin-1")
@@ -475,59 +439,6 @@ class Server:
             _outcome(record),
             extra={"access": fields},
         )
-
-
-def default_context_length(settings: ServerSettings) -> int:
-    """``--context-length`` if given, else the accelerator memory's tier; the
-    choice is logged once, with its reason."""
-    if settings.context_length is not None:
-        return settings.context_length
-    context, reason = choose_context_length(discover_devices(), settings.gpu_overhead)
-    logger.info("default context length %d (%s)", context, reason)
-    return context
-
-
-def access_policy(settings: ServerSettings) -> AccessPolicy:
-    """The access rules ``settings`` ask for; reads the keys file.
-
-    Raises:
-        ValueError: the keys file cannot be read or is not valid, saying why.
-    """
-    keys = None
-    if settings.api_keys_file is not None:
-        keys = read_keys_file(settings.api_keys_file)
-    loopback = is_loopback_address(settings.host)
-    if not loopback and keys is None:
-        logger.warning(
-            "listening on %s, beyond this machine, with no API keys: anyone who can "
-            "reach it can use and change every model (see docs/security.md)",
-            settings.host,
-        )
-    return AccessPolicy(
-        check_host=loopback,
-        # The machine's own name is a local name too (Ollama allows it as well).
-        allowed_hosts=(socket.gethostname(), *settings.allowed_hosts),
-        allowed_origins=settings.origins,
-        keys=keys,
-    )
-
-
-def read_keys_file(path: Path) -> KeyRing:
-    """The key ring in ``path``.
-
-    Raises:
-        ValueError: naming the file and what is wrong with it.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the API keys file {path}: {exc}") from None
-    try:
-        keys = KeyRing.from_toml(text)
-    except KeysFileError as exc:
-        raise ValueError(f"API keys file {path}: {exc}") from None
-    logger.info("API keys required: %d key(s) from %s", len(keys.keys), path)
-    return keys
 
 
 async def serve(

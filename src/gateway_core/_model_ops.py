@@ -15,7 +15,7 @@ from ._flow import Flow, FlowError, Step, StreamItem, StreamOpen, expect, perfor
 from ._json import JsonValue
 from ._models import ModelRecord
 from ._names import InvalidDigest, InvalidModelName, ModelName, parse_digest
-from ._options import resolve_options, validate_parameters
+from ._options import effective_num_ctx, resolve_options, validate_parameters
 from ._replies import EmptyReply, JsonReply, TextReply
 from ._request import Request
 from ._templates import ChatTemplate, TemplateError
@@ -142,13 +142,20 @@ def show_model(request: Request) -> Flow:
             if key not in ignored and value is not None
         )
     system = text_field(body, "system")
-    yield JsonReply(
-        value=show_body(
-            record,
-            system=record.system if system is None else system,
-            parameters=parameters,
-        )
+    shown = show_body(
+        record,
+        system=record.system if system is None else system,
+        parameters=parameters,
     )
+    # Not Ollama's: the context a request that sets no num_ctx gets, after the
+    # server's default (from the hardware), the model's parameters and its
+    # training context have had their say.
+    shown["context_length"] = effective_num_ctx(
+        resolve_options(parameters).load,
+        default=request.config.default_context_length,
+        train=record.context_length,
+    )
+    yield JsonReply(value=shown)
 
 
 def copy_model(request: Request) -> Flow:

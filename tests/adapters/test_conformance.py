@@ -74,14 +74,14 @@ async def test_a_server_that_answers_500_fails_every_check(
 
 
 async def test_the_pytest_plugin_runs_each_check_as_a_test(tmp_path: Path) -> None:
-    """``pytest -p adapters.conformance.plugin --conformance-url URL``, in a
-    directory of its own, collects one test per check; against a broken server
-    all of them fail."""
+    """``pytest --conformance-url URL``, in a directory of its own, collects one
+    test per check (the plugin comes with the installed package, through its
+    ``pytest11`` entry point); against a broken server all of them fail."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     settings = ServerSettings(host="127.0.0.1", port=0)
     with UvicornThread(_fail_everything, settings, lifespan="off") as server:
         command = [
-            sys.executable, "-m", "pytest", "-p", "adapters.conformance.plugin",
+            sys.executable, "-m", "pytest",
             "--conformance-url", server.url, "-p", "no:cacheprovider", "-q",
         ]  # fmt: skip
         done = await trio.run_process(

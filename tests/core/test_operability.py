@@ -3,6 +3,8 @@ route, the queue in /api/ps, and the default context's tiers."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 
 import pytest
@@ -11,8 +13,11 @@ from gateway_core import (
     DEFAULT_CONTEXT_LENGTH,
     CollectMetrics,
     Exchange,
+    GatewayConfig,
     ListRunning,
+    LookupModel,
     MetricsText,
+    ModelFound,
     RequestHead,
     Result,
     RunningList,
@@ -22,6 +27,7 @@ from gateway_core import (
     client_request_id,
 )
 from gateway_core._config import CONTEXT_TIERS, context_length_for_memory
+from gateway_core._json import JsonValue
 
 from .helpers import CONFIG, drain, model_record, run
 
@@ -141,3 +147,36 @@ def test_the_tiers_are_ollamas_and_descend() -> None:
     assert CONTEXT_TIERS == ((47 * GIB, 262_144), (23 * GIB, 32_768))
     sizes = [size for size, _ in CONTEXT_TIERS]
     assert sizes == sorted(sizes, reverse=True)
+
+
+def _show(effect: WorkEffect, *, parameters: dict[str, JsonValue]) -> Sequence[Result]:
+    assert isinstance(effect, LookupModel)
+    record = dataclasses.replace(model_record(), parameters=parameters)
+    return [ModelFound(record=record)]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "options", "used"),
+    [
+        ({}, None, 2048),  # the server's default (from the accelerator's memory)
+        ({"num_ctx": 1024}, None, 1024),  # the model's own parameter
+        ({"num_ctx": 1024}, {"num_ctx": 3000}, 3000),  # a request's, previewed
+        ({"num_ctx": 65536}, None, 4096),  # never past the training context
+    ],
+)
+def test_show_reports_the_context_a_request_would_get(
+    parameters: dict[str, JsonValue], options: dict[str, JsonValue] | None, used: int
+) -> None:
+    body: dict[str, JsonValue] = {"model": "tiny"}
+    if options is not None:
+        body["options"] = options
+    reply = run(
+        "POST",
+        "/api/show",
+        json.dumps(body).encode(),
+        config=GatewayConfig(default_context_length=2048),
+        world=lambda effect: _show(effect, parameters=parameters),
+    )
+    shown = reply.json()
+    assert isinstance(shown, dict)
+    assert shown["context_length"] == used

@@ -189,3 +189,23 @@ def test_quick_structured_run_measures_compile_mask_and_decode(
     assert demo["mask"]["mask_us"]["p50"] > 0
     assert demo["decode"]["pairs"] > 0
     assert demo["decode"]["constrained_vs_unconstrained"] > 0
+
+
+@pytest.mark.slow
+def test_quick_paired_server_runs_report_both_sides_and_their_ratios(
+    tmp_path: Path,
+) -> None:
+    """The metrics-cost and ASGI benchmarks start each variant as a real server,
+    measure both figures on each, and report the ratios."""
+    benchmarks = _quick(tmp_path, "metrics_cost", "asgi")[0]["benchmarks"]
+    for name, (a, b) in {
+        "metrics_cost": ("off", "on"),
+        "asgi": ("trio", "asgi"),
+    }.items():
+        figures = benchmarks[name]
+        assert figures["rounds"] == 1
+        for side in (a, b):
+            assert figures[f"{side}_rps"] > 0
+            assert figures[f"{side}_tokens_per_s"] > 0
+        assert figures[f"rps_{b}_vs_{a}"] > 0
+        assert figures[f"tokens_per_s_{b}_vs_{a}"] > 0

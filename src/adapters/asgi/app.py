@@ -16,7 +16,6 @@ runs, requests that need the model service get a 503 saying so.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,16 +25,15 @@ import anyio
 import anyio.to_thread
 
 from gateway_core import (
-    AccessGate,
     Exchange,
     GatewayConfig,
     client_request_id,
 )
 
+from ..assembly import ServerParts, gateway_config, new_request_id
 from ..exchange_contract import ExchangeRecord
-from ..metrics import ExchangeTally, GatewayMetrics
-from ..model_service import ModelService, RunnerOptions
-from ..server import access_policy, default_context_length
+from ..metrics import ExchangeTally
+from ..model_service import ModelService
 from ..settings import ServerSettings
 from .drive import drive_asgi, send_asgi_error
 from .scope import Receive, Scope, Send, peer_name, request_head
@@ -55,10 +53,6 @@ _NOT_RUNNING = (
     "ASGI server with lifespan on, or enter GatewayApp.running() from the host "
     "app's lifespan)"
 )
-
-
-def _new_request_id() -> str:
-    return secrets.token_hex(8)  # as the trio server: 64 random bits
 
 
 @final
@@ -81,23 +75,12 @@ class GatewayApp:
         self, settings: ServerSettings, *, models: ModelService | None = None
     ) -> None:
         self.settings = settings
-        if models is None and settings.models is not None:
-            models = ModelService.open(
-                settings.models,
-                keep_alive=settings.keep_alive,
-                max_loaded_models=settings.max_loaded_models,
-                max_queue=settings.max_queue,
-                runners=RunnerOptions(
-                    load_timeout=settings.load_timeout,
-                    compile_timeout=settings.schema_compile_timeout,
-                    log_level=logging.getLogger("adapters").getEffectiveLevel(),
-                ),
-            )
-        self.models = models
-        self.access = AccessGate(access_policy(settings))
-        self.metrics = GatewayMetrics() if settings.metrics else None
-        if self.metrics is not None and models is not None:
-            models.observe(self.metrics)
+        parts = ServerParts.assemble(settings, models)
+        self.models, self.access, self.metrics = (
+            parts.models,
+            parts.access,
+            parts.metrics,
+        )
         # Known at once when the settings say; else the accelerator is probed (a
         # child process) when the app starts, off the event loop.
         self.config: GatewayConfig | None = None
@@ -113,12 +96,7 @@ class GatewayApp:
         return self._running
 
     def _make_config(self) -> GatewayConfig:
-        settings = self.settings
-        return GatewayConfig(
-            max_body_bytes=settings.max_body_bytes,
-            default_context_length=default_context_length(settings),
-            default_num_parallel=settings.num_parallel,
-        )
+        return gateway_config(self.settings)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[GatewayApp]:
@@ -194,7 +172,7 @@ class GatewayApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = anyio.current_time()
         tally = ExchangeTally(self.metrics, time.perf_counter())
-        request_id = _new_request_id()
+        request_id = new_request_id()
         method = str(scope.get("method", "-"))
         line = f"{method} {scope.get('path', '-')} HTTP/{scope.get('http_version')}"
         peer = peer_name(scope)

@@ -27,10 +27,8 @@ pipelined request (the server holds it).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import time
 from collections.abc import AsyncIterator
 from typing import assert_never
 
@@ -38,19 +36,15 @@ import anyio
 import anyio.abc
 
 from gateway_core import (
-    Effect,
     EndResponse,
-    LocalProtocolError,
     ResponseEffect,
-    Result,
     SendBody,
     StartResponse,
-    Wait,
     error_response,
 )
 
+from ..effect_loop import EffectLoop
 from ..exchange_contract import (
-    COALESCE_LIMIT,
     WRITE_INTERVAL,
     BodyFailed,
     DrivenExchange,
@@ -61,14 +55,9 @@ from ..exchange_contract import (
 )
 from .scope import Message, Receive, Send
 
-__all__ = ["INTERRUPTED", "drive_asgi", "send_asgi_error"]
+__all__ = ["drive_asgi", "send_asgi_error"]
 
 logger = logging.getLogger("adapters.asgi")
-
-INTERRUPTED = (
-    "the server is shutting down and this request did not finish within its "
-    "shutdown timeout; retry it"
-)
 
 
 async def drive_asgi(
@@ -123,7 +112,7 @@ def _timeout(seconds: float) -> float | None:
     return None if math.isinf(seconds) else seconds
 
 
-class _Driver:
+class _Driver(EffectLoop):
     def __init__(
         self,
         exchange: DrivenExchange,
@@ -132,123 +121,14 @@ class _Driver:
         path: str | None,
         work: WorkPerformer,
     ) -> None:
-        self.exchange = exchange
+        super().__init__(exchange, work, logger)
         self.receive = receive
         self.send = send
         self.path = path
-        self.work = work
-        self.record = ExchangeRecord()
         self.body_timeout: float | None = None
         self.send_timeout: float | None = None
-        self.write_interval = WRITE_INTERVAL
-        self.observer: ExchangeObserver | None = None
         self.tasks: anyio.abc.TaskGroup | None = None
-        self.finished = False
-        self.response_complete = False
         self.body_over = False  # the client sent its last body message
-        self.watching = False
-        self.watch_scope = anyio.CancelScope()
-        # Covers each wait for the body or for work, never a send: an interrupt
-        # cancels it, and the loop goes on to send the error answer.
-        self.wait_scope = anyio.CancelScope()
-        self.last_write = -math.inf
-
-    async def run(self) -> None:
-        effect = self.exchange.next_effect()
-        while True:
-            match effect:
-                case SendBody(data=data):
-                    data, effect = await self._gather(data)
-                    if not await self._perform(SendBody(data=data)):
-                        return
-                    self.last_write = anyio.current_time()
-                    if self.observer is not None:
-                        self.observer.wrote(len(data))
-                    continue
-                case StartResponse() | EndResponse():
-                    if not await self._perform(effect):
-                        return
-                case Wait.NEED_BODY:
-                    with self._interruptible():
-                        if not await self._read_body():
-                            return
-                case Wait.NEED_RESULT:
-                    with self._interruptible():
-                        self._receive(await self.work.next_result())
-                case Wait.FINISHED:
-                    self.finished = True
-                    return
-                case _:
-                    if self.observer is not None:
-                        self.observer.work_started(effect)
-                    with self._interruptible():
-                        await self.work.start(effect, self._body_chunks)
-            effect = self.exchange.next_effect()
-
-    def _receive(self, result: Result) -> None:
-        if self.observer is not None:
-            self.observer.result(result)
-        self.exchange.receive_result(result, now=time.time())
-
-    def _interruptible(self) -> anyio.CancelScope:
-        self.wait_scope = anyio.CancelScope()
-        if self.record.interrupted:
-            self.wait_scope.cancel()  # interrupted between two waits
-        return self.wait_scope
-
-    async def interrupt_when(self, stop: anyio.Event) -> None:
-        await stop.wait()
-        if self.finished or self.response_complete:
-            return
-        self.record.interrupted = True
-        logger.warning(
-            "request %s: cut at the shutdown deadline", self.exchange.request_id
-        )
-        self.exchange.interrupt(503, INTERRUPTED)
-        self.wait_scope.cancel()
-
-    async def _gather(self, data: bytes) -> tuple[bytes, Effect | Wait]:
-        """``data`` joined with the frames that follow within ``write_interval``
-        of the previous write; see ``adapters.driver`` for why."""
-        data, effect = self._coalesce(data)
-        pause = self.last_write + self.write_interval - anyio.current_time()
-        if effect is Wait.NEED_RESULT and pause > 0 and len(data) < COALESCE_LIMIT:
-            await anyio.sleep(pause)
-            more, effect = self._coalesce(b"")
-            data += more
-        return data, effect
-
-    def _coalesce(self, data: bytes) -> tuple[bytes, Effect | Wait]:
-        """``data`` and the body that can follow it without waiting (tokens the
-        work has made already), as one write, and the next effect."""
-        parts = [data]
-        size = len(data)
-        while True:
-            effect = self.exchange.next_effect()
-            if isinstance(effect, SendBody) and size < COALESCE_LIMIT:
-                parts.append(effect.data)
-                size += len(effect.data)
-                continue
-            if effect is Wait.NEED_RESULT and size < COALESCE_LIMIT:
-                result = self.work.ready_result()
-                if result is not None:
-                    self._receive(result)
-                    continue
-            return b"".join(parts), effect
-
-    def _abort(self, reason: str) -> None:
-        if self.record.aborted is not None:
-            return  # a send and the watcher can both see the same hang-up
-        self.record.aborted = reason
-        logger.debug("request %s: aborted: %s", self.exchange.request_id, reason)
-        self.exchange.abort(reason)
-        self.finished = True
-
-    def abort_after_failure(self) -> None:
-        if self.finished:
-            return
-        with contextlib.suppress(LocalProtocolError):
-            self._abort("server stopped the exchange")
 
     # -- the response ----------------------------------------------------------------
 
@@ -318,18 +198,14 @@ class _Driver:
             if data:
                 yield data
 
-    async def _fail_request(self, status: int, message: str) -> bool:
-        self._abort(message)
-        if not self.exchange.response_started:
-            sent = await send_asgi_error(
-                self.send,
-                status,
-                message,
-                path=self.path,
-                request_id=self.exchange.request_id,
-            )
-            self.record.status, self.record.body_bytes = sent.status, sent.body_bytes
-        return False
+    async def _send_error(self, status: int, message: str) -> ExchangeRecord:
+        return await send_asgi_error(
+            self.send,
+            status,
+            message,
+            path=self.path,
+            request_id=self.exchange.request_id,
+        )
 
     # -- the disconnect watcher ------------------------------------------------------
 

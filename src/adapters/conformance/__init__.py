@@ -3,8 +3,8 @@
 ``python -m adapters.conformance URL`` runs every check against the server at
 ``URL`` (this gateway, another one, Ollama itself) and prints each one's outcome;
 it exits 1 if any failed. ``run_checks(Target(url))`` does the same from Python,
-and ``pytest -p adapters.conformance.plugin --conformance-url URL`` runs each
-check as a test.
+and ``pytest --conformance-url URL`` runs each check as a test (the plugin is
+registered by the installed package's ``pytest11`` entry point).
 
 The checks need no particular model output: statuses and error envelopes, the
 framing of streams and errors in the three dialects, whole-answer envelopes, model

@@ -1,6 +1,10 @@
-"""The conformance checks as pytest tests: ``pytest -p adapters.conformance.plugin
---conformance-url URL`` (add ``--conformance-model NAME`` and
-``--conformance-read-only`` as needed).
+"""The conformance checks as pytest tests: ``pytest --conformance-url URL`` (add
+``--conformance-model NAME`` and ``--conformance-read-only`` as needed).
+
+The installed package registers this module through the ``pytest11`` entry point,
+so it loads in every pytest run of that environment; from a source tree that is
+not installed, load it with ``-p adapters.conformance.plugin`` (not both: pytest
+refuses a plugin registered twice).
 
 Without ``--conformance-url`` the plugin adds nothing to a run, and it imports the
 kit (and httpx) only when asked to run it.
