@@ -1,5 +1,8 @@
 """The ``gateway-core`` command line: ``gateway-core serve [--host HOST:PORT] ...``.
 
+``gateway-core serve --asgi uvicorn`` serves the ASGI app under uvicorn instead of
+the bundled trio server (same settings; uvicorn comes with the ``asgi`` extra).
+
 ``gateway-core keys new NAME`` makes an API key and prints the entry of the keys
 file that accepts it (see docs/security.md).
 
@@ -25,7 +28,7 @@ import trio
 from gateway_core import __version__, hash_api_key
 
 from .logs import LOG_FORMATS, start_logging
-from .model_store import ensure_demo_model
+from .model_store import ModelStore, ensure_demo_model
 from .server import Address, Server
 from .settings import OPTIONS, ServerSettings, resolve_settings
 
@@ -84,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             f"one of {', '.join(_LOG_LEVELS)} "
             f"[env {_LOG_LEVEL_ENV}; default {_DEFAULT_LOG_LEVEL}]"
+        ),
+    )
+    serve.add_argument(
+        "--asgi",
+        dest="asgi",
+        choices=("uvicorn",),
+        help=(
+            "serve the ASGI app (adapters.asgi) under this ASGI server instead of "
+            "the bundled trio server; needs the asgi extra"
         ),
     )
     serve.add_argument(
@@ -177,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs = start_logging(level, log_format)
     try:
+        if args.asgi:
+            return _serve_asgi(settings)
         return trio.run(_serve_until_signalled, settings)
     except KeyboardInterrupt:
         # Ctrl-C before the signal handlers were in place (during start-up).
@@ -208,6 +222,31 @@ def _log_level(flag: str | None, environ: Mapping[str, str]) -> int:
     return level
 
 
+def _serve_asgi(settings: ServerSettings) -> int:
+    """The ASGI app under uvicorn, which handles the signals itself (the first one
+    finishes requests in flight for up to the shutdown timeout)."""
+    try:
+        from .asgi.serve import serve_with_uvicorn
+    except ImportError as exc:
+        logger.error(  # noqa: TRY400 (the message says what to do)
+            "--asgi uvicorn needs the asgi extra "
+            "(pip install 'gateway-core[asgi]'): %s",
+            exc,
+        )
+        return 2
+    if settings.models is not None:
+        _register_demo(settings, ModelStore(settings.models))
+    return serve_with_uvicorn(settings)
+
+
+def _register_demo(settings: ServerSettings, store: ModelStore) -> None:
+    if ensure_demo_model(store):
+        logger.info(
+            "the model store %s was empty: registered a tiny demo model as 'demo'",
+            settings.models,
+        )
+
+
 async def _serve_until_signalled(settings: ServerSettings) -> int:
     try:
         server = Server(settings)
@@ -215,12 +254,7 @@ async def _serve_until_signalled(settings: ServerSettings) -> int:
         logger.error("%s", exc)  # noqa: TRY400 (the message says it all)
         return 2
     if server.models is not None:
-        store = server.models.store
-        if await trio.to_thread.run_sync(ensure_demo_model, store):
-            logger.info(
-                "the model store %s was empty: registered a tiny demo model as 'demo'",
-                settings.models,
-            )
+        await trio.to_thread.run_sync(_register_demo, settings, server.models.store)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             try:

@@ -126,6 +126,9 @@ def start_logging(
     # Added, not instead: handlers already there (a test's log capture) stay.
     root.addHandler(enqueue)
     root.setLevel(level)
+    # gguf's writer logs each file it writes at info (the demo model on a first
+    # start): a library's chatter, not the gateway's news.
+    logging.getLogger("gguf").setLevel(max(level, logging.WARNING))
     listener = logging.handlers.QueueListener(
         records, writer, respect_handler_level=False
     )

@@ -42,19 +42,25 @@ from gateway_core import (
     CreateModel,
     DeleteModel,
     Detokenize,
+    DownloadBlob,
     Embed,
     Embedded,
+    FetchManifest,
     Generate,
     GenerationDone,
+    InstallManifest,
     ListModels,
     ListRunning,
     LookupModel,
+    ManifestData,
     ModelCreated,
     ModelFound,
     ModelList,
     ModelRecord,
     Piece,
     PromptEvaluated,
+    PutManifest,
+    ReadManifest,
     ReceiveBlob,
     Result,
     RunnerReady,
@@ -69,6 +75,7 @@ from gateway_core import (
     Tokens,
     Unloaded,
     UnloadModel,
+    UploadBlob,
     WorkEffect,
     WorkFailed,
 )
@@ -78,6 +85,7 @@ from gateway_core._scheduler import Scheduler, UnloadReason
 from .exchange_contract import BodyFailed, BodySource
 from .metrics import GatewayMetrics
 from .model_store import ModelStore, StoreError
+from .registry import Registry, RegistryError, TransferWatch
 from .runner.client import RemoteGeneration, RunnerProcess
 from .runner.errors import (
     BadRequest,
@@ -159,6 +167,8 @@ class ModelService:
         self._loaded: dict[str, _Loaded] = {}
         self._names: dict[str, str] = {}  # pool key -> the model name that used it
         self._tasks: anyio.abc.TaskGroup | None = None
+        self.registry = Registry(store)
+        """Pulls and pushes: the registry client and the blob transfers."""
         self.metrics: GatewayMetrics | None = None
         """What ``GET /metrics`` shows; None answers it with 404."""
 
@@ -221,6 +231,13 @@ class ModelService:
     async def aclose(self) -> None:
         """Unload every model (shutdown)."""
         await self.pool.aclose()
+        await self.registry.aclose()
+
+    def transfer_tasks(self) -> anyio.abc.TaskGroup:
+        """Where blob transfers run: they outlive one ``next_result`` call."""
+        if self._tasks is None:
+            raise RuntimeError("the model service is not running")
+        return self._tasks
 
     def work(self) -> ModelWork:
         """A performer for one exchange."""
@@ -311,9 +328,11 @@ class ModelWork:
         self._first: Piece | None = None
         self._effect: WorkEffect | None = None
         self._body: BodySource | None = None
+        self._transfer: TransferWatch | None = None
 
     async def start(self, effect: WorkEffect, body: BodySource) -> None:
         await self._end_generation()
+        self._end_transfer()
         self._effect, self._body = effect, body
 
     async def next_result(self) -> Result:
@@ -336,6 +355,8 @@ class ModelWork:
             return _server_failure("the model's runner stopped", exc)
         except RunnerError as exc:
             return _server_failure("the model failed", exc)
+        except RegistryError as exc:
+            return WorkFailed(status=exc.status, message=exc.message)
 
     def ready_result(self) -> Result | None:
         """The next result if it is here already: a token the generation has made."""
@@ -349,7 +370,15 @@ class ModelWork:
 
     async def aclose(self) -> None:
         await self._end_generation()
+        self._end_transfer()
         await self._stack.aclose()
+
+    def _end_transfer(self) -> None:
+        """Stop a transfer nobody waits for any more; a download keeps its
+        partial file, so the next pull resumes it."""
+        if self._transfer is not None:
+            self._transfer.scope.cancel()
+            self._transfer = None
 
     # -- one effect at a time ------------------------------------------------------
 
@@ -416,6 +445,34 @@ class ModelWork:
                 return await self._embed(texts)
             case Generate():
                 return await self._next_token(effect)
+            case FetchManifest(reference=reference):
+                data = await self._service.registry.client.fetch_manifest(reference)
+                return ManifestData(data=data)
+            case DownloadBlob() | UploadBlob():
+                return await self._transfer_result(effect)
+            case InstallManifest(name=name, data=data):
+                await _thread(lambda: store.install_pulled(name, data))
+                return StoreDone()
+            case ReadManifest(name=name):
+                data = await _thread(lambda: store.manifest_data(name))
+                return ManifestData(data=data)
+            case PutManifest(reference=reference, data=data):
+                await self._service.registry.client.put_manifest(reference, data)
+                return StoreDone()
+
+    async def _transfer_result(self, effect: DownloadBlob | UploadBlob) -> Result:
+        """Start the transfer on the first call; then its next progress or end."""
+        if self._transfer is None:
+            registry = self._service.registry
+            ref, digest, size = effect.reference, effect.digest, effect.size
+            download = isinstance(effect, DownloadBlob)
+            move = registry.download if download else registry.upload
+            self._transfer = registry.start(
+                self._service.transfer_tasks(),
+                size,
+                lambda watch: move(ref, digest, size, watch),
+            )
+        return await self._transfer.next()
 
     def _held(self) -> RunnerProcess:
         if self._runner is None:

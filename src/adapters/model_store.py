@@ -571,8 +571,14 @@ class ModelStore:
         where -= sum(lay.media_type == media_type for lay in layers[:where])
         return kept[:where] + new + kept[where:]
 
-    def _install(self, name: ModelName, manifest: Manifest) -> None:
-        """Write ``name``'s manifest, replacing any spelling of it in another case."""
+    def _install(
+        self, name: ModelName, manifest: Manifest, data: bytes | None = None
+    ) -> None:
+        """Write ``name``'s manifest, replacing any spelling of it in another case.
+
+        ``data``: the manifest's bytes as a registry served them (a pull), kept as
+        they are so that the model's digest stays the registry's.
+        """
         with self.lock:
             previous = self._find(name)
             old = None
@@ -580,12 +586,37 @@ class ModelStore:
                 with contextlib.suppress(StoreError):
                     old = self._read_manifest(*previous)[0]
             path = self._manifest_path(name)
-            write_file(path, manifest.to_bytes())
+            write_file(path, manifest.to_bytes() if data is None else data)
             self._forget(path)
             if previous is not None and not _same_file(previous[1], path):
                 self._remove_manifest(previous[1])
             if old is not None:
                 self._prune(old.digests)
+
+    def manifest_data(self, name: ModelName) -> bytes:
+        """The stored manifest of ``name``, byte for byte (a push sends it as is)."""
+        with disk_errors():
+            found = self._find(name)
+            if found is None:
+                raise _not_found(name)
+            return self._read_manifest(*found)[1]
+
+    def install_pulled(self, name: ModelName, data: bytes) -> None:
+        """Install a pulled manifest once every blob it names is in the store.
+
+        The last step of a pull: the blobs were verified as they arrived, so a
+        missing one is this server's bug or a concurrent delete, never the
+        registry's; 500 then, and nothing is written.
+        """
+        try:
+            manifest = Manifest.from_bytes(data)
+        except ManifestError as exc:
+            raise StoreError(400, f"invalid manifest: {exc}") from None
+        with self.lock, disk_errors():
+            missing = sorted(d for d in manifest.digests if not self.has_blob(d))
+            if missing:
+                raise StoreError(500, f"blob {missing[0]} vanished during the pull")
+            self._install(name, manifest, data)
 
     def copy(self, source: ModelName, destination: ModelName) -> None:
         """Install ``destination`` as the same model as ``source`` (404 if missing).

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from . import _compat_anthropic, _compat_openai, _embedding, _generation, _model_ops
 from ._flow import Flow
+from ._registry import _flows
 from ._replies import ErrorReply, JsonReply, Reply, TextReply
 from ._request import Request
 from ._routes import Operation
@@ -37,17 +38,6 @@ def _version(request: Request) -> Reply:
     return JsonReply(value={"version": request.config.reported_version})
 
 
-def _no_registry(request: Request) -> Reply:
-    # There is no registry to talk to: this gateway never downloads weights.
-    return ErrorReply(
-        status=501,
-        message=(
-            "this gateway does not pull or push models from a registry; "
-            "upload a GGUF file with /api/blobs and register it with /api/create"
-        ),
-    )
-
-
 def _not_implemented(request: Request) -> Reply:
     return ErrorReply(
         status=501, message=f"{request.method} {request.path} is not implemented yet"
@@ -60,8 +50,8 @@ _HANDLERS: Mapping[Operation, Callable[[Request], Reply | Flow]] = MappingProxyT
         Operation.VERSION: _version,
         Operation.HEALTH: _health,
         Operation.METRICS: _model_ops.metrics,
-        Operation.PULL: _no_registry,
-        Operation.PUSH: _no_registry,
+        Operation.PULL: _flows.pull_model,
+        Operation.PUSH: _flows.push_model,
         Operation.LIST_MODELS: _model_ops.list_models,
         Operation.LIST_RUNNING: _model_ops.list_running,
         Operation.SHOW: _model_ops.show_model,

@@ -27,6 +27,7 @@ from ._json import JsonValue
 from ._models import ModelRecord
 from ._names import ModelName
 from ._options import LoadOptions, SamplingOptions
+from ._registry._reference import RegistryReference
 
 __all__ = [
     "AcquireRunner",
@@ -40,19 +41,25 @@ __all__ = [
     "CreateModel",
     "DeleteModel",
     "Detokenize",
+    "DownloadBlob",
     "Embed",
     "Embedded",
+    "FetchManifest",
     "Generate",
     "GenerationDone",
+    "InstallManifest",
     "ListModels",
     "ListRunning",
     "LookupModel",
+    "ManifestData",
     "MetricsText",
     "ModelCreated",
     "ModelFound",
     "ModelList",
     "Piece",
     "PromptEvaluated",
+    "PutManifest",
+    "ReadManifest",
     "ReceiveBlob",
     "Result",
     "RunnerReady",
@@ -65,8 +72,11 @@ __all__ = [
     "TokenizerInfo",
     "Tokens",
     "ToolCallConstraint",
+    "TransferDone",
+    "TransferProgress",
     "UnloadModel",
     "Unloaded",
+    "UploadBlob",
     "WorkEffect",
     "WorkFailed",
 ]
@@ -281,6 +291,37 @@ class MetricsText:
     media_type: str
 
 
+# -- registry results (pull and push) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManifestData:
+    """A manifest's bytes, exactly as stored or served: its hash is the model's
+    digest, so it is never re-serialized on the way."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferProgress:
+    """Bytes of one blob transferred so far (many per transfer)."""
+
+    completed: int
+    total: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.completed <= self.total:
+            raise ValueError("progress must be between 0 and the total")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferDone:
+    """The blob is in place: verified and visible (pull), or in the registry (push).
+    ``existed``: nothing had to move, it was there already."""
+
+    existed: bool = False
+
+
 Result: TypeAlias = (
     WorkFailed
     | MetricsText
@@ -301,6 +342,9 @@ Result: TypeAlias = (
     | PromptEvaluated
     | Piece
     | GenerationDone
+    | ManifestData
+    | TransferProgress
+    | TransferDone
 )
 
 
@@ -502,6 +546,67 @@ class Generate:
             raise ValueError("a generation's limit cannot be negative")
 
 
+# -- registry effects (pull and push) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchManifest:
+    """GET the manifest of ``reference`` from its registry (size-bounded)."""
+
+    answers: ClassVar[tuple[type, ...]] = (ManifestData,)
+    reference: RegistryReference
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadBlob:
+    """Download blob ``digest`` into the store unless it is there: ranged parts,
+    resumed from a partial download, verified before it becomes visible. Answered
+    by ``TransferProgress`` results, then ``TransferDone``."""
+
+    answers: ClassVar[tuple[type, ...]] = (TransferProgress, TransferDone)
+    reference: RegistryReference
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstallManifest:
+    """Write ``data`` as the manifest of ``name``, once every blob it names is in
+    the store; the previous model of that name is replaced."""
+
+    answers: ClassVar[tuple[type, ...]] = (StoreDone,)
+    name: ModelName
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadManifest:
+    """The stored manifest of an installed model, byte for byte."""
+
+    answers: ClassVar[tuple[type, ...]] = (ManifestData,)
+    name: ModelName
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadBlob:
+    """Upload blob ``digest`` unless the registry has it (HEAD): a POST, PATCH
+    chunks, a PUT with the digest. Answered like ``DownloadBlob``."""
+
+    answers: ClassVar[tuple[type, ...]] = (TransferProgress, TransferDone)
+    reference: RegistryReference
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutManifest:
+    """PUT ``data`` as the manifest of ``reference``: the last step of a push."""
+
+    answers: ClassVar[tuple[type, ...]] = (StoreDone,)
+    reference: RegistryReference
+    data: bytes
+
+
 WorkEffect: TypeAlias = (
     LookupModel
     | ListModels
@@ -519,4 +624,10 @@ WorkEffect: TypeAlias = (
     | Detokenize
     | Embed
     | Generate
+    | FetchManifest
+    | DownloadBlob
+    | InstallManifest
+    | ReadManifest
+    | UploadBlob
+    | PutManifest
 )

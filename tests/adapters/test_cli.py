@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import final
@@ -120,7 +120,10 @@ class ServerProcess:
         return found
 
     async def wait_until_listening(self) -> None:
-        found = await self.wait_for(rb"listening on http://[\d.]+:(\d+)")
+        # The trio server's line, or uvicorn's (serve --asgi uvicorn).
+        found = await self.wait_for(
+            rb"(?:listening on|Uvicorn running on) http://[\d.]+:(\d+)"
+        )
         self.port = int(found[1])
 
     async def connect(self) -> H11Client:
@@ -135,7 +138,7 @@ class ServerProcess:
 
 @asynccontextmanager
 async def server_process(
-    models: Path, *, env: dict[str, str] | None = None
+    models: Path, *, env: dict[str, str] | None = None, args: Sequence[str] = ()
 ) -> AsyncIterator[ServerProcess]:
     pythonpath = [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {
@@ -145,7 +148,15 @@ async def server_process(
         "GATEWAY_MODELS": str(models),
         **(env or {}),
     }
-    command = [sys.executable, "-m", "adapters", "serve", "--host", "127.0.0.1:0"]
+    command = [
+        sys.executable,
+        "-m",
+        "adapters",
+        "serve",
+        "--host",
+        "127.0.0.1:0",
+        *args,
+    ]
     process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, env=env)
     assert process.stderr is not None
     try:
@@ -236,3 +247,26 @@ async def test_an_empty_store_gets_the_demo_model_and_chat_works_at_once(
     assert answer["message"]["role"] == "assistant"
     assert answer["done_reason"] in ("length", "stop")
     assert "registered a tiny demo model as 'demo'" in log
+    assert "gguf" not in log  # the writer's chatter about the demo model's file
+
+
+async def test_serve_asgi_uvicorn_runs_the_asgi_app_then_exits_0_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    async with server_process(tmp_path, args=["--asgi", "uvicorn"]) as server:
+        client = await server.connect()
+        version = await client.exchange(request("GET", "/api/version"))
+        tags = await client.exchange(request("GET", "/api/tags"))
+        await client.stream.aclose()
+        server.process.send_signal(signal.SIGTERM)
+        code = await server.exit_code()
+    log = server.log.decode()
+    assert code == 0, log
+    assert version.status == 200
+    assert version.json() == {"version": "0.33.0"}
+    # The same first run as the trio server: an empty store gets the demo model.
+    assert [model["name"] for model in tags.json()["models"]] == ["demo:latest"]
+    assert "registered a tiny demo model as 'demo'" in log
+    assert "gguf" not in log  # the writer's chatter about the demo model's file
+    # The app's own access line, not uvicorn's.
+    assert '"GET /api/tags HTTP/1.1" 200' in log

@@ -332,12 +332,6 @@ def test_a_blob_upload_streams_to_the_store_not_through_the_exchange() -> None:
     assert t.status == 201
 
 
-def test_pull_explains_there_is_no_registry() -> None:
-    t = run("POST", "/api/pull", b'{"model": "llama3"}')
-    assert t.status == 501
-    assert "/api/create" in t.body.decode()
-
-
 def test_error_response_uses_the_envelope_of_the_path() -> None:
     native = error_response(431, "headers too large", path=None, request_id="r")
     openai = error_response(

@@ -238,6 +238,25 @@ CASES: list[tuple[str, str, str, list[Segment]]] = [
      [K(0, "get_weather", city="Bonn")]),
     ("llama3", "", '{"name": "get-time", "parameters": {}}', [K(0, "get-time")]),
     ("llama3", "", "The answer is {x}.", [C("The answer is {x}.")]),
+    # -- json: a bare call first, or a call in a ```json fence anywhere
+    ("json", "",
+     'Sure.\n```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```',
+     [C("Sure."), K(0, "get_weather", city="Paris")]),
+    # A fence that holds no call of an offered tool is the answer, verbatim.
+    ("json", "", 'Here:\n```json\n{"a": 1}\n```\nok',
+     [C('Here:\n```json\n{"a": 1}\n```\nok')]),
+    # -- prefix formats a template teaches
+    ("functools", "",
+     'functools[{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+     '{"name": "get-time", "arguments": {}}]',
+     [K(0, "get_weather", city="Paris"), K(1, "get-time")]),
+    ("action-json", "",
+     'Thought: x\nAction: ```json\n{"name": "get_weather", "arguments": '
+     '{"city": "Paris"}}\n```',
+     [C("Thought: x\nAction: "), K(0, "get_weather", city="Paris")]),
+    ("tool-call-prefix", "",
+     'ok [TOOL_CALL] [{"name": "get_weather", "arguments": {"city": "Paris"}}]',
+     [C("ok "), K(0, "get_weather", city="Paris")]),
 ]  # fmt: skip
 
 
@@ -297,7 +316,18 @@ FRAGMENTS = {
     ],
 }  # fmt: skip
 FRAGMENTS["hermes"] = FRAGMENTS["qwen3"]
-FRAGMENTS["json"] = FRAGMENTS["plain"] = FRAGMENTS["llama3"]
+FRAGMENTS["plain"] = FRAGMENTS["llama3"]
+_CALL_JSON = '{"name": "get_weather", "arguments": {"city": "C"}}'
+FRAGMENTS["json"] = FRAGMENTS["action-json"] = [
+    *FRAGMENTS["llama3"],
+    "```json",
+    "```",
+    "\n",
+    _CALL_JSON,
+    "Action: ",
+]
+FRAGMENTS["functools"] = ["functools", "[", _CALL_JSON, "]", ",", "x", " ", "{"]
+FRAGMENTS["tool-call-prefix"] = ["[TOOL_CALL]", " [", _CALL_JSON, "]", "x", " "]
 FRAGMENTS["mistral"] = [*FRAGMENTS["mistral-v11"], "[/TOOL_CALLS]", "[{", "}]"]
 assert set(FRAGMENTS) == set(FAMILIES)
 PROMPTS = {

@@ -54,6 +54,9 @@ TEMPLATES = {
         "<|start_header_id|>assistant<|end_header_id|>\n\n"
         "{%- if builtin_tools %}<|python_tag|>{% endif %}{{ tools }}"
     ),
+    "functools": "{% if tools %}Call as functools[{...}]{% endif %}",
+    "tool-call-prefix": "{% if tools %}Call as [TOOL_CALL] [{...}]{% endif %}",
+    "action-json": "{% if tools %}Thought: ...\nAction: ```json{% endif %}",
     "json": "{% if tools %}{{ tools | tojson }}{% endif %}",
     "plain": "{{ messages }}<think></think>",
 }
@@ -105,6 +108,12 @@ def test_the_lazy_constraint_is_offered_only_where_it_fits() -> None:
         "qwen3": ("<tool_call>", "</tool_call>"),
         "hermes": ("<tool_call>", "</tool_call>"),
         "llama3": ("<|python_tag|>", ""),
+        # Parsed free: their prefixes are prose the engine's lazy grammar would
+        # have to trigger on mid-sentence.
+        "functools": None,
+        "tool-call-prefix": None,
+        "action-json": None,
+        # Bare calls at the start only: not every ```json block is a call.
         "json": ("", ""),
         "plain": None,
     }

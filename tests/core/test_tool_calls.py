@@ -275,10 +275,11 @@ def test_families_for_the_formats_of_old() -> None:
     assert family_for(None).calls is None
     assert family_for("").calls is None
     assert family_for("{{ messages }}").calls is None
-    assert (
-        family_for("{% if tools %}{{ tools | tojson }}{% endif %}").calls
-        is (FORMATS[JSON_])
-    )
+    # Bare JSON as always, and a ```json fence anywhere besides.
+    calls = family_for("{% if tools %}{{ tools | tojson }}{% endif %}").calls
+    assert calls is not None
+    assert calls.bare is FORMATS[JSON_].bare is True
+    assert (calls.markers, calls.closing) == (("```json",), "```")
     assert family_for("{% if tools %}<tool_call>{% endif %}").calls is FORMATS[HERMES]
     template = "{%- if tools %}[AVAILABLE_TOOLS][TOOL_CALLS]"
     assert family_for(template).calls is FORMATS[MISTRAL]

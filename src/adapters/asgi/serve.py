@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -29,7 +30,7 @@ from ..settings import ServerSettings, resolve_settings
 from .app import GatewayApp, create_app
 from .scope import ASGIApp
 
-__all__ = ["UvicornThread", "main", "uvicorn_config"]
+__all__ = ["UvicornThread", "main", "serve_with_uvicorn", "uvicorn_config"]
 
 _START_TIMEOUT: Final = 60.0  # the model service starts, the accelerator is probed
 
@@ -131,6 +132,34 @@ class UvicornThread:
         self.stop()
 
 
+def serve_with_uvicorn(settings: ServerSettings) -> int:
+    """Serve a new app with ``settings`` under uvicorn until it is signalled; the
+    exit status (2: the settings were refused, 1: uvicorn did not start)."""
+    try:
+        app: GatewayApp = create_app(settings)
+    except ValueError as exc:
+        print(f"gateway-core: {exc}", file=sys.stderr)
+        return 2
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    # uvicorn finishes requests in flight on SIGINT or SIGTERM, then raises the
+    # signal again for the handler it found: this one, so that a graceful stop
+    # exits 0 as the trio server's does (not 130 or -15).
+    quiet = {sig: signal.signal(sig, _ignore) for sig in _STOP_SIGNALS}
+    try:
+        server.run()
+    finally:
+        for sig, handler in quiet.items():
+            signal.signal(sig, handler)
+    return 0 if server.started else 1
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A signal uvicorn has already acted on."""
+
+
 def main() -> int:
     """``python -m adapters.asgi``: the app under uvicorn, from ``GATEWAY_*``."""
     logging.basicConfig(
@@ -138,9 +167,7 @@ def main() -> int:
     )
     try:
         settings = resolve_settings({}, os.environ)
-        app: GatewayApp = create_app(settings)
     except ValueError as exc:
         print(f"gateway-core: {exc}", file=sys.stderr)
         return 2
-    uvicorn.Server(uvicorn_config(app, settings)).run()
-    return 0
+    return serve_with_uvicorn(settings)

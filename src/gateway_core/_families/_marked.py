@@ -152,6 +152,9 @@ class ToolCallParser:
         self._block = ""
         """The current block's text before its body (marker, head, whitespace)."""
         self._head = ""
+        self._tagged = False
+        """The current body was opened by a marker and ends at the closing tag
+        (a bare value ends where it closes, even in a grammar with a tag)."""
         self._scanned = 0
         self._strings = JsonStrings()
         """Where the closing-tag scan is: inside a JSON string or not."""
@@ -206,7 +209,7 @@ class ToolCallParser:
 
     def _unclosed(self, cut: bool) -> list[ToolCall] | None:
         body = self._held
-        if self._rule.closing:
+        if self._tagged:
             body = body[: len(body) - partial_tag_length(body, self._rule.closing)]
         found = self._rule.read(self._head, body, self._tools)
         if found is None and cut:
@@ -333,6 +336,7 @@ class ToolCallParser:
 
     def _open_body(self, held: str, event: ToolCallInput) -> None:
         self._held = held
+        self._tagged = event is ToolCallInput.MARKER
         self._scanned = 0
         self._strings = JsonStrings()
         self._extent = JsonExtent()
@@ -340,7 +344,7 @@ class ToolCallParser:
 
     def _body(self, out: list[Content | ToolCall]) -> bool:
         held, closing = self._held, self._rule.closing
-        if closing:
+        if self._tagged:
             at = self._closing_at(held, closing)
             if at < 0:
                 return False

@@ -46,6 +46,9 @@ class Family:
             at them, as end-of-generation tokens).
         lazy: the runner's lazy JSON constraint fits its calls: the first marker
             and the closing tag frame one JSON call (``ToolCallConstraint``).
+        lazy_at: (marker, closing) for that constraint when it is not the
+            grammar's first marker: the ``json`` family constrains a bare call at
+            the start of the answer, not every ```` ```json ```` block it writes.
         grants: capabilities the family has whatever its template's text says.
         machine: a parser of its own (harmony), in place of tags and markers.
         example: one call as the model writes it, for the docs.
@@ -59,6 +62,7 @@ class Family:
     calls_in_thinking: bool = False
     end_markers: tuple[str, ...] = ()
     lazy: bool = False
+    lazy_at: tuple[str, str] | None = None
     grants: frozenset[str] = frozenset()
     machine: Callable[[ParserSetup], OutputParser] | None = None
     example: str = ""
@@ -80,6 +84,8 @@ class Family:
         """(marker, closing) for the runner's lazy constraint, if it fits."""
         if not self.lazy or self.calls is None:
             return None
+        if self.lazy_at is not None:
+            return self.lazy_at
         marker = self.calls.markers[0] if self.calls.markers else ""
         return marker, self.calls.closing
 
@@ -189,10 +195,32 @@ LLAMA3 = Family(
     lazy=True,
     example='<|python_tag|>{"name":"get_weather","parameters":{"city":"Paris"}}',
 )
+# Templates that teach a call format of their own by a prefix before the JSON.
+FUNCTOOLS = Family(
+    name="functools",
+    fingerprints=("functools[",),
+    calls=CallGrammar(markers=("functools",), bare=True),
+    example='functools[{"name":"get_weather","arguments":{"city":"Paris"}}]',
+)
+TOOL_CALL_PREFIX = Family(
+    name="tool-call-prefix",
+    fingerprints=("[TOOL_CALL]",),
+    calls=CallGrammar(markers=("[TOOL_CALL]",), bare=True),
+    example='[TOOL_CALL] [{"name":"get_weather","arguments":{"city":"Paris"}}]',
+)
+ACTION_JSON = Family(
+    name="action-json",
+    fingerprints=("Action: ```json",),
+    calls=CallGrammar(markers=("```json",), closing="```", bare=True),
+    example='Action: ```json\n{"name":"get_weather","arguments":{}}\n```',
+)
 JSON = Family(
     name="json",
-    calls=FORMATS[ToolFormat.JSON],
+    # A call as the first thing in the answer (ToolFormat.JSON), or in a ```json
+    # fence anywhere; a fence whose JSON is no call of an offered tool stays content.
+    calls=CallGrammar(markers=("```json",), closing="```", bare=True),
     lazy=True,
+    lazy_at=("", ""),
     example='{"name":"get_weather","arguments":{"city":"Paris"}}',
 )
 PLAIN = Family(name="plain")
@@ -209,6 +237,9 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             QWEN3,
             HERMES,
             LLAMA3,
+            FUNCTOOLS,
+            TOOL_CALL_PREFIX,
+            ACTION_JSON,
             JSON,
             PLAIN,
         )

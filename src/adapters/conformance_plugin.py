@@ -3,11 +3,14 @@
 
 The installed package registers this module through the ``pytest11`` entry point,
 so it loads in every pytest run of that environment; from a source tree that is
-not installed, load it with ``-p adapters.conformance.plugin`` (not both: pytest
+not installed, load it with ``-p adapters.conformance_plugin`` (not both: pytest
 refuses a plugin registered twice).
 
 Without ``--conformance-url`` the plugin adds nothing to a run, and it imports the
-kit (and httpx) only when asked to run it.
+kit (and httpx) only when asked to run it. That is why it lives outside the
+``adapters.conformance`` package: importing a module of that package imports the
+kit, and this module loads in every pytest run of the environment, including
+ones that installed the core alone and have no httpx.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def pytest_collection_modifyitems(
     url = config.getoption("--conformance-url")
     if not url:
         return
-    from . import CHECKS, Target
+    from .conformance import CHECKS, Target
 
     target = Target(
         url,
@@ -64,7 +67,7 @@ class ConformanceItem(pytest.Item):
         self.target = target
 
     def runtest(self) -> None:
-        from . import Skipped
+        from .conformance import Skipped
 
         try:
             self.check.run(self.target)
