@@ -33,6 +33,7 @@ import anyio.to_thread
 
 from gateway_core import (
     AcquireRunner,
+    Alternative,
     BlobPresence,
     BlobStored,
     CheckBlob,
@@ -72,6 +73,7 @@ from gateway_core import (
     Text,
     Tokenize,
     TokenizerInfo,
+    TokenLogprob,
     Tokens,
     Unloaded,
     UnloadModel,
@@ -576,6 +578,7 @@ class ModelWork:
                 _constraint(effect),
                 lookahead=LOOKAHEAD,
                 limit=effect.limit,
+                logprobs=effect.logprobs,
             )
             # The runner compiles the constraint (cached per model), evaluates the
             # prompt and makes the first token; it is kept for the next call.
@@ -627,7 +630,17 @@ def _constraint(effect: Generate) -> GenerationConstraint | None:
 
 
 def _piece(token: TokenPiece) -> Piece:
-    return Piece(token=token.token, data=token.data, duration=token.duration)
+    logprob = None
+    if token.logprob is not None:
+        chosen, top = token.logprob
+        logprob = TokenLogprob(
+            data=token.data,
+            logprob=chosen,
+            top=tuple(Alternative(data, value) for data, value in top),
+        )
+    return Piece(
+        token=token.token, data=token.data, duration=token.duration, logprob=logprob
+    )
 
 
 def _sampling(options: SamplingOptions) -> Sampling:

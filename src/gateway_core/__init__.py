@@ -34,6 +34,7 @@ from ._framing import (
     encode_sse,
 )
 from ._head import RequestHead, client_request_id
+from ._logprobs import Alternative, TokenLogprob
 from ._models import ModelDetails, ModelRecord
 from ._names import (
     DEFAULT_TAG,
@@ -113,6 +114,7 @@ __all__ = [
     "AccessPolicy",
     "AcquireRunner",
     "Admitted",
+    "Alternative",
     "ApiKey",
     "BlobPresence",
     "BlobStored",
@@ -183,6 +185,7 @@ __all__ = [
     "StartResponse",
     "StoreDone",
     "Text",
+    "TokenLogprob",
     "Tokenize",
     "TokenizerInfo",
     "Tokens",

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from ._completion_request import CompletionRequest
 from ._framing import encode_sse
 from ._json import JsonValue, dumps, encode_utf8
+from ._logprobs import TokenLogprob
 from ._passes import Ending, Metrics
 from ._request import Request
 from ._segments import ToolCall
@@ -37,15 +38,18 @@ def tool_use_id(call: ToolCall) -> str:
     return "toolu_" + call.id.removeprefix("call_")
 
 
-def stop_reason(reason: str, *, called: bool) -> str:
+def stop_reason(reason: str, *, called: bool, sequence: str | None = None) -> str:
     """A native ``done_reason`` as Anthropic's ``stop_reason``: a tool call makes it
     ``tool_use``, unless the token limit ended the answer: then it is
     ``max_tokens`` as Anthropic says it, and a call the limit cut is a ``tool_use``
-    block with the input read so far."""
+    block with the input read so far. ``sequence``: one of the request's
+    ``stop_sequences`` ended it."""
     if reason == "length":
         return "max_tokens"
     if called:
         return "tool_use"
+    if sequence is not None:
+        return "stop_sequence"
     return _STOP_REASONS.get(reason, "end_turn")
 
 
@@ -59,6 +63,14 @@ class MessagesRenderer:
     def __init__(self, completion: CompletionRequest, request: Request) -> None:
         self._model = completion.model_text
         self._id = message_id(request.request_id)
+        requested = (completion.options or {}).get("stop")
+        self._stops = (
+            frozenset(s for s in requested if isinstance(s, str))
+            if isinstance(requested, list)
+            else frozenset()
+        )
+        """The request's ``stop_sequences``: the only stops Anthropic names (a
+        model's own stop strings, from its parameters, end the turn)."""
         self._index = 0
         self._open: str | None = None
         """The kind of the text block being streamed ("thinking", "text"), if any."""
@@ -68,7 +80,14 @@ class MessagesRenderer:
         message = self._message([], stop=None, metrics=metrics, output=0)
         return _event("message_start", {"message": message})
 
-    def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
+    def delta(
+        self,
+        *,
+        thinking: str,
+        content: str,
+        calls: Sequence[ToolCall],
+        logprobs: Sequence[TokenLogprob] = (),
+    ) -> bytes:
         frames: list[bytes] = []
         if thinking:
             frames += self._text("thinking", thinking)
@@ -101,7 +120,14 @@ class MessagesRenderer:
             self._called = True
         return b"".join(frames)
 
+    def _sequence(self, ending: Ending, *, called: bool) -> str | None:
+        """The requested stop sequence that ended the answer (None after a call:
+        the turn ended for the tool, whatever text stopped it)."""
+        matched = ending.stop_sequence
+        return matched if matched in self._stops and not called else None
+
     def closing(self, ending: Ending) -> bytes:
+        sequence = self._sequence(ending, called=self._called)
         frames = self._close()
         metrics = ending.metrics
         frames.append(
@@ -109,8 +135,10 @@ class MessagesRenderer:
                 "message_delta",
                 {
                     "delta": {
-                        "stop_reason": stop_reason(ending.reason, called=self._called),
-                        "stop_sequence": None,
+                        "stop_reason": stop_reason(
+                            ending.reason, called=self._called, sequence=sequence
+                        ),
+                        "stop_sequence": sequence,
                     },
                     "usage": _usage(metrics, metrics.eval_count),
                 },
@@ -137,9 +165,12 @@ class MessagesRenderer:
                     "input": dict(call.arguments),
                 }
             )
+        called = bool(gathered.calls)
+        sequence = self._sequence(ending, called=called)
         return self._message(
             content,
-            stop=stop_reason(ending.reason, called=bool(gathered.calls)),
+            stop=stop_reason(ending.reason, called=called, sequence=sequence),
+            sequence=sequence,
             metrics=ending.metrics,
             output=ending.metrics.eval_count,
         )
@@ -151,6 +182,7 @@ class MessagesRenderer:
         stop: str | None,
         metrics: Metrics,
         output: int,
+        sequence: str | None = None,
     ) -> dict[str, JsonValue]:
         return {
             "id": self._id,
@@ -159,7 +191,7 @@ class MessagesRenderer:
             "model": self._model,
             "content": content,
             "stop_reason": stop,
-            "stop_sequence": None,
+            "stop_sequence": sequence,
             "usage": _usage(metrics, output),
         }
 

@@ -47,6 +47,7 @@ def openai_chat(request: Request) -> Flow:
             created=int(request.timeline.now),
             model=completion.model_text,
             include_usage=call.include_usage,
+            logprobs=completion.logprobs is not None,
         ),
     )
 

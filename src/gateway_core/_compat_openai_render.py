@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ._framing import SSE_DONE, encode_sse
 from ._json import JsonValue, dumps
+from ._logprobs import TokenLogprob, openai_logprobs
 from ._passes import Ending, Metrics
 from ._segments import ToolCall
 
@@ -104,7 +105,13 @@ class ChatRenderer:
     """
 
     def __init__(
-        self, *, response_id: str, created: int, model: str, include_usage: bool
+        self,
+        *,
+        response_id: str,
+        created: int,
+        model: str,
+        include_usage: bool,
+        logprobs: bool = False,
     ) -> None:
         self._chunks = _Chunks(
             kind="chat.completion.chunk",
@@ -114,21 +121,46 @@ class ChatRenderer:
             usage=include_usage,
         )
         self._called = False
+        self._logprobs = logprobs
+        """The request asked for logprobs: every choice carries the object."""
 
-    def _delta(self, delta: dict[str, JsonValue], finish: str | None = None) -> bytes:
+    def _shown(self, logprobs: Sequence[TokenLogprob]) -> JsonValue:
+        return openai_logprobs(logprobs) if self._logprobs else None
+
+    def _delta(
+        self,
+        delta: dict[str, JsonValue],
+        finish: str | None = None,
+        logprobs: Sequence[TokenLogprob] = (),
+    ) -> bytes:
         return self._chunks.chunk(
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            {
+                "index": 0,
+                "delta": delta,
+                "logprobs": self._shown(logprobs) if logprobs else None,
+                "finish_reason": finish,
+            }
         )
 
     def opening(self, metrics: Metrics) -> bytes:
         return self._delta({"role": "assistant", "content": ""})
 
-    def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
+    def delta(
+        self,
+        *,
+        thinking: str,
+        content: str,
+        calls: Sequence[ToolCall],
+        logprobs: Sequence[TokenLogprob] = (),
+    ) -> bytes:
         frames = b""
         if thinking:
+            # The step's logprobs go with its first chunk (Ollama's split rule).
             frames += self._delta(
-                {"reasoning": thinking, "reasoning_content": thinking}
+                {"reasoning": thinking, "reasoning_content": thinking},
+                logprobs=logprobs,
             )
+            logprobs = ()
         delta: dict[str, JsonValue] = {}
         if content:
             delta["content"] = content
@@ -136,12 +168,13 @@ class ChatRenderer:
             self._called = True
             delta["tool_calls"] = [_tool_call(call) for call in calls]
         if delta:
-            frames += self._delta(delta)
+            frames += self._delta(delta, logprobs=logprobs)
         return frames
 
     def closing(self, ending: Ending) -> bytes:
         reason = finish_reason(ending.reason, called=self._called)
-        return self._delta({}, reason) + self._chunks.ending(ending)
+        rest = ending.gathered.logprobs  # of tokens whose text was never shown
+        return self._delta({}, reason, rest) + self._chunks.ending(ending)
 
     def whole(self, ending: Ending) -> JsonValue:
         got = ending.gathered
@@ -157,7 +190,7 @@ class ChatRenderer:
         choice: dict[str, JsonValue] = {
             "index": 0,
             "message": message,
-            "logprobs": None,
+            "logprobs": self._shown(got.logprobs),
             "finish_reason": finish_reason(ending.reason, called=bool(got.calls)),
         }
         return self._chunks.whole("chat.completion", choice, ending)
@@ -193,7 +226,14 @@ class TextRenderer:
     def opening(self, metrics: Metrics) -> bytes:
         return self._text(self._echo) if self._echo else b""
 
-    def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
+    def delta(
+        self,
+        *,
+        thinking: str,
+        content: str,
+        calls: Sequence[ToolCall],
+        logprobs: Sequence[TokenLogprob] = (),
+    ) -> bytes:
         return self._text(content) if content else b""
 
     def closing(self, ending: Ending) -> bytes:

@@ -2,13 +2,14 @@
 one ``CompletionRequest``.
 
 The mapping follows Ollama's (ollama-api.md §1.7) with its gaps closed:
-``max_completion_tokens``, ``tool_choice`` and ``reasoning_effort`` are honoured, a
-``num_ctx`` extension sets the context size, and ``temperature`` / ``top_p`` stay the
-model's unless sent. Every field of the request is accounted for: honoured, accepted
-because it cannot change the answer, or refused with a 400 naming it. A client that
-asks for two choices, logprobs or a logit bias learns at once that it will not get
-them, instead of reading an answer that silently ignored the request; a field
-OpenAI does not know either is refused as OpenAI refuses it.
+``max_completion_tokens``, ``tool_choice``, ``reasoning_effort`` and logprobs are
+honoured, a ``num_ctx`` extension sets the context size, Ollama's own ``keep_alive``,
+``options`` and ``think`` are accepted (``_compat_openai_ollama``), and
+``temperature`` / ``top_p`` stay the model's unless sent. Every field of the request
+is accounted for: honoured, accepted because it cannot change the answer, or refused
+with a 400 naming it. A client that asks for two choices or a logit bias learns at
+once that it will not get them, instead of reading an answer that silently ignored
+the request; a field OpenAI does not know either is refused as OpenAI refuses it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from ._compat_openai_ollama import chat_logprobs, merged_options, ollama_fields
 from ._completion_request import CompletionRequest, Kind, NamedTool, tool_choice
 from ._flow import FlowError
 from ._json import JsonValue, find_lone_surrogate, loads_strict
@@ -75,12 +77,6 @@ _COMMON_UNSUPPORTED: Mapping[str, _Unsupported] = MappingProxyType(
 _CHAT_UNSUPPORTED: Mapping[str, _Unsupported] = MappingProxyType(
     {
         **_COMMON_UNSUPPORTED,
-        "logprobs": _Unsupported(
-            harmless=lambda v: v is False, reason="logprobs are not supported"
-        ),
-        "top_logprobs": _Unsupported(
-            harmless=lambda v: v == 0, reason="top_logprobs is not supported"
-        ),
         "modalities": _Unsupported(
             harmless=lambda v: v == ["text"], reason="only text output is supported"
         ),
@@ -128,9 +124,14 @@ _SAMPLING = frozenset(
         "presence_penalty",
         "stop",
         "num_ctx",
+        "keep_alive",
+        "options",
     }
 )
 _CHAT_FIELDS = _SAMPLING | {
+    "think",
+    "logprobs",
+    "top_logprobs",
     "messages",
     "max_completion_tokens",
     "response_format",
@@ -280,6 +281,8 @@ def chat_call(body: Mapping[str, JsonValue]) -> ChatCall:
     anything this server cannot do as asked."""
     check_fields(body, _CHAT_FIELDS, _CHAT_UNSUPPORTED)
     model_text, model = model_name(body)
+    native = ollama_fields(body)
+    think = _think(body)
     messages = _messages(body.get("messages"))
     sampling = _sampling(body, max_tokens=_max_tokens(body))
     tools = _tools(body.get("tools"))
@@ -298,11 +301,13 @@ def chat_call(body: Mapping[str, JsonValue]) -> ChatCall:
             messages=messages,
             tools=tools,
             tool_choice=choice,
-            think=_think(body),
-            options=sampling.options or None,
+            think=native.think if think is None else think,
+            options=merged_options(native.options, sampling.options),
+            keep_alive=native.keep_alive,
             format=_response_format(body.get("response_format")),
             stream=sampling.stream,
             has_images=any(message.get("images") for message in messages),
+            logprobs=chat_logprobs(body),
         ),
         include_usage=sampling.include_usage,
     )
@@ -633,6 +638,7 @@ def text_call(body: Mapping[str, JsonValue]) -> TextCall:
     if echo and suffix:
         raise FlowError(400, "echo can't be combined with suffix", param="echo")
     sampling = _sampling(body, max_tokens=_at_least_one(body, "max_tokens"))
+    native = ollama_fields(body)
     return TextCall(
         completion=CompletionRequest(
             kind=Kind.GENERATE,
@@ -640,7 +646,8 @@ def text_call(body: Mapping[str, JsonValue]) -> TextCall:
             model=model,
             prompt=prompt,
             suffix=suffix,
-            options=sampling.options or None,
+            options=merged_options(native.options, sampling.options),
+            keep_alive=native.keep_alive,
             stream=sampling.stream,
         ),
         include_usage=sampling.include_usage,

@@ -16,6 +16,7 @@ from typing import Literal
 from ._durations import keep_alive_seconds
 from ._flow import FlowError
 from ._json import JsonValue
+from ._logprobs import MAX_TOP_LOGPROBS
 from ._names import InvalidModelName, ModelName
 
 __all__ = [
@@ -25,6 +26,8 @@ __all__ = [
     "ToolChoice",
     "chat_request",
     "generate_request",
+    "parse_think",
+    "requested_logprobs",
     "tool_choice",
 ]
 
@@ -79,6 +82,8 @@ class CompletionRequest:
         keep_alive: seconds (``math.inf`` for forever), None to keep the current.
         stream: stream NDJSON (True) or answer with one object (False).
         truncate: shorten a prompt that is too long instead of failing.
+        logprobs: report each token's logprob with this many alternatives (0 to
+            20); None: no logprobs.
     """
 
     kind: Kind
@@ -103,6 +108,7 @@ class CompletionRequest:
     stream: bool = True
     truncate: bool = True
     has_images: bool = False
+    logprobs: int | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -131,26 +137,54 @@ class _Shared:
     stream: bool
     truncate: bool
     debug_render_only: bool
+    logprobs: int | None
 
 
 def _common(body: Mapping[str, JsonValue]) -> _Shared:
     """The checks both endpoints share, in the reference's order."""
-    top_logprobs = body.get("top_logprobs")
-    if isinstance(top_logprobs, int) and not 0 <= top_logprobs <= 20:
-        raise FlowError(400, "top_logprobs must be between 0 and 20")
+    logprobs = requested_logprobs(body, flag="logprobs")
     options = body.get("options")
     return _Shared(
-        think=_think(body.get("think")),
+        think=parse_think(body.get("think")),
         options=options if isinstance(options, dict) else None,
         format=None if body.get("format") == "" else body.get("format"),
         keep_alive=keep_alive_seconds(body.get("keep_alive")),
         stream=_flag(body, "stream", True),
         truncate=_flag(body, "truncate", True),
         debug_render_only=_flag(body, "_debug_render_only", False),
+        logprobs=logprobs,
     )
 
 
-def _think(value: JsonValue) -> bool | str | None:
+def requested_logprobs(body: Mapping[str, JsonValue], *, flag: str) -> int | None:
+    """The alternatives asked for per token, or None when logprobs are off.
+
+    ``flag`` is the boolean that turns them on (``logprobs`` on the native API and
+    OpenAI's chat); ``top_logprobs`` (0 to 20) says how many alternatives. Asking
+    for alternatives turns logprobs on, as the client evidently wants them.
+
+    Raises:
+        FlowError: ``top_logprobs`` is out of range (400).
+    """
+    top = body.get("top_logprobs")
+    if top is not None and (
+        not isinstance(top, int)
+        or isinstance(top, bool)
+        or not 0 <= top <= MAX_TOP_LOGPROBS
+    ):
+        raise FlowError(
+            400,
+            f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}",
+            param="top_logprobs",
+        )
+    count = top if isinstance(top, int) else 0
+    if body.get(flag) is True or count > 0:
+        return count
+    return None
+
+
+def parse_think(value: JsonValue) -> bool | str | None:
+    """The ``think`` field: absent (None), a bool, or an effort level; 400 else."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str) and value in _THINK_LEVELS:
@@ -200,6 +234,7 @@ def generate_request(body: Mapping[str, JsonValue]) -> CompletionRequest:
         stream=common.stream,
         truncate=common.truncate,
         debug_render_only=common.debug_render_only,
+        logprobs=common.logprobs,
     )
 
 
@@ -243,6 +278,7 @@ def chat_request(body: Mapping[str, JsonValue]) -> CompletionRequest:
         stream=common.stream,
         truncate=common.truncate,
         debug_render_only=common.debug_render_only,
+        logprobs=common.logprobs,
     )
 
 

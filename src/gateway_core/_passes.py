@@ -38,6 +38,7 @@ from ._flow import (
 )
 from ._framing import encode_ndjson
 from ._json import JsonValue
+from ._logprobs import TokenLogprob, native_logprobs
 from ._options import SamplingOptions
 from ._replies import JsonReply
 from ._request import Request
@@ -106,6 +107,10 @@ class Gathered:
     thinking: list[str] = field(default_factory=list)
     content: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    """The logprobs not sent yet: all of them for a whole answer; in a stream,
+    those of tokens made since the last frame (they go with the next one, or the
+    closing frames)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +121,8 @@ class Ending:
     metrics: Metrics
     gathered: Gathered
     context: Sequence[int] | None = None
+    stop_sequence: str | None = None
+    """The stop string that ended the answer, if one did."""
 
 
 class Renderer(Protocol):
@@ -131,8 +138,16 @@ class Renderer(Protocol):
         been evaluated by then, so ``metrics.prompt_count`` is known."""
         ...
 
-    def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
-        """Frames for one step of the answer."""
+    def delta(
+        self,
+        *,
+        thinking: str,
+        content: str,
+        calls: Sequence[ToolCall],
+        logprobs: Sequence[TokenLogprob] = (),
+    ) -> bytes:
+        """Frames for one step of the answer (``logprobs``: of the tokens made since
+        the last step, when the request asked for them)."""
         ...
 
     def closing(self, ending: Ending) -> bytes:
@@ -159,6 +174,7 @@ class Output:
         thinking: str = "",
         calls: Sequence[ToolCall] = (),
         done: bool = False,
+        logprobs: Sequence[TokenLogprob] = (),
     ) -> dict[str, JsonValue]:
         body: dict[str, JsonValue] = {
             "model": self._completion.model_text,
@@ -176,6 +192,8 @@ class Output:
                 message["tool_calls"] = [call.to_native() for call in calls]
             body["message"] = message
         body["done"] = done
+        if logprobs:
+            body["logprobs"] = native_logprobs(logprobs)
         return body
 
     def final(
@@ -192,6 +210,7 @@ class Output:
             thinking="".join(got.thinking),
             calls=got.calls,
             done=True,
+            logprobs=got.logprobs,
         )
         body["done_reason"] = reason
         if context is not None:
@@ -205,11 +224,23 @@ class Output:
     def opening(self, metrics: Metrics) -> bytes:
         return b""
 
-    def delta(self, *, thinking: str, content: str, calls: Sequence[ToolCall]) -> bytes:
-        return encode_ndjson(self.chunk(content, thinking=thinking, calls=calls))
+    def delta(
+        self,
+        *,
+        thinking: str,
+        content: str,
+        calls: Sequence[ToolCall],
+        logprobs: Sequence[TokenLogprob] = (),
+    ) -> bytes:
+        return encode_ndjson(
+            self.chunk(content, thinking=thinking, calls=calls, logprobs=logprobs)
+        )
 
     def closing(self, ending: Ending) -> bytes:
-        return encode_ndjson(self._final(ending, gathered=None))
+        # The last object carries no text (the stream sent it), only the logprobs
+        # of tokens whose text never became a frame of its own.
+        rest = Gathered(logprobs=ending.gathered.logprobs)
+        return encode_ndjson(self._final(ending, gathered=rest))
 
     def whole(self, ending: Ending) -> JsonValue:
         return self._final(ending, gathered=ending.gathered)
@@ -278,6 +309,11 @@ class _Pipeline:
     def done_thinking(self) -> bool:
         return self._parser is None or self._parser.done_thinking
 
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended this pass, if one did."""
+        return self._scanner.matched
+
     def answer_opening(self) -> str | None:
         """What pass 2 writes after this pass's tokens (``OutputParser``)."""
         return None if self._parser is None else self._parser.answer_opening()
@@ -319,10 +355,17 @@ class _Emitter:
     ) -> None:
         self._metrics = metrics
         self._stream = completion.stream
+        self.logprobs = completion.logprobs
+        """Alternatives per token the request asked for; None: no logprobs."""
         self._out = out
         self._shape = shape
         self.opened = False
         self.gathered = Gathered()
+
+    def note(self, logprob: TokenLogprob | None) -> None:
+        """A token's logprob, sent with the next frame (or the whole answer)."""
+        if logprob is not None:
+            self.gathered.logprobs.append(logprob)
 
     def emit(self, segments: Sequence[Segment]) -> Generator[Step, Result | None, None]:
         thinking, content, calls = [], [], []
@@ -347,8 +390,12 @@ class _Emitter:
             if not (thinking or calls):
                 return
         yield from self._open()
+        logprobs, self.gathered.logprobs = self.gathered.logprobs, []
         frames = self._out.delta(
-            thinking="".join(thinking), content="".join(content), calls=calls
+            thinking="".join(thinking),
+            content="".join(content),
+            calls=calls,
+            logprobs=logprobs,
         )
         if frames:
             yield StreamItem(data=frames)
@@ -443,7 +490,11 @@ def run_passes(
         # prompt (original prompt, kept thinking) and that pass's tokens.
         context = pass_prompt + outcome.tokens
     ending = Ending(
-        reason=reason, metrics=metrics, gathered=emitter.gathered, context=context
+        reason=reason,
+        metrics=metrics,
+        gathered=emitter.gathered,
+        context=context,
+        stop_sequence=outcome.stop_sequence,
     )
     yield from emitter.finish(ending)
 
@@ -457,6 +508,8 @@ class _PassOutcome:
     """What pass 2 writes after ``kept`` (None: it answers from the prompt)."""
     tokens: tuple[int, ...] = ()
     """Every token this pass generated."""
+    stop_sequence: str | None = None
+    """The stop string that ended this pass, if one did."""
 
 
 def _one_pass(
@@ -480,6 +533,7 @@ def _one_pass(
         format=plan.constraint,
         tool_calls=shape.tool_calls if free else None,
         limit=limit - len(generated),
+        logprobs=emitter.logprobs,
     )
     while True:
         try:
@@ -493,7 +547,8 @@ def _one_pass(
                     metrics.prompt_count = count
                     metrics.prompt_cached = cached
                 metrics.prompt_duration += duration
-            case Piece(token=token, data=data, duration=duration):
+            case Piece(token=token, data=data, duration=duration, logprob=logprob):
+                emitter.note(logprob)
                 generated.append(token)
                 tokens.append(token)
                 metrics.eval_count += 1
@@ -537,7 +592,11 @@ def _one_pass(
             tokens=tuple(tokens),
         )
     yield from emitter.emit(segments)
-    return _PassOutcome(event=Event.STOPPED, tokens=tuple(tokens))
+    return _PassOutcome(
+        event=Event.STOPPED,
+        tokens=tuple(tokens),
+        stop_sequence=pipeline.stop_sequence,
+    )
 
 
 def _forced_call(answer: str, request_id: str) -> ToolCall:

@@ -160,6 +160,9 @@ SHAPES: Mapping[Operation, Shape] = MappingProxyType(
             top_logprobs=_I,
             logit_bias=_O,
             num_ctx=_I,
+            keep_alive=(_S, _N, _I),
+            options=_O,
+            think=(_B, _S),
         ),
         Operation.OPENAI_COMPLETIONS: _shape(
             **_OPENAI_SAMPLING,
@@ -169,6 +172,8 @@ SHAPES: Mapping[Operation, Shape] = MappingProxyType(
             echo=_B,
             best_of=_I,
             num_ctx=_I,
+            keep_alive=(_S, _N, _I),
+            options=_O,
         ),
         Operation.OPENAI_EMBEDDINGS: _shape(
             model=_S, input=(_S, _A), dimensions=_I, encoding_format=_S, user=_S

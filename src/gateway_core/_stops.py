@@ -31,11 +31,17 @@ class StopScanner:
         self._held = ""
         self._stopped = False
         self._closed = False
+        self._matched: str | None = None
 
     @property
     def stopped(self) -> bool:
         """A stop string was found; the output is over."""
         return self._stopped
+
+    @property
+    def matched(self) -> str | None:
+        """The stop string that ended the output (Anthropic reports it)."""
+        return self._matched
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Take the next piece of output.
@@ -50,8 +56,9 @@ class StopScanner:
         if self._stopped or self._closed:
             raise RuntimeError("feed after the output ended")
         buffer = self._held + text
-        cut = self._first_stop(buffer)
-        if cut is not None:
+        found = self._first_stop(buffer)
+        if found is not None:
+            cut, self._matched = found
             self._held = ""
             self._stopped = True
             return buffer[:cut], True
@@ -65,15 +72,16 @@ class StopScanner:
         held, self._held = self._held, ""
         return held
 
-    def _first_stop(self, buffer: str) -> int | None:
-        best: tuple[int, int] | None = None
+    def _first_stop(self, buffer: str) -> tuple[int, str] | None:
+        """Where the first stop string starts, and which one it is."""
+        best: tuple[int, int, str] | None = None
         for stop in self._stops:
             start = buffer.find(stop)
             if start >= 0:
-                candidate = (start + len(stop), start)
+                candidate = (start + len(stop), start, stop)
                 if best is None or candidate < best:
                     best = candidate
-        return None if best is None else best[1]
+        return None if best is None else (best[1], best[2])
 
     def _partial_stop_length(self, buffer: str) -> int:
         """Length of the longest tail of ``buffer`` that begins some stop string."""

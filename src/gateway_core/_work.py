@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeAlias
 
 from ._json import JsonValue
+from ._logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from ._models import ModelRecord
 from ._names import ModelName
 from ._options import LoadOptions, SamplingOptions
@@ -270,6 +271,8 @@ class Piece:
     data: bytes
     duration: float
     """Seconds this token took to compute."""
+    logprob: TokenLogprob | None = None
+    """Its logprob and alternatives, when the generation asked for them."""
 
     def __post_init__(self) -> None:
         _check_seconds("duration", self.duration)
@@ -536,6 +539,9 @@ class Generate:
     limit: int = 0
     """Tokens the core will take at most (``num_predict``); 0: no limit. The runner
     makes none past it, rather than working ahead for tokens nobody will read."""
+    logprobs: int | None = None
+    """Report each token's logprob with this many alternatives (``Piece.logprob``);
+    None: none."""
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -544,6 +550,8 @@ class Generate:
             raise ValueError("a generation has a format or tool calls, not both")
         if self.limit < 0:
             raise ValueError("a generation's limit cannot be negative")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"logprobs must be None or 0 to {MAX_TOP_LOGPROBS}")
 
 
 # -- registry effects (pull and push) --------------------------------------------

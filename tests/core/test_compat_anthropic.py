@@ -8,6 +8,7 @@ the Generate effect, and ``count_tokens`` is the rendered prompt's length.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +52,10 @@ from .helpers import CHATML, NOW, THINKING_TOOLS, Transcript, model_record, run
 MODELS = {
     "thinker": model_record("thinker", THINKING_TOOLS),
     "plain": model_record("plain", CHATML),  # neither thinking nor tools
+    # A stop string of the model's own (a Modelfile parameter), not the client's.
+    "stopper": dataclasses.replace(
+        model_record("stopper", CHATML), parameters={"stop": ["<|end|>"]}
+    ),
 }
 WEATHER = {
     "name": "get_weather",
@@ -232,6 +237,48 @@ def test_the_whole_message_carries_the_same_blocks_and_usage() -> None:
             '"usage":{"input_tokens":5,"cache_read_input_tokens":0,"output_tokens":7}}'
         ).encode()
     )
+
+
+# -- stop sequences ------------------------------------------------------------------
+
+STOPPED_MID_ANSWER = [b"Hello", b" wor", b"ld END", b" never seen"]
+
+
+def test_a_requested_stop_sequence_is_named_in_the_whole_message() -> None:
+    t = post(World(STOPPED_MID_ANSWER), stop_sequences=["STOP", "END"])
+    body: Any = t.json()
+    assert body["content"] == [{"type": "text", "text": "Hello world "}]
+    assert (body["stop_reason"], body["stop_sequence"]) == ("stop_sequence", "END")
+
+
+def test_a_requested_stop_sequence_is_named_in_the_streams_message_delta() -> None:
+    t = post(World(STOPPED_MID_ANSWER), stream=True, stop_sequences=["END"])
+    found = events(t)
+    deltas = [value for kind, value in found if kind == "message_delta"]
+    assert [d["delta"] for d in deltas] == [
+        {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+    ]
+    text = "".join(
+        value["delta"]["text"]
+        for kind, value in found
+        if kind == "content_block_delta" and value["delta"]["type"] == "text_delta"
+    )
+    assert text == "Hello world "
+
+
+def test_without_a_stop_sequence_the_turn_ends_with_end_turn() -> None:
+    t = post(World(STOPPED_MID_ANSWER), stop_sequences=["nowhere"])
+    body: Any = t.json()
+    assert body["content"] == [{"type": "text", "text": "Hello world END never seen"}]
+    assert (body["stop_reason"], body["stop_sequence"]) == ("end_turn", None)
+
+
+def test_the_models_own_stop_string_ends_the_turn_without_being_named() -> None:
+    # (A request's stop_sequences replace the model's, as options do in Ollama.)
+    world = World([b"Hi", b"<|end|>", b"more"])
+    body: Any = post(world, model="stopper").json()
+    assert body["content"] == [{"type": "text", "text": "Hi"}]
+    assert (body["stop_reason"], body["stop_sequence"]) == ("end_turn", None)
 
 
 def test_thinking_after_text_opens_a_new_block_instead_of_being_dropped() -> None:

@@ -230,8 +230,11 @@ def test_an_unsupported_field_is_this_exact_400() -> None:
     ("fields", "param", "words"),
     [
         ({"logit_bias": {"50256": -100}}, "logit_bias", "not supported"),
-        ({"logprobs": True}, "logprobs", "not supported"),
-        ({"top_logprobs": 2}, "top_logprobs", "not supported"),
+        ({"top_logprobs": 2}, "top_logprobs", "logprobs must be set to true"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "between 0 and 20"),
+        ({"options": [1]}, "options", "must be an object"),
+        ({"think": "deep"}, "think", "invalid think value"),
+        ({"keep_alive": "soon"}, "keep_alive", "keep_alive"),
         ({"functions": [{"name": "f"}]}, "functions", "use tools"),
         ({"audio": {"voice": "alloy"}}, "audio", "not supported"),
         ({"top_k": 5}, "top_k", "Unrecognized request argument supplied: top_k"),
@@ -380,6 +383,40 @@ def test_only_the_sampling_fields_sent_become_options() -> None:
         "num_ctx": 8192,
     }
     assert translate(max_tokens=4).options == {"num_predict": 4}
+
+
+def test_ollamas_own_fields_are_extensions_under_the_openai_ones() -> None:
+    found = translate(
+        keep_alive="10m",
+        options={"num_ctx": 8192, "temperature": 0.1, "repeat_penalty": 1.0},
+        temperature=0.7,
+        think=True,
+    )
+    # OpenAI's temperature wins over the options'; the rest of the options count.
+    assert found.options == {"num_ctx": 8192, "temperature": 0.7, "repeat_penalty": 1.0}
+    assert found.keep_alive == 600.0
+    assert found.think is True
+    # reasoning_effort is OpenAI's own: it wins over think.
+    assert translate(think=True, reasoning_effort="none").think is False
+    text = text_call(
+        {"model": "thinker", "prompt": "x", "keep_alive": 0, "options": {"top_k": 3}}
+    ).completion
+    assert (text.keep_alive, text.options) == (0.0, {"top_k": 3})
+
+
+@pytest.mark.parametrize(
+    ("fields", "asked"),
+    [
+        ({}, None),
+        ({"logprobs": False}, None),
+        ({"logprobs": True}, 0),
+        ({"logprobs": True, "top_logprobs": 3}, 3),
+    ],
+)
+def test_logprobs_fields_map_onto_the_generations(
+    fields: dict[str, Any], asked: int | None
+) -> None:
+    assert translate(**fields).logprobs == asked
 
 
 @pytest.mark.parametrize(

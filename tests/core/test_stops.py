@@ -105,6 +105,27 @@ def test_stop_scanner_matches_the_reference(
     assert scan(stops, split_at(text, cuts)) == expected
 
 
+def reference_match(stops: Sequence[str], text: str) -> str | None:
+    """The stop string the reference stops at: the first to end, the longest of
+    those ending there."""
+    for end in range(1, len(text) + 1):
+        ending = [stop for stop in stops if stop and text[:end].endswith(stop)]
+        if ending:
+            return max(ending, key=len)
+    return None
+
+
+@given(stops=small_stops, text=small_text, cuts=st.lists(st.integers(0), max_size=10))
+def test_stop_scanner_names_the_stop_string_it_stopped_at(
+    stops: list[str], text: str, cuts: list[int]
+) -> None:
+    scanner = StopScanner(stops)
+    for piece in split_at(text, cuts):
+        if scanner.feed(piece)[1]:
+            break
+    assert scanner.matched == reference_match(stops, text)
+
+
 @given(stops=small_stops, pieces=st.lists(small_text, max_size=6))
 def test_stop_scanner_holds_back_only_a_possible_stop_start(
     stops: list[str], pieces: list[str]

@@ -271,10 +271,12 @@ class RunnerProcess:
         *,
         lookahead: int = 64,
         limit: int = 0,
+        logprobs: int | None = None,
     ) -> RemoteGeneration:
         """Start generating after ``prompt``; see ``RemoteGeneration``. The runner
         makes at most ``lookahead`` tokens beyond those taken (at least one), and
-        at most ``limit`` in all (0: no limit)."""
+        at most ``limit`` in all (0: no limit); with ``logprobs``, each token comes
+        with its logprob and that many alternatives."""
         self._check_alive()
         request_id = self._new_id()
         generation = RemoteGeneration(self, request_id, len(prompt), max(1, lookahead))
@@ -287,6 +289,7 @@ class RunnerProcess:
                 constraint=constraint,
                 credit=generation.window,
                 limit=limit,
+                logprobs=logprobs,
             )
         )
         return generation
@@ -568,8 +571,10 @@ class RemoteGeneration:
                 self.prompt_eval_count = evaluated
                 self.prompt_reused_count = reused
                 self.prompt_eval_duration = duration
-            case Pieces(tokens=tokens, data=data, durations=durations):
+            case Pieces(tokens=tokens, data=data, durations=durations, logprobs=()):
                 self._pieces.extend(map(TokenPiece, tokens, data, durations))
+            case Pieces(tokens=tokens, data=data, durations=durations, logprobs=lps):
+                self._pieces.extend(map(TokenPiece, tokens, data, durations, lps))
             case Ended(reason=reason, made=made):
                 self._ended = "stop" if reason == "cancelled" else reason
                 self.tokens_made = made

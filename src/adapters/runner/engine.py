@@ -90,6 +90,8 @@ class Job:
     credit: int
     limit: int = 0
     """Tokens to make at most (0: until the end or a full context)."""
+    logprobs: int | None = None
+    """Alternatives to report with each token's logprob; None: no logprobs."""
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -392,10 +394,21 @@ class Engine:
         if token is None or self._model.pieces.is_eog(token):
             self._end(slot, "stop")
             return
+        logprobs = (
+            ()
+            if job.logprobs is None
+            else (sampler.logprobs(slot.output, token, job.logprobs),)
+        )
         duration = step + time.perf_counter() - started
         piece = self._model.pieces.piece(token)
         self._send(
-            Pieces(id=job.id, tokens=(token,), data=(piece,), durations=(duration,))
+            Pieces(
+                id=job.id,
+                tokens=(token,),
+                data=(piece,),
+                durations=(duration,),
+                logprobs=logprobs,
+            )
         )
         slot.next_token = token
         slot.made += 1

@@ -357,6 +357,7 @@ def _job(message: Generate, state: ConstraintState | None) -> Job:
         constraint=state,
         credit=message.credit,
         limit=message.limit,
+        logprobs=message.logprobs,
     )
 
 

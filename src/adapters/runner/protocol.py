@@ -13,7 +13,7 @@ tuples; ``bytes`` stay bytes. Decoding checks the code, the field count and, thr
 each value's ``__post_init__``, the values themselves; anything else is a
 ``ProtocolError``.
 
-The conversation (``PROTOCOL_VERSION`` 1):
+The conversation (``PROTOCOL_VERSION`` 2):
 
 - the runner starts with ``Hello``; the server checks the version and sends ``Load``;
   the runner answers ``Loaded`` or ``Failed`` (id 0), then serves requests until
@@ -44,6 +44,7 @@ from .values import (
     LoadParams,
     ModelInfo,
     Sampling,
+    TokenLogprobs,
     ToolCallTrigger,
 )
 
@@ -77,7 +78,7 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 HEADER: Final = struct.Struct(">I")
 MAX_FRAME: Final = 256 * 1024 * 1024
 """Largest frame either side accepts: far above any real message (a big batch of
@@ -178,6 +179,8 @@ class Generate:
     """Tokens it may make before the server grants more (``Credit``)."""
     limit: int = 0
     """Tokens it makes at most, then it ends with ``length``; 0: no limit."""
+    logprobs: int | None = None
+    """Report each token's logprob and this many alternatives; None: none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,17 +197,21 @@ class PromptDone:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pieces:
-    """Tokens of one generation, in order: ids, their bytes and their durations."""
+    """Tokens of one generation, in order: ids, their bytes and their durations,
+    and their logprobs when the generation asked for them (else empty)."""
 
     CODE: ClassVar[int] = 12
     id: int
     tokens: tuple[int, ...]
     data: tuple[bytes, ...]
     durations: tuple[float, ...]
+    logprobs: tuple[TokenLogprobs, ...] = ()
 
     def __post_init__(self) -> None:
         if not len(self.tokens) == len(self.data) == len(self.durations):
             raise ValueError("Pieces needs one byte string and duration per token")
+        if self.logprobs and len(self.logprobs) != len(self.tokens):
+            raise ValueError("Pieces needs no logprobs or one per token")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,15 +12,17 @@ the mask once more.
 
 from __future__ import annotations
 
+import math
+
 import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
 from .constraint import ConstraintFailed, ConstraintState
 from .llama import Model, make_sampler
-from .values import Sampling
+from .values import Sampling, TokenLogprobs
 
-__all__ = ["RequestSampler", "mask_logits"]
+__all__ = ["RequestSampler", "log_probabilities", "mask_logits"]
 
 
 class RequestSampler:
@@ -57,6 +59,19 @@ class RequestSampler:
         except Exception as error:  # the matcher, numpy: never go on unconstrained
             raise ConstraintFailed(f"the constraint failed: {error!r}") from error
 
+    def logprobs(self, index: int, token: int, top: int) -> TokenLogprobs:
+        """``token``'s logprob at output ``index`` of the last decode, and the ``top``
+        most likely tokens there: from the logits the sampler chose from, so after
+        the constraint's mask (``pick`` applied it in place) and before penalties,
+        temperature and truncation, which act on a copy inside the chain."""
+        pointer = llama_cpp.llama_get_logits_ith(self._model.ctx, index)
+        if not pointer:
+            raise RuntimeError("llama.cpp has no logits at this output")
+        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        chosen, best = log_probabilities(logits, token, top)
+        piece = self._model.pieces.piece
+        return chosen, tuple((piece(i), value) for i, value in best)
+
     def close(self) -> None:
         if self._chain is not None:
             llama_cpp.llama_sampler_free(self._chain)
@@ -82,6 +97,33 @@ class RequestSampler:
         if not self._model.pieces.is_eog(token):
             state.accept(token)
         return token
+
+
+def log_probabilities(
+    logits: npt.NDArray[np.float32], token: int, top: int
+) -> tuple[float, list[tuple[int, float]]]:
+    """``token``'s log-softmax over ``logits``, and the ``top`` most likely ids with
+    theirs, most likely first (ties: the lower id). Masked logits (minus infinity)
+    have no probability and are never among the alternatives.
+
+    In float32 with a float64 sum: a few milliseconds on a 262k vocabulary would be
+    a real share of a token's time, and the sum is where precision matters."""
+    peak = float(logits.max())
+    total = float(np.exp(logits - np.float32(peak)).sum(dtype=np.float64))
+    normalizer = peak + math.log(total)
+    chosen = min(0.0, float(logits[token]) - normalizer)
+    if top <= 0:
+        return chosen, []
+    count = min(top, len(logits))
+    start = len(logits) - count
+    candidates = np.argpartition(logits, start)[start:]
+    order = sorted(candidates.tolist(), key=lambda i: (-float(logits[i]), i))
+    best = [
+        (int(i), min(0.0, float(logits[i]) - normalizer))
+        for i in order
+        if math.isfinite(float(logits[i]))
+    ]
+    return chosen, best
 
 
 # Where a mask allows tokens in at most this many of its 32-token words (a JSON

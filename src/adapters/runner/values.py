@@ -10,7 +10,7 @@ cannot exist on either side of the pipe.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, TypeAlias
 
 __all__ = [
     "DoneReason",
@@ -18,11 +18,16 @@ __all__ = [
     "LoadParams",
     "ModelInfo",
     "Sampling",
+    "TokenLogprobs",
     "TokenPiece",
     "ToolCallTrigger",
 ]
 
 DoneReason = Literal["stop", "length"]
+
+TokenLogprobs: TypeAlias = tuple[float, tuple[tuple[bytes, float], ...]]
+"""A token's logprob, and its top alternatives as (bytes, logprob), most likely
+first: plain tuples, as they cross the runner protocol."""
 
 _UINT32_MAX: Final = 2**32 - 1
 
@@ -164,3 +169,5 @@ class TokenPiece:
     token: int
     data: bytes
     duration: float = 0.0
+    logprob: TokenLogprobs | None = None
+    """Its logprob and the top alternatives (bytes, logprob), when asked for."""

@@ -80,6 +80,7 @@ EXAMPLES: list[Message] = [
         sampling=Sampling(seed=7, temperature=0.0),
         constraint=None,
         credit=64,
+        logprobs=5,
     ),
     Generate(
         id=5,
@@ -101,6 +102,13 @@ EXAMPLES: list[Message] = [
     ),
     PromptDone(id=4, evaluated=2, reused=1, duration=0.5),
     Pieces(id=4, tokens=(5, 6), data=(b"a", b"\xe2"), durations=(0.1, 0.2)),
+    Pieces(
+        id=4,
+        tokens=(5,),
+        data=(b"a",),
+        durations=(0.1,),
+        logprobs=((-0.25, ((b"a", -0.25), (b"\xe2", -1.5))),),
+    ),
     Ended(id=4, reason="length"),
     Failed(id=3, kind="context_overflow", message="too long", index=1, count=900),
     Credit(id=4, tokens=32),
@@ -172,8 +180,12 @@ def _payload(items: object) -> bytes:
         (_payload([Load.CODE, "not a struct", 20, 1.0]), "must be an array"),
         (_payload([Load.CODE, ["/m", 0], 20, 1.0]), "LoadParams has"),
         (
-            _payload([Pieces.CODE, 1, [1, 2], [b"a"], [0.1]]),
+            _payload([Pieces.CODE, 1, [1, 2], [b"a"], [0.1], []]),
             "one byte string and duration per token",
+        ),
+        (
+            _payload([Pieces.CODE, 1, [1, 2], [b"a", b"b"], [0.1, 0.2], [[-0.5, []]]]),
+            "no logprobs or one per token",
         ),
     ],
 )
