@@ -579,6 +579,7 @@ class ModelWork:
                 lookahead=LOOKAHEAD,
                 limit=effect.limit,
                 logprobs=effect.logprobs,
+                constraint_prefix=effect.constraint_prefix,
             )
             # The runner compiles the constraint (cached per model), evaluates the
             # prompt and makes the first token; it is kept for the next call.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Protocol
 
 from ._acquire import acquire
 from ._catalog import capabilities
@@ -116,10 +117,12 @@ def serve_completion(
     if completion.is_empty:
         yield JsonReply(value=out.final("load", metrics=metrics))
         return
-    prompt, text = yield from _prompt_tokens(
+    prompt, text, prefill = yield from _prompt_tokens(
         completion, record, request, options, ready.context_length
     )
     shape = _shape(completion, record, fmt, text, forced=forced, tool_calls=tool_calls)
+    if prefill:
+        shape = dataclasses.replace(shape, prefill=prefill)
     yield from run_passes(
         completion,
         request,
@@ -294,18 +297,19 @@ def _prompt_tokens(
     request: Request,
     options: Options,
     context_length: int,
-) -> Generator[Step, Result | None, tuple[tuple[int, ...], str]]:
+) -> Generator[Step, Result | None, tuple[tuple[int, ...], str, str]]:
     """Render and tokenize the prompt so that it fits the context with room left for
-    the answer, or fail. Returns the tokens and the text rendered last."""
+    the answer, or fail. Returns the tokens, the text rendered last, and the
+    prefilled answer that text ends with ("" when none is continued)."""
     now = request.timeline.now
     budget = context_length - _answer_room(context_length, options.sampling)
-    text = ""
+    text = prefill = ""
     if completion.kind is Kind.CHAT:
         messages = _chat_messages(completion, record)
         histories = truncated_histories(messages) if completion.truncate else [messages]
         tokens: tuple[int, ...] = ()
         for history in histories:
-            text = _render(completion, record, history, now)
+            text, prefill = _render_prompt(completion, record, history, now)
             tokens = yield from _tokenize(text, record)
             if len(tokens) <= budget:
                 break
@@ -322,14 +326,14 @@ def _prompt_tokens(
     if not tokens:
         raise FlowError(400, "the prompt is empty once the template is applied")
     if len(tokens) <= budget:
-        return tokens, text
+        return tokens, text, prefill
     if not completion.truncate:
         raise FlowError(400, "the input length exceeds the context length")
     request.notes.append(
         f"truncating a prompt of {len(tokens)} tokens to {budget}, "
         f"leaving room to answer in num_ctx {context_length}"
     )
-    return _truncate(tokens, budget, options.sampling.num_keep), text
+    return _truncate(tokens, budget, options.sampling.num_keep), text, prefill
 
 
 def _chat_messages(
@@ -420,15 +424,30 @@ def _render(
     now: float,
     extra: dict[str, JsonValue] | None = None,
 ) -> str:
+    return _render_prompt(completion, record, messages, now, extra)[0]
+
+
+def _render_prompt(
+    completion: CompletionRequest,
+    record: ModelRecord,
+    messages: Sequence[dict[str, JsonValue]],
+    now: float,
+    extra: dict[str, JsonValue] | None = None,
+) -> tuple[str, str]:
+    """The prompt for ``messages``, and the prefilled answer it ends with ("" when
+    the last turn is closed and a new one opens)."""
     template = _template(completion, record)
     if template is None:
         # No template at all: the conversation as plain text, one message a line.
-        return "".join(f"{m.get('content') or ''}\n" for m in messages)
+        return "".join(f"{m.get('content') or ''}\n" for m in messages), ""
     think = completion.think
-    try:
+
+    def render(history: Sequence[dict[str, JsonValue]], *, open_turn: bool) -> str:
+        assert template is not None
         return template.render(
-            messages=messages,
+            messages=history,
             tools=completion.tools or None,
+            add_generation_prompt=open_turn,
             enable_thinking=None if think is None else think is not False,
             reasoning_effort=think if isinstance(think, str) else None,
             bos_token=record.bos_token,
@@ -436,8 +455,56 @@ def _render(
             now=now,
             extra=extra or {},
         )
+
+    try:
+        prefill = _prefill(messages)
+        if prefill is not None:
+            continued = _continued(render, messages, prefill)
+            if continued is not None:
+                return continued, prefill
+        return render(messages, open_turn=True), ""
     except TemplateError as exc:
         raise _template_failure(completion, exc) from None
+
+
+_PREFILL_MARK = "\ue000gateway-prefill\ue000"
+"""Stands in for a prefilled answer while its turn is rendered, to find where the
+template puts the content (a private-use character: no client text has it by
+accident, and no template changes it)."""
+
+
+def _prefill(messages: Sequence[dict[str, JsonValue]]) -> str | None:
+    """The start of an answer to continue: a trailing assistant message with text
+    and no tool calls (Anthropic's prefill, llama-server's and Ollama's too)."""
+    if not messages:
+        return None
+    last = messages[-1]
+    content = last.get("content")
+    if last.get("role") != "assistant" or last.get("tool_calls"):
+        return None
+    return content if isinstance(content, str) and content else None
+
+
+class _RenderTurn(Protocol):
+    def __call__(
+        self, history: Sequence[dict[str, JsonValue]], *, open_turn: bool
+    ) -> str: ...
+
+
+def _continued(
+    render: _RenderTurn,
+    messages: Sequence[dict[str, JsonValue]],
+    prefill: str,
+) -> str | None:
+    """The prompt that leaves the last assistant turn open after ``prefill``: the
+    conversation rendered with a mark in place of the answer, cut at the mark. None
+    when the template does not show the mark once (it rewrites or drops the last
+    answer): then the message is history and a new turn opens, as before."""
+    marked = [*messages[:-1], {**messages[-1], "content": _PREFILL_MARK}]
+    text = render(marked, open_turn=False)
+    if text.count(_PREFILL_MARK) != 1:
+        return None
+    return text[: text.index(_PREFILL_MARK)] + prefill
 
 
 def _generate_text(

@@ -271,6 +271,9 @@ class Shape:
             (``tool_choice`` required or named), returned as a tool call.
         format: the constraint (``"json"``, a schema) or None.
         tool_calls: the lazy constraint on the tool calls of free text, if any.
+        prefill: the start of the answer the prompt ends with (a trailing assistant
+            message, continued): the answer has begun, so there is no thinking pass,
+            and the constraint and the final check take it as the answer's start.
     """
 
     family: Family = PLAIN_FAMILY
@@ -282,6 +285,7 @@ class Shape:
     forced_call: bool = False
     format: JsonValue = None
     tool_calls: ToolCallConstraint | None = None
+    prefill: str = ""
 
 
 class _Pipeline:
@@ -433,8 +437,15 @@ def run_passes(
     # think: false asks for no thinking, so the constraint applies from the start
     # (the parser still runs, so stray tags never reach the content).
     plan = PassPlan(
-        format=shape.format, thinking=shape.thinking and shape.show_thinking
+        format=shape.format,
+        thinking=shape.thinking and shape.show_thinking and not shape.prefill,
     )
+    begun: tuple[int, ...] = ()  # the prefill's tokens, for the constraint
+    if shape.prefill and shape.format is not None:
+        tokenized = yield from perform(
+            Tokenize(text=shape.prefill, add_bos=False), Tokens
+        )
+        begun = tokenized.ids
     emitter = _Emitter(completion, out, shape, metrics)
     generated: list[int] = []
     pass_prompt = prompt
@@ -442,7 +453,7 @@ def run_passes(
     while True:
         outcome = yield from _one_pass(
             plan, emitter, shape, sampling, pass_prompt, generated, limit, metrics,
-            request.request_id,
+            request.request_id, begun,
         )  # fmt: skip
         phase = plan.on(outcome.event)
         if phase is not Phase.CONSTRAINED:
@@ -467,7 +478,8 @@ def run_passes(
                 )
                 pass_prompt += opening.ids
     reason = "length" if outcome.event is Event.LENGTH else "stop"
-    answer = "".join(emitter.gathered.content)[constrained_from:]
+    # A prefilled answer began in the prompt: the format judges it whole.
+    answer = shape.prefill + "".join(emitter.gathered.content)[constrained_from:]
     if shape.format is not None and reason != "length":
         check_answer(answer, shape.format)
     if shape.forced_call:
@@ -522,8 +534,10 @@ def _one_pass(
     limit: int,
     metrics: Metrics,
     id_seed: str,
+    begun: tuple[int, ...] = (),
 ) -> Generator[Step, Result | None, _PassOutcome]:
-    """Run one pass to its end and say how it ended."""
+    """Run one pass to its end and say how it ended (``begun``: the tokens of a
+    prefilled answer, which a constraint accepts first)."""
     free = plan.constraint is None
     pipeline = _Pipeline(shape, stops=sampling.stop, free=free, id_seed=id_seed)
     tokens: list[int] = []
@@ -534,6 +548,7 @@ def _one_pass(
         tool_calls=shape.tool_calls if free else None,
         limit=limit - len(generated),
         logprobs=emitter.logprobs,
+        constraint_prefix=begun if plan.constraint is not None else (),
     )
     while True:
         try:

@@ -542,12 +542,18 @@ class Generate:
     logprobs: int | None = None
     """Report each token's logprob with this many alternatives (``Piece.logprob``);
     None: none."""
+    constraint_prefix: tuple[int, ...] = ()
+    """With ``format``: tokens of an answer already begun (a prefill, ending the
+    prompt) that the constraint accepts before the first token; a prefill that does
+    not fit the format fails the work with 400."""
 
     def __post_init__(self) -> None:
         if not self.prompt:
             raise ValueError("a generation needs at least one prompt token")
         if self.format is not None and self.tool_calls is not None:
             raise ValueError("a generation has a format or tool calls, not both")
+        if self.constraint_prefix and self.format is None:
+            raise ValueError("a constraint prefix needs a format")
         if self.limit < 0:
             raise ValueError("a generation's limit cannot be negative")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:

@@ -272,11 +272,13 @@ class RunnerProcess:
         lookahead: int = 64,
         limit: int = 0,
         logprobs: int | None = None,
+        constraint_prefix: Sequence[int] = (),
     ) -> RemoteGeneration:
         """Start generating after ``prompt``; see ``RemoteGeneration``. The runner
         makes at most ``lookahead`` tokens beyond those taken (at least one), and
         at most ``limit`` in all (0: no limit); with ``logprobs``, each token comes
-        with its logprob and that many alternatives."""
+        with its logprob and that many alternatives. ``constraint_prefix``: tokens
+        of a prefilled answer the constraint accepts first."""
         self._check_alive()
         request_id = self._new_id()
         generation = RemoteGeneration(self, request_id, len(prompt), max(1, lookahead))
@@ -290,6 +292,7 @@ class RunnerProcess:
                 credit=generation.window,
                 limit=limit,
                 logprobs=logprobs,
+                constraint_prefix=tuple(constraint_prefix),
             )
         )
         return generation

@@ -41,7 +41,9 @@ from typing import Final
 
 from . import embedding, llama
 from .constraint import (
+    Compiled,
     Compiler,
+    ConstraintFailed,
     ConstraintState,
     UnsupportedConstraint,
     Vocabulary,
@@ -271,7 +273,7 @@ class Runner:
             return
         compiled = self._compiler.cached(message.constraint)
         if compiled is not None:
-            self._engine.submit(_job(message, compiled.start()))
+            self._submit(message, compiled)
             return
         with self._compiling_lock:
             self._compiling[message.id] = message
@@ -298,7 +300,21 @@ class Runner:
         if failure is not None:
             self.send(failure)
         else:
-            self._engine.submit(_job(message, compiled.start()))
+            self._submit(message, compiled)
+
+    def _submit(self, message: Generate, compiled: Compiled) -> None:
+        """Start the constraint, past the prefilled answer if there is one."""
+        assert self._engine is not None
+        state = compiled.start()
+        try:
+            for token in message.constraint_prefix:
+                state.accept(token)
+        except ConstraintFailed as exc:
+            self.send(
+                _bad(message.id, f"the prefilled answer does not fit the format: {exc}")
+            )
+            return
+        self._engine.submit(_job(message, state))
 
     def _compile_expired(self, message: Generate) -> None:
         if self._claim(message.id):

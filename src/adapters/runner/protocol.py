@@ -181,6 +181,9 @@ class Generate:
     """Tokens it makes at most, then it ends with ``length``; 0: no limit."""
     logprobs: int | None = None
     """Report each token's logprob and this many alternatives; None: none."""
+    constraint_prefix: tuple[int, ...] = ()
+    """Tokens of an answer already begun (a prefill): the constraint accepts them
+    before the first token is sampled."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
