@@ -44,9 +44,10 @@ async def test_a_structured_answer_continues_its_prefill(
     )
     assert answer.done_reason == "stop"
     # The reply is the continuation; with the prefill it is the schema's JSON.
-    whole = json.loads(begun + answer.message.content)
+    continuation = answer.message.content or ""
+    whole = json.loads(begun + continuation)
     jsonschema.validate(whole, SCHEMA)
-    assert not answer.message.content.startswith(begun)
+    assert not continuation.startswith(begun)
 
 
 async def test_a_prefill_the_format_forbids_is_a_400(
