@@ -308,6 +308,9 @@ def chat_call(body: Mapping[str, JsonValue]) -> ChatCall:
             stream=sampling.stream,
             has_images=any(message.get("images") for message in messages),
             logprobs=chat_logprobs(body),
+            # OpenAI answers an over-long prompt with context_length_exceeded, and
+            # agents compact their history on it: never drop messages silently.
+            truncate=False,
         ),
         include_usage=sampling.include_usage,
     )
@@ -649,6 +652,7 @@ def text_call(body: Mapping[str, JsonValue]) -> TextCall:
             options=merged_options(native.options, sampling.options),
             keep_alive=native.keep_alive,
             stream=sampling.stream,
+            truncate=False,
         ),
         include_usage=sampling.include_usage,
         echo=prompt if echo else None,

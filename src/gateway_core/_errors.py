@@ -30,12 +30,22 @@ class ClientError(GatewayError):
 
     ``param`` names the offending request field when there is one, so that the OpenAI
     envelope can fill its ``param`` key and every dialect can say which field was wrong.
+    ``code`` is a machine-readable kind that clients branch on (OpenAI's
+    ``context_length_exceeded``), for the envelopes that carry one.
     """
 
-    def __init__(self, status: int, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         if not 400 <= status <= 599:
             raise ValueError(f"an error status must be 4xx or 5xx, not {status}")
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.code = code

@@ -375,7 +375,7 @@ class Exchange:
         try:
             decoded = check_shape(operation, parse_body(body))
         except ClientError as exc:
-            self._respond_error(exc.status, exc.message, param=exc.param)
+            self._respond_error(exc.status, exc.message, param=exc.param, code=exc.code)
             return
         self._reply(handle(self._request(body=decoded)))
 
@@ -433,7 +433,9 @@ class Exchange:
                 return
             except ClientError as exc:  # FlowError included
                 self._flow = self._outstanding = None
-                self._respond_error(exc.status, exc.message, param=exc.param)
+                self._respond_error(
+                    exc.status, exc.message, param=exc.param, code=exc.code
+                )
                 return
             sent = None
             match step:
@@ -469,9 +471,12 @@ class Exchange:
         message: str,
         *,
         param: str | None = None,
+        code: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        self._respond(self._writer.error(status, message, param=param, headers=headers))
+        self._respond(
+            self._writer.error(status, message, param=param, code=code, headers=headers)
+        )
 
     def _respond(self, effects: list[ResponseEffect]) -> None:
         self._transition(Input.RESPOND)

@@ -117,12 +117,16 @@ def serve_completion(
     if completion.is_empty:
         yield JsonReply(value=out.final("load", metrics=metrics))
         return
-    prompt, text, prefill = yield from _prompt_tokens(
+    rendered = yield from _prompt_tokens(
         completion, record, request, options, ready.context_length
     )
-    shape = _shape(completion, record, fmt, text, forced=forced, tool_calls=tool_calls)
-    if prefill:
-        shape = dataclasses.replace(shape, prefill=prefill)
+    shape = _shape(
+        completion, record, fmt, rendered.text, forced=forced, tool_calls=tool_calls
+    )
+    if rendered.prefill:
+        shape = dataclasses.replace(shape, prefill=rendered.prefill)
+    metrics.dropped_messages = rendered.dropped
+    prompt = rendered.tokens
     yield from run_passes(
         completion,
         request,
@@ -297,13 +301,14 @@ def _prompt_tokens(
     request: Request,
     options: Options,
     context_length: int,
-) -> Generator[Step, Result | None, tuple[tuple[int, ...], str, str]]:
+) -> Generator[Step, Result | None, _Prompt]:
     """Render and tokenize the prompt so that it fits the context with room left for
-    the answer, or fail. Returns the tokens, the text rendered last, and the
-    prefilled answer that text ends with ("" when none is continued)."""
+    the answer, or fail (a 400 with OpenAI's ``context_length_exceeded`` code when
+    the request does not allow truncation)."""
     now = request.timeline.now
     budget = context_length - _answer_room(context_length, options.sampling)
     text = prefill = ""
+    dropped = 0
     if completion.kind is Kind.CHAT:
         messages = _chat_messages(completion, record)
         histories = truncated_histories(messages) if completion.truncate else [messages]
@@ -311,6 +316,7 @@ def _prompt_tokens(
         for history in histories:
             text, prefill = _render_prompt(completion, record, history, now)
             tokens = yield from _tokenize(text, record)
+            dropped = len(messages) - len(history)
             if len(tokens) <= budget:
                 break
     else:
@@ -326,14 +332,35 @@ def _prompt_tokens(
     if not tokens:
         raise FlowError(400, "the prompt is empty once the template is applied")
     if len(tokens) <= budget:
-        return tokens, text, prefill
+        return _Prompt(tokens=tokens, text=text, prefill=prefill, dropped=dropped)
     if not completion.truncate:
-        raise FlowError(400, "the input length exceeds the context length")
+        room = context_length - budget
+        raise FlowError(
+            400,
+            f"the input length exceeds the context length: the prompt is "
+            f"{len(tokens)} tokens, and the context of {context_length} holds "
+            f"{budget} once {room} are kept for the answer",
+            code="context_length_exceeded",
+        )
     request.notes.append(
         f"truncating a prompt of {len(tokens)} tokens to {budget}, "
         f"leaving room to answer in num_ctx {context_length}"
     )
-    return _truncate(tokens, budget, options.sampling.num_keep), text, prefill
+    cut = _truncate(tokens, budget, options.sampling.num_keep)
+    return _Prompt(tokens=cut, text=text, prefill=prefill, dropped=dropped)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _Prompt:
+    """The prompt as the model gets it."""
+
+    tokens: tuple[int, ...]
+    text: str
+    """The text rendered last (its end says where the output starts)."""
+    prefill: str
+    """The prefilled answer the text ends with; "" when none is continued."""
+    dropped: int
+    """Messages left out, oldest first, so that the conversation fits."""
 
 
 def _chat_messages(

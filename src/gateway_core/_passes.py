@@ -86,6 +86,9 @@ class Metrics:
     prompt_duration: float = 0.0
     eval_count: int = 0
     eval_duration: float = 0.0
+    dropped_messages: int = 0
+    """Messages left out of a chat's history so that it fits the context (native
+    truncation): reported, never silent."""
 
     def to_json(self, total: float) -> dict[str, JsonValue]:
         # Ollama omits zero metrics; clients treat absent as zero.
@@ -96,6 +99,8 @@ class Metrics:
             "prompt_eval_duration": round(self.prompt_duration * _NS),
             "eval_count": self.eval_count,
             "eval_duration": round(self.eval_duration * _NS),
+            # An extension field: Ollama drops old messages without a word.
+            "truncated_messages": self.dropped_messages,
         }
         return {name: value for name, value in values.items() if value}
 

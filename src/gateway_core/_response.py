@@ -69,11 +69,16 @@ class ResponseWriter:
         message: str,
         *,
         param: str | None = None,
+        code: str | None = None,
         headers: Headers = (),
     ) -> list[ResponseEffect]:
         """Report a failure the only way still open at this point of the response."""
         info = ErrorInfo(
-            status=status, message=message, param=param, request_id=self._request_id
+            status=status,
+            message=message,
+            param=param,
+            request_id=self._request_id,
+            code=code,
         )
         if not self.started:
             if status == 503 and not any(n == "retry-after" for n, _ in headers):

@@ -354,8 +354,49 @@ def test_without_truncate_a_prompt_too_long_is_a_400() -> None:
     )
     assert (t.status, t.json()) == (
         400,
-        {"error": "the input length exceeds the context length"},
+        {
+            "error": "the input length exceeds the context length: the prompt is "
+            "550 tokens, and the context of 100 holds 75 once 25 are kept for "
+            "the answer"
+        },
     )
+
+
+LONG_HISTORY = [
+    {"role": "system", "content": "S"},
+    *({"role": "user", "content": f"old message {i} " * 5} for i in range(4)),
+    {"role": "user", "content": "last"},
+]
+
+
+def test_native_truncation_says_how_many_messages_it_dropped() -> None:
+    body = {"model": "tiny", "messages": LONG_HISTORY, "stream": False}
+    dropped = post("/api/chat", body, World(context_length=200)).json()
+    kept = post("/api/chat", body, World(context_length=4096)).json()
+    assert isinstance(dropped, dict)
+    assert isinstance(kept, dict)
+    assert dropped["truncated_messages"] == 4  # all but the system and the last
+    assert "truncated_messages" not in kept
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_openai_routes_refuse_a_prompt_too_long_with_context_length_exceeded(
+    path: str, stream: bool
+) -> None:
+    body: dict[str, object] = {"model": "tiny", "stream": stream}
+    if path == "/v1/completions":
+        body["prompt"] = "x" * 500
+    else:
+        body["messages"] = LONG_HISTORY
+    world = World(context_length=100)
+    t = post(path, body, world)
+    error = t.json()
+    assert isinstance(error, dict)
+    assert t.status == 400  # before any stream opens
+    assert error["error"]["code"] == "context_length_exceeded"
+    assert "the context of 100 holds 75" in error["error"]["message"]
+    assert not any(isinstance(work, Generate) for work in t.work)
 
 
 def test_a_runner_failure_after_the_first_byte_is_an_error_line() -> None:

@@ -20,6 +20,8 @@ class ErrorInfo:
     param: str | None = None
     """The request field at fault, if one is."""
     request_id: str = ""
+    code: str | None = None
+    """A machine-readable kind of error (OpenAI's ``code``), if there is one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

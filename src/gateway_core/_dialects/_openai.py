@@ -29,7 +29,12 @@ def _error_object(error: ErrorInfo) -> JsonValue:
     kind = _TYPE_BY_STATUS.get(error.status)
     if kind is None:
         kind = "invalid_request_error" if error.status < 500 else "api_error"
-    return {"message": error.message, "type": kind, "param": error.param, "code": None}
+    return {
+        "message": error.message,
+        "type": kind,
+        "param": error.param,
+        "code": error.code,
+    }
 
 
 def _error_body(error: ErrorInfo) -> JsonValue:
