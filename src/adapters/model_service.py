@@ -442,7 +442,7 @@ class ModelWork:
                 return Tokens(ids=tuple(ids))
             case Detokenize(ids=ids):
                 data = await self._held().detokenize(ids)
-                return Text(text=data.decode("utf-8", errors="replace"))
+                return Text(text=data.decode("utf-8", errors="replace"), data=data)
             case Embed(texts=texts):
                 return await self._embed(texts)
             case Generate():

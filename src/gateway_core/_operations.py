@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from . import _compat_anthropic, _compat_openai, _embedding, _generation, _model_ops
+from . import (
+    _compat_anthropic,
+    _compat_openai,
+    _embedding,
+    _generation,
+    _model_ops,
+    _tokenize_ops,
+)
 from ._flow import Flow
 from ._registry import _flows
 from ._replies import ErrorReply, JsonReply, Reply, TextReply
@@ -64,6 +71,10 @@ _HANDLERS: Mapping[Operation, Callable[[Request], Reply | Flow]] = MappingProxyT
         Operation.CHAT: _generation.chat,
         Operation.EMBED: _embedding.embed,
         Operation.EMBEDDINGS: _embedding.embeddings,
+        Operation.TOKENIZE: _tokenize_ops.tokenize,
+        Operation.DETOKENIZE: _tokenize_ops.detokenize,
+        Operation.SERVER_TOKENIZE: _tokenize_ops.server_tokenize,
+        Operation.SERVER_DETOKENIZE: _tokenize_ops.server_detokenize,
         Operation.OPENAI_CHAT: _compat_openai.openai_chat,
         Operation.OPENAI_COMPLETIONS: _compat_openai.openai_completions,
         Operation.OPENAI_EMBEDDINGS: _compat_openai.openai_embeddings,

@@ -46,6 +46,10 @@ class Operation(enum.Enum):
     CHAT = "chat"
     EMBED = "embed"
     EMBEDDINGS = "embeddings"
+    TOKENIZE = "tokenize"
+    DETOKENIZE = "detokenize"
+    SERVER_TOKENIZE = "server-tokenize"
+    SERVER_DETOKENIZE = "server-detokenize"
     LIST_RUNNING = "ps"
     LIST_MODELS = "tags"
     SHOW = "show"
@@ -134,6 +138,12 @@ _EXACT: tuple[Route, ...] = (
     _route("/api/chat", _OLLAMA, {"POST": _OP.CHAT}, ("POST",)),
     _route("/api/embed", _OLLAMA, {"POST": _OP.EMBED}, ("POST",)),
     _route("/api/embeddings", _OLLAMA, {"POST": _OP.EMBEDDINGS}, ("POST",)),
+    # Not Ollama's (its users have asked for them): tokens of the model's vocabulary,
+    # and llama-server's shapes of the same under its paths.
+    _route("/api/tokenize", _OLLAMA, {"POST": _OP.TOKENIZE}, ("POST",)),
+    _route("/api/detokenize", _OLLAMA, {"POST": _OP.DETOKENIZE}, ("POST",)),
+    _route("/tokenize", _OLLAMA, {"POST": _OP.SERVER_TOKENIZE}, ("POST",)),
+    _route("/detokenize", _OLLAMA, {"POST": _OP.SERVER_DETOKENIZE}, ("POST",)),
     _route("/api/ps", _OLLAMA, {"GET": _OP.LIST_RUNNING}),
     _route("/api/tags", _OLLAMA, {"GET": _OP.LIST_MODELS, "HEAD": _OP.LIST_MODELS}),
     _route("/api/show", _OLLAMA, {"POST": _OP.SHOW}, ("POST",)),

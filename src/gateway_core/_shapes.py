@@ -128,6 +128,21 @@ SHAPES: Mapping[Operation, Shape] = MappingProxyType(
             model=_S, prompt=_S, keep_alive=(_S, _N, _I), options=_O, truncate=_B
         ),
         Operation.SHOW: _shape(model=_S, name=_S, verbose=_B, options=_O),
+        **dict.fromkeys(
+            (Operation.TOKENIZE, Operation.SERVER_TOKENIZE),
+            _shape(
+                model=_S,
+                content=_S,
+                add_special=_B,
+                with_pieces=_B,
+                keep_alive=(_S, _N, _I),
+                options=_O,
+            ),
+        ),
+        **dict.fromkeys(
+            (Operation.DETOKENIZE, Operation.SERVER_DETOKENIZE),
+            _shape(model=_S, tokens=_A, keep_alive=(_S, _N, _I), options=_O),
+        ),
         Operation.CREATE: _shape(
             model=_S,
             name=_S,

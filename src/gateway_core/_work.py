@@ -220,6 +220,8 @@ class Tokens:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Text:
     text: str
+    data: bytes = b""
+    """The exact bytes, when ``text`` had to replace a cut character."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
