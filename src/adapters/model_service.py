@@ -44,6 +44,7 @@ from gateway_core import (
     DeleteModel,
     Detokenize,
     DownloadBlob,
+    DropResponse,
     Embed,
     Embedded,
     FetchManifest,
@@ -52,6 +53,7 @@ from gateway_core import (
     InstallManifest,
     ListModels,
     ListRunning,
+    LoadResponse,
     LookupModel,
     ManifestData,
     ModelCreated,
@@ -63,11 +65,15 @@ from gateway_core import (
     PutManifest,
     ReadManifest,
     ReceiveBlob,
+    ResponseDropped,
+    ResponseLoaded,
+    ResponseStore,
     Result,
     RunnerReady,
     RunningList,
     RunningModel,
     SamplingOptions,
+    SaveResponse,
     SchemaSupported,
     StoreDone,
     Text,
@@ -171,6 +177,9 @@ class ModelService:
         self._tasks: anyio.abc.TaskGroup | None = None
         self.registry = Registry(store)
         """Pulls and pushes: the registry client and the blob transfers."""
+        self.responses = ResponseStore()
+        """Stored responses of ``/v1/responses`` (``previous_response_id``): in
+        memory, bounded by count and bytes, gone when the server stops."""
         self.metrics: GatewayMetrics | None = None
         """What ``GET /metrics`` shows; None answers it with 404."""
 
@@ -461,6 +470,13 @@ class ModelWork:
             case PutManifest(reference=reference, data=data):
                 await self._service.registry.client.put_manifest(reference, data)
                 return StoreDone()
+            case LoadResponse(response_id=response_id):
+                return ResponseLoaded(stored=self._service.responses.get(response_id))
+            case SaveResponse(response_id=response_id, stored=stored):
+                kept = self._service.responses.put(response_id, stored)
+                return ResponseDropped(found=kept)
+            case DropResponse(response_id=response_id):
+                return ResponseDropped(found=self._service.responses.drop(response_id))
 
     async def _transfer_result(self, effect: DownloadBlob | UploadBlob) -> Result:
         """Start the transfer on the first call; then its next progress or end."""

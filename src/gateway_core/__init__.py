@@ -45,6 +45,14 @@ from ._names import (
 )
 from ._options import LoadOptions, Options, SamplingOptions, resolve_options
 from ._registry._reference import RegistryReference
+from ._responses._effects import (
+    DropResponse,
+    LoadResponse,
+    ResponseDropped,
+    ResponseLoaded,
+    SaveResponse,
+)
+from ._responses._store import ResponseStore, StoredResponse
 from ._routes import ROUTES, Dialect, Operation, Route
 from ._state import EXCHANGE_TRANSITIONS, Input, Phase
 from ._version import OLLAMA_API_VERSION, __version__
@@ -128,6 +136,7 @@ __all__ = [
     "Detokenize",
     "Dialect",
     "DownloadBlob",
+    "DropResponse",
     "Effect",
     "Embed",
     "Embedded",
@@ -148,6 +157,7 @@ __all__ = [
     "ListModels",
     "ListRunning",
     "LoadOptions",
+    "LoadResponse",
     "LocalProtocolError",
     "LookupModel",
     "ManifestData",
@@ -171,19 +181,24 @@ __all__ = [
     "Refused",
     "RegistryReference",
     "RequestHead",
+    "ResponseDropped",
     "ResponseEffect",
+    "ResponseLoaded",
+    "ResponseStore",
     "Result",
     "Route",
     "RunnerReady",
     "RunningList",
     "RunningModel",
     "SamplingOptions",
+    "SaveResponse",
     "SchemaSupported",
     "SendBody",
     "SseDecoder",
     "SseEvent",
     "StartResponse",
     "StoreDone",
+    "StoredResponse",
     "Text",
     "TokenLogprob",
     "Tokenize",

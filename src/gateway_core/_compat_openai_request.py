@@ -30,8 +30,12 @@ __all__ = [
     "TextCall",
     "chat_call",
     "check_fields",
+    "checked_schema",
+    "function_tools",
     "model_name",
+    "reasoning_effort",
     "text_call",
+    "translate_messages",
 ]
 
 Message = Mapping[str, JsonValue]
@@ -283,9 +287,9 @@ def chat_call(body: Mapping[str, JsonValue]) -> ChatCall:
     model_text, model = model_name(body)
     native = ollama_fields(body)
     think = _think(body)
-    messages = _messages(body.get("messages"))
+    messages = translate_messages(body.get("messages"))
     sampling = _sampling(body, max_tokens=_max_tokens(body))
-    tools = _tools(body.get("tools"))
+    tools = function_tools(body.get("tools"))
     choice = tool_choice(body.get("tool_choice"))
     if (choice == "required" or isinstance(choice, NamedTool)) and not tools:
         raise FlowError(
@@ -342,7 +346,7 @@ _EFFORTS: Mapping[str, bool | str] = MappingProxyType(
 )
 
 
-def _effort(value: JsonValue, param: str) -> bool | str | None:
+def reasoning_effort(value: JsonValue, param: str) -> bool | str | None:
     if value is None:
         return None
     if isinstance(value, str) and value in _EFFORTS:
@@ -358,10 +362,10 @@ def _effort(value: JsonValue, param: str) -> bool | str | None:
 def _think(body: Mapping[str, JsonValue]) -> bool | str | None:
     """``reasoning_effort`` or ``reasoning.effort``; absent leaves the model's
     default (a thinking model thinks)."""
-    think = _effort(body.get("reasoning_effort"), "reasoning_effort")
+    think = reasoning_effort(body.get("reasoning_effort"), "reasoning_effort")
     reasoning = body.get("reasoning")
     if isinstance(reasoning, dict):
-        nested = _effort(reasoning.get("effort"), "reasoning")
+        nested = reasoning_effort(reasoning.get("effort"), "reasoning")
         if think is not None and nested is not None and think != nested:
             raise FlowError(
                 400,
@@ -404,13 +408,18 @@ def _response_format(value: JsonValue) -> JsonValue:
             "response_format.json_schema.schema must be an object",
             param="response_format",
         )
+    return checked_schema(schema, param="response_format")
+
+
+def checked_schema(schema: JsonValue, *, param: str) -> JsonValue:
+    """``check_format`` of a schema, its 400 naming the request field it came in."""
     try:
         return check_format(schema)
     except FlowError as exc:
-        raise FlowError(exc.status, exc.message, param="response_format") from None
+        raise FlowError(exc.status, exc.message, param=param) from None
 
 
-def _tools(value: JsonValue) -> tuple[Message, ...]:
+def function_tools(value: JsonValue) -> tuple[Message, ...]:
     if value is None:
         return ()
     assert isinstance(value, list)
@@ -452,7 +461,7 @@ _ROLES = MappingProxyType(
 )
 
 
-def _messages(value: JsonValue) -> tuple[Message, ...]:
+def translate_messages(value: JsonValue) -> tuple[Message, ...]:
     if not isinstance(value, list) or not value:
         raise FlowError(
             400, "messages must be a non-empty array of messages", param="messages"

@@ -29,6 +29,7 @@ __all__ = [
     "parse_think",
     "requested_logprobs",
     "tool_choice",
+    "top_logprobs",
 ]
 
 Message = Mapping[str, JsonValue]
@@ -166,6 +167,14 @@ def requested_logprobs(body: Mapping[str, JsonValue], *, flag: str) -> int | Non
     Raises:
         FlowError: ``top_logprobs`` is out of range (400).
     """
+    count = top_logprobs(body)
+    if body.get(flag) is True or count > 0:
+        return count
+    return None
+
+
+def top_logprobs(body: Mapping[str, JsonValue]) -> int:
+    """``top_logprobs``: 0 to 20 (0 when absent); 400 otherwise."""
     top = body.get("top_logprobs")
     if top is not None and (
         not isinstance(top, int)
@@ -177,10 +186,7 @@ def requested_logprobs(body: Mapping[str, JsonValue], *, flag: str) -> int | Non
             f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}",
             param="top_logprobs",
         )
-    count = top if isinstance(top, int) else 0
-    if body.get(flag) is True or count > 0:
-        return count
-    return None
+    return top if isinstance(top, int) else 0
 
 
 def parse_think(value: JsonValue) -> bool | str | None:

@@ -20,9 +20,10 @@ from . import (
     _tokenize_ops,
 )
 from ._flow import Flow
-from ._registry import _flows
+from ._registry import _flows as _registry_flows
 from ._replies import ErrorReply, JsonReply, Reply, TextReply
 from ._request import Request
+from ._responses import _flows as _responses_flows
 from ._routes import Operation
 
 __all__ = ["Request", "handle"]
@@ -57,8 +58,8 @@ _HANDLERS: Mapping[Operation, Callable[[Request], Reply | Flow]] = MappingProxyT
         Operation.VERSION: _version,
         Operation.HEALTH: _health,
         Operation.METRICS: _model_ops.metrics,
-        Operation.PULL: _flows.pull_model,
-        Operation.PUSH: _flows.push_model,
+        Operation.PULL: _registry_flows.pull_model,
+        Operation.PUSH: _registry_flows.push_model,
         Operation.LIST_MODELS: _model_ops.list_models,
         Operation.LIST_RUNNING: _model_ops.list_running,
         Operation.SHOW: _model_ops.show_model,
@@ -82,6 +83,9 @@ _HANDLERS: Mapping[Operation, Callable[[Request], Reply | Flow]] = MappingProxyT
         Operation.OPENAI_GET_MODEL: _compat_openai.openai_model,
         Operation.ANTHROPIC_MESSAGES: _compat_anthropic.anthropic_messages,
         Operation.ANTHROPIC_COUNT_TOKENS: _compat_anthropic.anthropic_count_tokens,
+        Operation.RESPONSES_CREATE: _responses_flows.create_response,
+        Operation.RESPONSES_GET: _responses_flows.get_response,
+        Operation.RESPONSES_DELETE: _responses_flows.delete_response,
     }
 )
 

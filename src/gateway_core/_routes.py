@@ -33,6 +33,8 @@ class Dialect(enum.Enum):
     OLLAMA = "ollama"
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    OPENAI_RESPONSES = "openai-responses"
+    """OpenAI's envelope; its streams are named events, and so are their errors."""
 
 
 class Operation(enum.Enum):
@@ -67,6 +69,9 @@ class Operation(enum.Enum):
     OPENAI_GET_MODEL = "openai-model"
     ANTHROPIC_MESSAGES = "anthropic-messages"
     ANTHROPIC_COUNT_TOKENS = "anthropic-count-tokens"
+    RESPONSES_CREATE = "responses-create"
+    RESPONSES_GET = "responses-get"
+    RESPONSES_DELETE = "responses-delete"
 
 
 class Body(enum.Enum):
@@ -156,6 +161,12 @@ _EXACT: tuple[Route, ...] = (
     _route("/v1/completions", _OPENAI, {"POST": _OP.OPENAI_COMPLETIONS}, ("POST",)),
     _route("/v1/embeddings", _OPENAI, {"POST": _OP.OPENAI_EMBEDDINGS}, ("POST",)),
     _route("/v1/models", _OPENAI, {"GET": _OP.OPENAI_LIST_MODELS}),
+    _route(
+        "/v1/responses",
+        Dialect.OPENAI_RESPONSES,
+        {"POST": _OP.RESPONSES_CREATE},
+        ("POST",),
+    ),
     _route("/v1/messages", _ANTHROPIC, {"POST": _OP.ANTHROPIC_MESSAGES}, ("POST",)),
     _route(
         "/v1/messages/count_tokens",
@@ -178,6 +189,14 @@ _PREFIXED: tuple[Route, ...] = (
         path="/v1/models/",
         dialect=_OPENAI,
         methods=MappingProxyType({"GET": _OP.OPENAI_GET_MODEL}),
+        has_param=True,
+    ),
+    Route(
+        path="/v1/responses/",
+        dialect=Dialect.OPENAI_RESPONSES,
+        methods=MappingProxyType(
+            {"GET": _OP.RESPONSES_GET, "DELETE": _OP.RESPONSES_DELETE}
+        ),
         has_param=True,
     ),
 )

@@ -29,6 +29,13 @@ from ._models import ModelRecord
 from ._names import ModelName
 from ._options import LoadOptions, SamplingOptions
 from ._registry._reference import RegistryReference
+from ._responses._effects import (
+    DropResponse,
+    LoadResponse,
+    ResponseDropped,
+    ResponseLoaded,
+    SaveResponse,
+)
 
 __all__ = [
     "AcquireRunner",
@@ -350,6 +357,8 @@ Result: TypeAlias = (
     | ManifestData
     | TransferProgress
     | TransferDone
+    | ResponseLoaded
+    | ResponseDropped
 )
 
 
@@ -646,4 +655,7 @@ WorkEffect: TypeAlias = (
     | ReadManifest
     | UploadBlob
     | PutManifest
+    | LoadResponse
+    | SaveResponse
+    | DropResponse
 )

@@ -137,6 +137,7 @@ def run(
     world: World = empty_store,
     started: float | None = None,
     access: AccessGate | None = None,
+    request_id: str = "req_test",
 ) -> Transcript:
     """Run one request through a fresh exchange, the way an adapter would.
 
@@ -157,7 +158,7 @@ def run(
     exchange = Exchange(
         RequestHead(method=method, target=target, headers=headers),
         config=config,
-        request_id="req_test",
+        request_id=request_id,
         now=started,
         access=access,
     )

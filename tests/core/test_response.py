@@ -63,6 +63,11 @@ IN_BAND = {
         b'data: {"type":"error","error":{"type":"api_error",'
         b'"message":"runner crashed"}}\n\n'
     ),
+    Dialect.OPENAI_RESPONSES: (
+        b"event: error\n"
+        b'data: {"type":"error","code":null,"message":"runner crashed",'
+        b'"param":null,"sequence_number":0}\n\n'
+    ),
 }
 
 

@@ -15,9 +15,10 @@ from ._anthropic import DIALECT as ANTHROPIC
 from ._common import DialectSpec, ErrorInfo
 from ._ollama import DIALECT as OLLAMA
 from ._openai import DIALECT as OPENAI
+from ._openai import RESPONSES_DIALECT as OPENAI_RESPONSES
 
 __all__ = ["DIALECTS", "DialectSpec", "ErrorInfo"]
 
 DIALECTS: Mapping[Dialect, DialectSpec] = MappingProxyType(
-    {spec.dialect: spec for spec in (OLLAMA, OPENAI, ANTHROPIC)}
+    {spec.dialect: spec for spec in (OLLAMA, OPENAI, OPENAI_RESPONSES, ANTHROPIC)}
 )

@@ -7,7 +7,7 @@ from .._json import JsonValue, dumps
 from .._routes import Dialect
 from ._common import DialectSpec, ErrorInfo
 
-__all__ = ["DIALECT"]
+__all__ = ["DIALECT", "RESPONSES_DIALECT"]
 
 # OpenAI's documented error types. SDKs pick the exception class from the status code;
 # the type is for people and for clients that log it.
@@ -53,4 +53,26 @@ DIALECT = DialectSpec(
     error_body=_error_body,
     stream_media_type="text/event-stream",
     stream_error=_stream_error,
+)
+
+
+def _responses_stream_error(error: ErrorInfo) -> bytes:
+    # The Responses API's streams are named events with no [DONE]: a failure is an
+    # `error` event, which the SDK raises. (Its sequence number is not known here:
+    # the dialect writes it without the renderer that counted the others.)
+    body = {"type": "error", **_error_object_of(error), "sequence_number": 0}
+    return encode_sse(dumps(body).decode("utf-8"), event="error")
+
+
+def _error_object_of(error: ErrorInfo) -> dict[str, JsonValue]:
+    value = _error_object(error)
+    assert isinstance(value, dict)
+    return {key: value[key] for key in ("code", "message", "param")}
+
+
+RESPONSES_DIALECT = DialectSpec(
+    dialect=Dialect.OPENAI_RESPONSES,
+    error_body=_error_body,
+    stream_media_type="text/event-stream",
+    stream_error=_responses_stream_error,
 )
