@@ -208,9 +208,10 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?")
 def parse_host(text: str) -> tuple[str, int]:
     """Split ``HOST:PORT`` into a host and a port, filling in what is left out.
 
-    Accepted: ``host``, ``host:port``, ``:port`` (the default host), ``[::1]``,
-    ``[::1]:port``, each optionally after ``http://``. An empty host means the
-    default (loopback), not every interface; say ``0.0.0.0`` or ``[::]`` for that.
+    Accepted: ``host``, ``host:port``, ``:port`` and ``port`` (the default host,
+    as Ollama reads ``OLLAMA_HOST=8080``), ``[::1]``, ``[::1]:port``, each
+    optionally after ``http://``. An empty host means the default (loopback), not
+    every interface; say ``0.0.0.0`` or ``[::]`` for that.
 
     Raises:
         ValueError: with a message that shows the accepted forms.
@@ -224,11 +225,13 @@ def parse_host(text: str) -> tuple[str, int]:
     def bad(reason: str) -> ValueError:
         return ValueError(
             f"invalid address {original!r}: {reason} "
-            "(expected HOST, HOST:PORT, :PORT or [IPV6]:PORT)"
+            "(expected HOST, HOST:PORT, :PORT, PORT or [IPV6]:PORT)"
         )
 
     if not rest:
         raise bad("it is empty")
+    if rest.isascii() and rest.isdigit():
+        rest = ":" + rest  # a bare number is a port: no host name is all digits
     if "://" in rest:
         raise bad("only plain http:// is served")
     port_text: str | None
@@ -357,6 +360,7 @@ def _parse_shutdown_seconds(text: str) -> float:
 # Ollama's variable for the same list; read too, so that a setup written for Ollama
 # keeps its browser clients.
 _OLLAMA_ORIGINS = "OLLAMA_ORIGINS"
+_OLLAMA_HOST = "OLLAMA_HOST"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -391,7 +395,10 @@ OPTIONS: tuple[Option, ...] = (
         name="host",
         metavar="HOST:PORT",
         default=f"{DEFAULT_HOST}:{DEFAULT_PORT}",
-        help="address to listen on: HOST, HOST:PORT, :PORT or [IPV6]:PORT",
+        help=(
+            "address to listen on: HOST, HOST:PORT, :PORT, PORT or [IPV6]:PORT "
+            "(OLLAMA_HOST too, when GATEWAY_HOST is unset)"
+        ),
         parse=parse_host,  # sets port too
     ),
     Option(
@@ -569,6 +576,9 @@ def resolve_settings(
             if given is not None
             else (option.env, environ.get(option.env))
         )
+        if option.name == "host" and not text and environ.get(_OLLAMA_HOST):
+            # A drop-in for Ollama honours the variable Ollama's users already set.
+            source, text = _OLLAMA_HOST, environ[_OLLAMA_HOST]
         if not text:
             continue  # the ServerSettings default applies
         try:

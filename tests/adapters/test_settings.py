@@ -33,6 +33,9 @@ from adapters.settings import (
         ("http://127.0.0.1:18080", ("127.0.0.1", 18080)),
         ("HTTP://localhost/", ("localhost", 11434)),
         (" 127.0.0.1:0 ", ("127.0.0.1", 0)),
+        # A bare number is a port, as Ollama reads OLLAMA_HOST=18412.
+        ("18412", ("127.0.0.1", 18412)),
+        ("http://8080", ("127.0.0.1", 8080)),
     ],
 )
 def test_parse_host_accepts(text: str, expected: tuple[str, int]) -> None:
@@ -53,6 +56,7 @@ def test_parse_host_accepts(text: str, expected: tuple[str, int]) -> None:
         ("host:port", "not a number"),
         ("host:-1", "not a number"),
         ("host:70000", "out of range"),
+        ("99999", "out of range"),
         ("bad host:80", "not a host name"),
         ("host/path", "not a host name"),
     ],
@@ -181,3 +185,16 @@ def test_origins_come_from_the_flag_the_variable_and_ollamas_variable() -> None:
     flagged = resolve_settings({"origins": "https://d.example"}, environ)
     assert flagged.origins == ("https://d.example", "app://c")
     assert resolve_settings({}, {}).origins == ()
+
+
+def test_ollama_host_is_honoured_when_gateway_host_is_unset() -> None:
+    home = Path("/home/u")
+    only_ollama = resolve_settings({}, {"OLLAMA_HOST": "0.0.0.0:8080"}, home=home)
+    assert (only_ollama.host, only_ollama.port) == ("0.0.0.0", 8080)
+    both = {"OLLAMA_HOST": "0.0.0.0:8080", "GATEWAY_HOST": ":9000"}
+    ours = resolve_settings({}, both, home=home)
+    assert (ours.host, ours.port) == ("127.0.0.1", 9000)
+    flag = resolve_settings({"host": "7000"}, both, home=home)
+    assert (flag.host, flag.port) == ("127.0.0.1", 7000)
+    with pytest.raises(ValueError, match="OLLAMA_HOST"):
+        resolve_settings({}, {"OLLAMA_HOST": "https://x"}, home=home)
