@@ -22,7 +22,7 @@ from ._access import (
 )
 from ._config import DEFAULT_CONTEXT_LENGTH, DEFAULT_MAX_BODY_BYTES, GatewayConfig
 from ._effects import Effect, EndResponse, ResponseEffect, SendBody, StartResponse, Wait
-from ._errors import GatewayError, LocalProtocolError
+from ._errors import ClientError, GatewayError, LocalProtocolError
 from ._exchange import Exchange, error_response
 from ._framing import (
     SSE_DONE,
@@ -35,6 +35,7 @@ from ._framing import (
 )
 from ._head import RequestHead, client_request_id
 from ._logprobs import Alternative, TokenLogprob
+from ._modelfile import Modelfile, ModelfileError, parse_modelfile
 from ._models import ModelDetails, ModelRecord
 from ._names import (
     DEFAULT_TAG,
@@ -43,7 +44,13 @@ from ._names import (
     ModelName,
     parse_digest,
 )
-from ._options import LoadOptions, Options, SamplingOptions, resolve_options
+from ._options import (
+    LoadOptions,
+    Options,
+    SamplingOptions,
+    parameter_from_text,
+    resolve_options,
+)
 from ._registry._reference import RegistryReference
 from ._responses._effects import (
     DropResponse,
@@ -128,6 +135,7 @@ __all__ = [
     "BlobStored",
     "CheckBlob",
     "CheckSchema",
+    "ClientError",
     "CollectMetrics",
     "ContextOverflow",
     "CopyModel",
@@ -168,6 +176,8 @@ __all__ = [
     "ModelList",
     "ModelName",
     "ModelRecord",
+    "Modelfile",
+    "ModelfileError",
     "NdjsonDecoder",
     "Operation",
     "Options",
@@ -220,6 +230,8 @@ __all__ = [
     "error_response",
     "hash_api_key",
     "is_loopback_address",
+    "parameter_from_text",
     "parse_digest",
+    "parse_modelfile",
     "resolve_options",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "Options",
     "SamplingOptions",
     "effective_num_ctx",
+    "parameter_from_text",
     "parameters_text",
     "resolve_options",
     "validate_parameters",
@@ -407,6 +408,31 @@ def validate_parameters(parameters: Mapping[str, JsonValue]) -> dict[str, JsonVa
         for key, value in parameters.items()
         if value is not None
     }
+
+
+def parameter_from_text(key: str, text: str) -> JsonValue:
+    """A Modelfile ``PARAMETER key text`` as the JSON value ``/api/create`` takes:
+    a number, a boolean or a string, by the option's type (ranges are checked where
+    the parameters are stored).
+
+    Raises:
+        ClientError: 400, an unknown parameter or a value of the wrong type.
+    """
+    kind = _KINDS.get(key)
+    if kind is None:
+        raise ClientError(400, f'unknown parameter "{key}"', param="parameters")
+    if kind is _Kind.STRINGS:
+        return text
+    if kind is _Kind.BOOLEAN and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        if kind is _Kind.INTEGER:
+            return int(text)
+        if kind is _Kind.NUMBER:
+            return float(text)
+    except ValueError:
+        pass
+    raise _wrong_type("parameter", key, kind)
 
 
 def effective_num_ctx(load: LoadOptions, *, default: int, train: int) -> int:

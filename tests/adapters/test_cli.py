@@ -46,7 +46,7 @@ def test_bad_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["serve", "--log-level", "loud"]) == 2
     assert "--log-level: 'loud' is not one of" in capsys.readouterr().err
     assert main(["serve", "--no-such-flag"]) == 2
-    assert main([]) == 2  # no command: usage, not a server
+    assert main(["list", "--bogus"]) == 2
 
 
 def test_an_address_in_use_exits_1_with_a_message(

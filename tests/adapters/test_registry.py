@@ -12,6 +12,7 @@ import ollama
 import pytest
 import trio
 
+from adapters.cli import main
 from adapters.registry import RegistryOptions
 
 from .live import LiveServer
@@ -235,3 +236,35 @@ async def test_a_killed_pull_resumes_where_it_stopped(
     # config blob, well under 16 KiB together).
     assert counting.downstream < size - saved + 16 * 1024
     assert counting.downstream >= size - saved
+
+
+async def test_the_cli_pushes_and_pulls_a_model(
+    nursery: trio.Nursery,
+    clients: list[ollama.Client],
+    tmp_path: Path,
+    gguf: Path,
+    registry: LocalRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``gateway-core push`` from one server, ``gateway-core pull`` into another:
+    the same model digest, and exit status 0 with ``success`` printed."""
+    name = f"{registry.host}/team/tiny:v1"
+    source_live, source = await ollama_server(nursery, clients, tmp_path / "one")
+    await install(source, "tiny", gguf)
+    await call(lambda: source.copy("tiny", name))
+    monkeypatch.setenv("GATEWAY_HOST", f"127.0.0.1:{source_live.port}")
+    assert await call(lambda: main(["push", name, "--insecure"])) == 0
+    assert capsys.readouterr().out.endswith("success\n")
+
+    target_live, target = await ollama_server(nursery, clients, tmp_path / "two")
+    monkeypatch.setenv("GATEWAY_HOST", f"127.0.0.1:{target_live.port}")
+    assert await call(lambda: main(["pull", name, "--insecure"])) == 0
+    assert capsys.readouterr().out.endswith("success\n")
+    assert (
+        await call(lambda: main(["pull", "127.0.0.1:1/no/such:x", "--insecure"])) == 1
+    )
+    assert "Error:" in capsys.readouterr().err
+    pulled = {m.model: m.digest for m in (await call(target.list)).models}
+    pushed = {m.model: m.digest for m in (await call(source.list)).models}
+    assert pulled[name] == pushed[name]

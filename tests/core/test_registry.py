@@ -242,7 +242,20 @@ def test_a_manifest_that_is_not_a_model_is_a_502_before_any_download() -> None:
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [(b"{}", "model is required"), (b'{"model": "a/b/c/d"}', "invalid model name")],
+    [
+        (b"{}", "model is required"),
+        (b'{"model": "a/b/c/d"}', "invalid model name"),
+        # A host no DNS could resolve (a label over 63 characters): once a 500.
+        (
+            b'{"model": "' + b"h" * 64 + b'.example/ns/m"}',
+            "invalid model name: its registry '" + "h" * 64 + ".example' is not "
+            "a host name",
+        ),
+        (
+            b'{"model": "h.example:99999/ns/m"}',
+            "invalid model name: its registry '99999' is not a port",
+        ),
+    ],
 )
 def test_bad_names_are_400_before_any_work(body: bytes, message: str) -> None:
     for path in ("/api/pull", "/api/push"):

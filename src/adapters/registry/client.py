@@ -139,9 +139,14 @@ class RegistryClient:
             # The token is the registry's: storage a blob redirects to never sees it.
             if token is not None and urlsplit(url).netloc == registry_host:
                 sent["authorization"] = f"Bearer {token}"
-            request = self._http.build_request(
-                method, url, headers=sent, content=content
-            )
+            try:
+                request = self._http.build_request(
+                    method, url, headers=sent, content=content
+                )
+            except (httpx.InvalidURL, UnicodeError) as exc:
+                # A redirect or token realm the server sent, or a name the core
+                # let through: never a crash of the request.
+                raise RegistryError(502, f"invalid registry address: {exc}") from None
             response = await self._send(request)
             location = response.headers.get("location")
             if (

@@ -46,7 +46,7 @@ from .._work import (
     TransferProgress,
     UploadBlob,
 )
-from ._reference import RegistryReference
+from ._reference import RegistryReference, registry_host_problem
 
 __all__ = ["pull_model", "pulled_manifest", "push_model", "transfer_status"]
 
@@ -99,6 +99,9 @@ def _start(
     if not as_given:
         raise FlowError(400, "model is required")
     name = parse_name(as_given, invalid="invalid model name")
+    problem = registry_host_problem(name.host)
+    if problem is not None:
+        raise FlowError(400, f"invalid model name: its registry {problem}")
     reference = RegistryReference.of(name, insecure=body.get("insecure") is True)
     return name, reference, _Progress(body.get("stream") is not False)
 

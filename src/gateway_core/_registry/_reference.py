@@ -9,12 +9,32 @@ Hugging Face. ``insecure`` is Ollama's switch to plain HTTP.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from .._names import ModelName, parse_digest
 
-__all__ = ["RegistryReference"]
+__all__ = ["RegistryReference", "registry_host_problem"]
+
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def registry_host_problem(host: str) -> str | None:
+    """Why ``host`` (``name[:port]``) cannot be a registry's address, or None.
+
+    A model name may carry any host its grammar allows; only one that DNS could
+    resolve can be reached: labels of 1 to 63 letters, digits and inner hyphens,
+    253 characters in all, and a port from 1 to 65535.
+    """
+    name, colon, port = host.partition(":")
+    if colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return f"{port!r} is not a port"
+    if not name or len(name) > 253:
+        return "a host name has 1 to 253 characters"
+    if not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        return f"{name!r} is not a host name"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

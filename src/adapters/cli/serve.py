@@ -1,4 +1,4 @@
-"""The ``gateway-core`` command line: ``gateway-core serve [--host HOST:PORT] ...``.
+"""``gateway-core serve [--host HOST:PORT] ...``: the server, and its keys.
 
 ``gateway-core serve --asgi uvicorn`` serves the ASGI app under uvicorn instead of
 the bundled trio server (same settings; uvicorn comes with the ``asgi`` extra).
@@ -20,19 +20,19 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import trio
 
-from gateway_core import __version__, hash_api_key
+from gateway_core import hash_api_key
 
-from .logs import LOG_FORMATS, start_logging
-from .model_store import ModelStore, ensure_demo_model
-from .server import Address, Server
-from .settings import OPTIONS, ServerSettings, resolve_settings
+from ..logs import LOG_FORMATS, start_logging
+from ..model_store import ModelStore, ensure_demo_model
+from ..server import Address, Server
+from ..settings import OPTIONS, ServerSettings, resolve_settings
 
-__all__ = ["build_parser", "main"]
+__all__ = ["add_serve_commands", "run_local"]
 
 logger = logging.getLogger("adapters.cli")
 
@@ -43,16 +43,8 @@ _LOG_FORMAT_ENV = "GATEWAY_LOG_FORMAT"
 _DEFAULT_LOG_LEVEL = "info"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gateway-core",
-        allow_abbrev=False,
-        description="An Ollama-compatible LLM gateway.",
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {__version__}"
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+def add_serve_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    """``serve`` and ``keys``: the commands that run here, not against a server."""
     serve = commands.add_parser(
         "serve",
         allow_abbrev=False,
@@ -107,7 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
             f"[env {_LOG_FORMAT_ENV}; default text]"
         ),
     )
-    return parser
 
 
 def _add_keys_command(commands: argparse._SubParsersAction[Any]) -> None:
@@ -168,16 +159,8 @@ def _toml_string(text: str) -> str:
     return json.dumps(text)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a usage error already printed
-        return exc.code if isinstance(exc.code, int) else 2
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
+def run_local(args: argparse.Namespace) -> int:
+    """Run ``serve`` or ``keys``; returns the process exit status."""
     if args.command == "keys":
         return _new_key(args)
     try:
@@ -226,7 +209,7 @@ def _serve_asgi(settings: ServerSettings) -> int:
     """The ASGI app under uvicorn, which handles the signals itself (the first one
     finishes requests in flight for up to the shutdown timeout)."""
     try:
-        from .asgi.serve import serve_with_uvicorn
+        from ..asgi.serve import serve_with_uvicorn
     except ImportError as exc:
         logger.error(  # noqa: TRY400 (the message says what to do)
             "--asgi uvicorn needs the asgi extra "
