@@ -52,8 +52,8 @@ from gateway_core._manifest import (
 )
 from gateway_core._models import ModelRecord
 from gateway_core._names import InvalidDigest, ModelName, parse_digest
+from gateway_core._templates import is_go_template
 
-from .demo_model import write_demo_model
 from .gguf_info import GgufError, GgufInfo, read_gguf
 from .store_files import (
     BlobWriter,
@@ -61,11 +61,10 @@ from .store_files import (
     disk_errors,
     fsync_dir,
     sweep_temp_files,
-    temp_path,
     write_file,
 )
 
-__all__ = ["BlobWriter", "ModelStore", "StoreError", "ensure_demo_model"]
+__all__ = ["BlobWriter", "ModelStore", "StoreError"]
 
 _log = logging.getLogger(__name__)
 
@@ -335,10 +334,10 @@ class ModelStore:
         config = self._config(manifest, name)
         model_layer = manifest.model_layer
         info, model_file = self._gguf(name, model_layer.digest)
-        template = self._layer_text(manifest, TEMPLATE_MEDIA_TYPE, name)
-        if not template:
-            found = info.metadata.get("tokenizer.chat_template")
-            template = found if isinstance(found, str) else ""
+        layer = self._layer_text(manifest, TEMPLATE_MEDIA_TYPE, name)
+        found = info.metadata.get("tokenizer.chat_template")
+        own = found if isinstance(found, str) else ""
+        template, source, go_template = _chosen_template(layer, own)
         params = self._layer_text(manifest, PARAMS_MEDIA_TYPE, name)
         messages = self._layer_text(manifest, MESSAGES_MEDIA_TYPE, name)
         try:
@@ -350,6 +349,8 @@ class ModelStore:
                 model_file=str(model_file),
                 model_digest=model_layer.digest,
                 template=template or None,
+                template_source=source,
+                go_template=go_template,
                 system=self._layer_text(manifest, SYSTEM_MEDIA_TYPE, name) or None,
                 parameters=parse_params(params.encode()) if params else {},
                 messages=parse_messages(messages.encode()) if messages else (),
@@ -697,6 +698,19 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _chosen_template(layer: str, own: str) -> tuple[str, str, str | None]:
+    """The template a model renders with, where it came from, and the Go template
+    it stands in for: the template layer, unless it is an Ollama Go template and
+    the GGUF carries a Jinja one (models from Ollama's library: their layer is Go,
+    their GGUF Jinja). A Go layer with nothing to stand in is kept, and its first
+    render says so (400)."""
+    if layer and (not is_go_template(layer) or not own):
+        return layer, "modelfile", None
+    if own:
+        return own, "gguf", layer or None
+    return "", "", None
+
+
 def _digest(text: str) -> str:
     try:
         return parse_digest(text)
@@ -713,32 +727,3 @@ def _damaged(name: ModelName, problem: str) -> StoreError:
         500,
         f"model '{name.display}' is damaged: {problem}; delete it and create it again",
     )
-
-
-def ensure_demo_model(store: ModelStore) -> bool:
-    """Install the generated demo model as ``demo`` if the store has no models.
-
-    Returns whether it did. The file is written next to the blobs and streamed in
-    through a ``BlobWriter``, like an upload, so it is checked the same way.
-    """
-    with store.lock:
-        if store.list_models():
-            return False
-        temp = temp_path(store.root / "blobs" / "demo.gguf")
-        try:
-            write_demo_model(temp)
-            digest = hashlib.sha256()
-            with temp.open("rb") as file:
-                while chunk := file.read(_CHUNK):
-                    digest.update(chunk)
-            with store.blob_writer("sha256:" + digest.hexdigest()) as writer:
-                with temp.open("rb") as file:
-                    while chunk := file.read(_CHUNK):
-                        writer.write(chunk)
-                writer.commit()
-        finally:
-            temp.unlink(missing_ok=True)
-        store.create(
-            ModelName(model="demo"), files={"demo.gguf": "sha256:" + digest.hexdigest()}
-        )
-        return True

@@ -128,7 +128,7 @@ def show_body(
         "license": "\n".join(record.license),
         "modelfile": modelfile_text(record, system=system, parameters=parameters),
         "parameters": parameters_text(parameters),
-        "template": record.template or "",
+        "template": record.go_template or record.template or "",
         "system": system or "",
         "details": _details(record),
         "model_info": dict(record.model_info),
@@ -137,4 +137,10 @@ def show_body(
     }
     if record.messages:
         body["messages"] = [dict(message) for message in record.messages]
+    if record.template_source:
+        # Not Ollama's: which template renders the prompt (docs/templates.md).
+        body["template_source"] = (
+            "gguf instead of the Go template" if record.go_template
+            else record.template_source
+        )  # fmt: skip
     return body

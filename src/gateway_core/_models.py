@@ -84,3 +84,9 @@ class ModelRecord:
     bos_token: str = ""
     eos_token: str = ""
     is_embedding: bool = False
+    template_source: str = ""
+    """Where ``template`` came from: ``modelfile`` (the template layer), ``gguf``
+    (the GGUF's own Jinja chat template), or "" (none)."""
+    go_template: str | None = None
+    """The template layer when it is an Ollama Go template that the GGUF's Jinja
+    template stands in for (what ``/api/show`` shows as ``template``, as Ollama)."""

@@ -304,6 +304,14 @@ _ENV: Final = _environment()
 # Ollama's Go templates: "{{ .Prompt }}", "{{- if .System }}", "{{ range $i, $m := ...".
 _GO_TEMPLATE = re.compile(r"\{\{-?\s*(?:[.$]|(?:if|range|with|block|define)\s+[.$])")
 
+
+def is_go_template(source: str) -> bool:
+    """``source`` is one of Ollama's Go templates (``{{ .Prompt }}``,
+    ``{{ range .Messages }}``...): no Jinja template has these, Jinja cannot even
+    parse them."""
+    return _GO_TEMPLATE.search(source) is not None
+
+
 # Names the renderer sets itself; ``extra`` may not shadow them.
 _RESERVED: Final = frozenset(
     {
@@ -339,7 +347,8 @@ def _compile(source: str) -> _Program:
         if _GO_TEMPLATE.search(source):
             raise TemplateError(
                 "this is a Go template (Ollama's {{ .Prompt }} style); only Jinja chat"
-                " templates are supported"
+                " templates are supported (a model whose GGUF carries its own Jinja"
+                " template uses that one instead)"
             ) from None
         raise TemplateError(
             f"template syntax error on line {exc.lineno}: {exc.message}"

@@ -22,8 +22,9 @@ import ollama
 import pytest
 
 from adapters.demo_model import CHAT_TEMPLATE, EOS_TOKEN, write_demo_model
+from adapters.demo_store import ensure_demo_model
 from adapters.gguf_info import GgufError, read_gguf
-from adapters.model_store import ModelStore, StoreError, ensure_demo_model
+from adapters.model_store import ModelStore, StoreError
 from adapters.store_files import STALE_TEMP_AGE, is_temp_name, temp_path
 from gateway_core._manifest import file_type_name
 from gateway_core._names import InvalidModelName, ModelName

@@ -27,8 +27,9 @@ import trio
 
 from gateway_core import hash_api_key
 
+from ..demo_store import ensure_demo_model
 from ..logs import LOG_FORMATS, start_logging
-from ..model_store import ModelStore, ensure_demo_model
+from ..model_store import ModelStore
 from ..server import Address, Server
 from ..settings import OPTIONS, ServerSettings, resolve_settings
 
