@@ -18,6 +18,7 @@ from typing import Any
 from gateway_core import ClientError, parameter_from_text
 
 from .client import ApiError, Client
+from .verbs import VERBS
 
 __all__ = ["add_run_command", "run"]
 
@@ -159,8 +160,6 @@ def _set(session: _Session, words: list[str]) -> None:
 
 
 def _info(client: Client, model: str) -> None:
-    from .verbs import VERBS
-
     VERBS["show"](client, argparse.Namespace(model=model, **dict.fromkeys(
         ("modelfile", "parameters", "template", "system", "license"), False
     )))  # fmt: skip

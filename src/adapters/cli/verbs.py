@@ -10,6 +10,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,8 @@ _CHUNK = 1 << 20
 
 def add_client_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """The verbs that talk to a running server (GATEWAY_HOST, then OLLAMA_HOST)."""
-    for names, text in ((("list", "ls"), "list the models"),):
-        listing = commands.add_parser(names[0], aliases=list(names[1:]), help=text)
-        listing.set_defaults(verb="list")
+    listing = commands.add_parser("list", aliases=["ls"], help="list the models")
+    listing.set_defaults(verb="list")
     commands.add_parser("ps", help="list the loaded models").set_defaults(verb="ps")
     show = commands.add_parser("show", help="show a model's information")
     show.add_argument("model")
@@ -264,8 +264,6 @@ def _size(count: int) -> str:
 
 def _ago(stamp: str) -> str:
     """An RFC 3339 time as Ollama's ``2 minutes ago``."""
-    from datetime import datetime
-
     try:
         then = datetime.fromisoformat(stamp).timestamp()
     except ValueError:
