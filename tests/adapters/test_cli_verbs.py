@@ -275,3 +275,29 @@ async def test_run_on_a_terminal_is_a_conversation(
     assert "... " in seen  # the continuation prompt of the multi-line message
     assert "architecture" in seen  # /show info
     assert seen.count(">>> ") >= 5
+
+
+async def test_a_reader_that_goes_away_ends_run_quietly(
+    served: tuple[LiveServer, ollama.Client],
+) -> None:
+    """``gateway-core run tiny ... | head -c 1``: no traceback, SIGPIPE's status."""
+    live, _ = served
+
+    def piped_to_head() -> tuple[int, str]:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "adapters", "run", "tiny", "Say", "hi"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_process_env(live),
+        )
+        assert run.stdout is not None
+        assert run.stderr is not None
+        run.stdout.read(1)
+        run.stdout.close()  # the reader goes away after one byte
+        with run.stderr:
+            err = run.stderr.read().decode()
+        return run.wait(timeout=60), err
+
+    code, err = await call(piped_to_head)
+    assert code in (0, 141)  # 0 if the whole answer fit the pipe before it closed
+    assert "Traceback" not in err

@@ -6,12 +6,14 @@ of a running server, at ``GATEWAY_HOST``, else ``OLLAMA_HOST``, else
 ``show``, ``rm``, ``cp``, ``stop``, ``pull``, ``push``, ``create -f`` (``verbs``).
 
 Exit status: 0 done; 1 the server refused or could not be reached (the reason on
-stderr, as ``Error: ...``); 2 a usage error; 130 interrupted.
+stderr, as ``Error: ...``); 2 a usage error; 130 interrupted; 141 the reader of
+stdout went away.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -62,3 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`gateway-core run demo | head`): stop quietly, as
+        # Unix tools do, with their status; the interpreter's final flush of
+        # stdout must not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
