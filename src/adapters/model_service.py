@@ -685,6 +685,7 @@ def _create(store: ModelStore, effect: CreateModel) -> list[str]:
         parameters=effect.parameters,
         messages=effect.messages,
         license=effect.license,
+        parser=effect.parser,
     )
 
 

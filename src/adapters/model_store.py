@@ -22,6 +22,7 @@ Safety rules, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -359,6 +360,7 @@ class ModelStore:
                     for layer in manifest.layers_of(LICENSE_MEDIA_TYPE)
                 ),
                 details=config.details(parent_model=model_layer.parent),
+                parser=config.parser,
                 model_info=shape_model_info(info.metadata, verbose=False),
                 context_length=info.arch_int("context_length"),
                 embedding_length=info.arch_int("embedding_length"),
@@ -442,6 +444,7 @@ class ModelStore:
         parameters: Mapping[str, JsonValue] | None = None,
         messages: Sequence[Mapping[str, JsonValue]] | None = None,
         license: Sequence[str] | None = None,
+        parser: str | None = None,
     ) -> list[str]:
         """Install ``name`` from one GGUF blob (``files``) or another model (``base``).
 
@@ -477,6 +480,8 @@ class ModelStore:
             else:
                 assert files is not None
                 config, layers = self._gguf_layers(files, statuses)
+            if parser is not None:
+                config = self._with_parser(config, parser, base or name, statuses)
             old_params = self._base_params(layers, base or name)
             texts = {TEMPLATE_MEDIA_TYPE: template, SYSTEM_MEDIA_TYPE: system}
             for media_type, text in texts.items():
@@ -535,6 +540,18 @@ class ModelStore:
         size = path.stat().st_size
         model = Layer(media_type=MODEL_MEDIA_TYPE, digest=digest, size=size)
         return config_layer, [model]
+
+    def _with_parser(
+        self, config: Layer, parser: str, name: ModelName, statuses: list[str]
+    ) -> Layer:
+        """``config`` with its ``parser`` set (a new config blob)."""
+        try:
+            current = ModelConfig.from_bytes(self._read_blob(config.digest, name))
+        except ManifestError as exc:
+            raise _damaged(name, f"its config is invalid ({exc})") from None
+        data = dataclasses.replace(current, parser=parser).to_bytes()
+        digest = self._put_blob(data, statuses)
+        return Layer(media_type=CONFIG_MEDIA_TYPE, digest=digest, size=len(data))
 
     def _base_params(
         self, layers: list[Layer], name: ModelName

@@ -50,7 +50,9 @@ def capabilities(record: ModelRecord) -> tuple[str, ...]:
         # A template that won't compile grants nothing; using it reports why.
         with contextlib.suppress(TemplateError):
             found |= ChatTemplate.compile(record.template).capabilities
-            family = family_for(record.template, record.details.family)
+            family = family_for(
+                record.template, record.details.family, parser=record.parser
+            )
             found |= family.capabilities(record.template)
     return tuple(name for name in _CAPABILITY_ORDER if name in found)
 
@@ -105,6 +107,8 @@ def modelfile_text(
     ]
     if record.template is not None:
         lines.append(f'TEMPLATE """{record.template}"""')
+    if record.parser:
+        lines.append(f"PARSER {record.parser}")
     if system is not None:
         lines.append(f'SYSTEM """{system}"""')
     lines.extend(
@@ -137,6 +141,8 @@ def show_body(
     }
     if record.messages:
         body["messages"] = [dict(message) for message in record.messages]
+    if record.parser:
+        body["parser"] = record.parser
     if record.template_source:
         # Not Ollama's: which template renders the prompt (docs/templates.md).
         body["template_source"] = (

@@ -155,7 +155,11 @@ def _with_defaults(
 
 def _family(completion: CompletionRequest, record: ModelRecord) -> Family:
     """The model's family, from the template this request renders with."""
-    return family_for(completion.template or record.template, record.details.family)
+    return family_for(
+        completion.template or record.template,
+        record.details.family,
+        parser=record.parser,
+    )
 
 
 def _shape(

@@ -263,17 +263,21 @@ class ModelConfig:
     model_families: tuple[str, ...] = ()
     model_type: str = ""
     file_type: str = ""
+    parser: str = ""
+    """The output parser a create chose (Ollama's config key): a family name, or
+    another server's name for one, which only a known family name turns on."""
 
     def to_bytes(self) -> bytes:
-        return dumps(
-            {
-                "model_format": self.model_format,
-                "model_family": self.model_family,
-                "model_families": list(self.model_families),
-                "model_type": self.model_type,
-                "file_type": self.file_type,
-            }
-        )
+        value: dict[str, JsonValue] = {
+            "model_format": self.model_format,
+            "model_family": self.model_family,
+            "model_families": list(self.model_families),
+            "model_type": self.model_type,
+            "file_type": self.file_type,
+        }
+        if self.parser:
+            value["parser"] = self.parser
+        return dumps(value)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ModelConfig:
@@ -294,6 +298,7 @@ class ModelConfig:
             ),
             model_type=text("model_type", ""),
             file_type=text("file_type", ""),
+            parser=text("parser", ""),
         )
 
     def details(self, *, parent_model: str = "") -> ModelDetails:

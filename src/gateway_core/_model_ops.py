@@ -11,6 +11,7 @@ from collections.abc import Generator, Mapping
 from typing import TypeVar
 
 from ._catalog import running_entry, show_body, tags_entry
+from ._families import FAMILIES
 from ._flow import Flow, FlowError, Step, StreamItem, StreamOpen, expect, perform
 from ._json import JsonValue
 from ._models import ModelRecord
@@ -235,6 +236,13 @@ def _create_effect(body: Mapping[str, JsonValue]) -> CreateModel:
         except TemplateError as exc:
             raise FlowError(400, f"invalid template: {exc}") from None
     parameters = body.get("parameters")
+    parser = text_field(body, "parser")
+    if parser is not None and parser not in FAMILIES:
+        raise FlowError(
+            400,
+            f"unknown parser {parser!r}: one of {', '.join(FAMILIES)}",
+            param="parser",
+        )
     return CreateModel(
         name=name,
         files=files,
@@ -246,6 +254,7 @@ def _create_effect(body: Mapping[str, JsonValue]) -> CreateModel:
         ),
         messages=_messages(body.get("messages")),
         license=_license(body.get("license")),
+        parser=parser,
     )
 
 

@@ -3,8 +3,9 @@
 One instruction per line (instructions are case-insensitive): ``FROM`` (a GGUF
 file or a model name), ``PARAMETER name value`` (typed by the option's type;
 ``stop`` may repeat), ``TEMPLATE``, ``SYSTEM``, ``MESSAGE role content``,
-``LICENSE`` (may repeat). A value is the rest of the line, a ``"quoted"`` string, or
-a ``\"\"\"triple-quoted\"\"\"`` one that may span lines. ``#`` starts a comment line.
+``LICENSE`` (may repeat), ``PARSER family`` (which parser reads the output). A
+value is the rest of the line, a ``"quoted"`` string, or a
+``\"\"\"triple-quoted\"\"\"`` one that may span lines. ``#`` starts a comment line.
 ``ADAPTER`` (LoRA adapters) is refused: this gateway does not apply them.
 Every problem is a ``ModelfileError`` naming its line.
 
@@ -25,7 +26,16 @@ __all__ = ["Modelfile", "ModelfileError", "parse_modelfile"]
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 _INSTRUCTIONS = frozenset(
-    {"from", "parameter", "template", "system", "message", "license", "adapter"}
+    {
+        "from",
+        "parameter",
+        "template",
+        "system",
+        "message",
+        "license",
+        "adapter",
+        "parser",
+    }
 )
 _TRIPLE = '"""'
 
@@ -45,6 +55,7 @@ class Modelfile:
     system: str | None = None
     messages: list[dict[str, JsonValue]] = field(default_factory=list)
     licenses: list[str] = field(default_factory=list)
+    parser: str | None = None
 
     @property
     def from_file(self) -> bool:
@@ -74,6 +85,8 @@ class Modelfile:
             body["messages"] = list[JsonValue](self.messages)
         if self.licenses:
             body["license"] = list[JsonValue](self.licenses)
+        if self.parser is not None:
+            body["parser"] = self.parser
         return body
 
 
@@ -104,6 +117,8 @@ def parse_modelfile(text: str) -> Modelfile:
                 found.messages.append({"role": role, "content": _unquoted(content)})
             case "license":
                 found.licenses.append(value)
+            case "parser":
+                found.parser = value
             case "adapter":
                 raise ModelfileError(
                     f"{where}: ADAPTER is not supported: this gateway does not apply "

@@ -87,6 +87,9 @@ class ModelRecord:
     template_source: str = ""
     """Where ``template`` came from: ``modelfile`` (the template layer), ``gguf``
     (the GGUF's own Jinja chat template), or "" (none)."""
+    parser: str = ""
+    """The output parser its create chose (a family name; docs/compatibility.md),
+    "" to recognise the family from the template and architecture."""
     go_template: str | None = None
     """The template layer when it is an Ollama Go template that the GGUF's Jinja
     template stands in for (what ``/api/show`` shows as ``template``, as Ollama)."""

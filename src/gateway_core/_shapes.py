@@ -155,6 +155,7 @@ SHAPES: Mapping[Operation, Shape] = MappingProxyType(
             files=_O,
             adapters=_O,
             license=(_S, _A),
+            parser=_S,
             **{"from": _S},
         ),
         Operation.COPY: _shape(source=_S, destination=_S),

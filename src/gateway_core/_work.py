@@ -413,6 +413,8 @@ class CreateModel:
     parameters: Mapping[str, JsonValue] | None = None
     messages: tuple[Mapping[str, JsonValue], ...] | None = None
     license: tuple[str, ...] | None = None
+    parser: str | None = None
+    """The model family whose parser reads its output (checked by the core)."""
 
     def __post_init__(self) -> None:
         if bool(self.files) == (self.base is not None):

@@ -108,6 +108,7 @@ async def test_create_from_a_modelfile_with_every_instruction(
         "MESSAGE user Hello\n"
         "MESSAGE assistant Hi!\n"
         "LICENSE MIT\n"
+        "PARSER mistral\n"
     )
     code, out, err = await _cli(
         live, monkeypatch, capsys, "create", "mine", "-f", str(modelfile)
@@ -126,6 +127,7 @@ async def test_create_from_a_modelfile_with_every_instruction(
         'SYSTEM """Be terse."""',
         "MESSAGE user Hello",
         "MESSAGE assistant Hi!",
+        "PARSER mistral",  # kept in the config blob, as Ollama keeps it
     ):
         assert line in shown.modelfile
     # The blob was uploaded once: a second create finds it on the server.

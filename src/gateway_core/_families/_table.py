@@ -253,13 +253,20 @@ def family_named(name: str) -> Family | None:
     return FAMILIES.get(name)
 
 
-def family_for(template: str | None, architecture: str = "") -> Family:
-    """The family a model belongs to, from its chat template and GGUF architecture.
+def family_for(
+    template: str | None, architecture: str = "", *, parser: str = ""
+) -> Family:
+    """The family a model belongs to: the one its ``parser`` names (chosen at
+    create time), else from its chat template and GGUF architecture.
 
     A template that names no family but mentions tools gets ``json`` (calls as bare
     JSON, the Llama 3 way); one that does not, ``plain`` (thinking tags only, no
-    calls: such a model cannot be offered tools).
+    calls: such a model cannot be offered tools). A ``parser`` this table does not
+    know (another server's name) is ignored.
     """
+    chosen = FAMILIES.get(parser) if parser else None
+    if chosen is not None:
+        return chosen
     text = template or ""
     for family in FAMILIES.values():
         if family.recognises(text):
