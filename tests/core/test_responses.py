@@ -367,3 +367,15 @@ def test_the_fields_map_onto_the_canonical_request() -> None:
     assert completion.truncate is True
     function: Any = completion.tools[0]["function"]
     assert function["name"] == "get_weather"
+
+
+def test_a_streamed_response_is_stored() -> None:
+    world = World([b"Hi"])
+    t = create(world, stream=True)
+    found = events(t)
+    final = found[-1]["response"]
+    assert found[-1]["type"] == "response.completed"
+    stored = world.store.get(final["id"])
+    assert stored is not None
+    assert stored.response == final
+    assert [type(w) for w in t.work][-1] is SaveResponse
