@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from ._compat_openai_ollama import chat_logprobs, merged_options, ollama_fields
-from ._completion_request import CompletionRequest, Kind, NamedTool, tool_choice
+from ._completion_request import (
+    CompletionRequest,
+    Kind,
+    NamedTool,
+    ToolChoice,
+    tool_choice,
+)
 from ._flow import FlowError
 from ._json import JsonValue, find_lone_surrogate, loads_strict
 from ._names import InvalidModelName, ModelName
@@ -28,11 +34,14 @@ from ._structured import check_format
 __all__ = [
     "ChatCall",
     "TextCall",
+    "at_least_one",
     "chat_call",
+    "check_choice_has_tools",
     "check_fields",
     "checked_schema",
     "function_tools",
     "model_name",
+    "number_in_range",
     "reasoning_effort",
     "text_call",
     "translate_messages",
@@ -167,6 +176,16 @@ def check_fields(
             raise FlowError(400, refusal.reason, param=name)
 
 
+def check_choice_has_tools(choice: ToolChoice, tools: tuple[Message, ...]) -> None:
+    """A forced call (``required`` or a named tool) needs tools to call: 400."""
+    if (choice == "required" or isinstance(choice, NamedTool)) and not tools:
+        raise FlowError(
+            400,
+            "tool_choice asks for a tool call, but no tools were given",
+            param="tool_choice",
+        )
+
+
 def model_name(body: Mapping[str, JsonValue]) -> tuple[str, ModelName]:
     text = body.get("model")
     if not isinstance(text, str) or not text:
@@ -187,7 +206,7 @@ class _Sampling:
     include_usage: bool
 
 
-def _number(
+def number_in_range(
     body: Mapping[str, JsonValue], name: str, low: float, high: float
 ) -> float | int | None:
     value = body.get(name)
@@ -201,7 +220,7 @@ def _number(
     return value
 
 
-def _at_least_one(body: Mapping[str, JsonValue], name: str) -> int | None:
+def at_least_one(body: Mapping[str, JsonValue], name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -236,7 +255,7 @@ def _sampling(body: Mapping[str, JsonValue], *, max_tokens: int | None) -> _Samp
         ("frequency_penalty", -2.0, 2.0),
         ("presence_penalty", -2.0, 2.0),
     ):
-        value = _number(body, name, low, high)
+        value = number_in_range(body, name, low, high)
         if value is not None:
             options[name] = value
     seed = body.get("seed")
@@ -245,7 +264,7 @@ def _sampling(body: Mapping[str, JsonValue], *, max_tokens: int | None) -> _Samp
     stop = _stop(body.get("stop"))
     if stop is not None:
         options["stop"] = stop
-    num_ctx = _at_least_one(body, "num_ctx")
+    num_ctx = at_least_one(body, "num_ctx")
     if num_ctx is not None:
         options["num_ctx"] = num_ctx
     stream = body.get("stream") is True
@@ -291,12 +310,7 @@ def chat_call(body: Mapping[str, JsonValue]) -> ChatCall:
     sampling = _sampling(body, max_tokens=_max_tokens(body))
     tools = function_tools(body.get("tools"))
     choice = tool_choice(body.get("tool_choice"))
-    if (choice == "required" or isinstance(choice, NamedTool)) and not tools:
-        raise FlowError(
-            400,
-            "tool_choice asks for a tool call, but no tools were given",
-            param="tool_choice",
-        )
+    check_choice_has_tools(choice, tools)
     return ChatCall(
         completion=CompletionRequest(
             kind=Kind.CHAT,
@@ -321,8 +335,8 @@ def chat_call(body: Mapping[str, JsonValue]) -> ChatCall:
 
 
 def _max_tokens(body: Mapping[str, JsonValue]) -> int | None:
-    newer = _at_least_one(body, "max_completion_tokens")
-    older = _at_least_one(body, "max_tokens")
+    newer = at_least_one(body, "max_completion_tokens")
+    older = at_least_one(body, "max_tokens")
     if newer is not None and older is not None and newer != older:
         raise FlowError(
             400,
@@ -649,7 +663,7 @@ def text_call(body: Mapping[str, JsonValue]) -> TextCall:
     echo = body.get("echo") is True
     if echo and suffix:
         raise FlowError(400, "echo can't be combined with suffix", param="echo")
-    sampling = _sampling(body, max_tokens=_at_least_one(body, "max_tokens"))
+    sampling = _sampling(body, max_tokens=at_least_one(body, "max_tokens"))
     native = ollama_fields(body)
     return TextCall(
         completion=CompletionRequest(

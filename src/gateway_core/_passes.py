@@ -399,7 +399,9 @@ class _Emitter:
             if not (thinking or calls):
                 return
         yield from self._open()
-        logprobs, self.gathered.logprobs = self.gathered.logprobs, []
+        logprobs = self.gathered.logprobs
+        if logprobs:  # a new list only when there were some: this runs per frame
+            self.gathered.logprobs = []
         frames = self._out.delta(
             thinking="".join(thinking),
             content="".join(content),

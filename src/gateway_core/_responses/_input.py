@@ -19,10 +19,13 @@ from types import MappingProxyType
 
 from .._compat_openai_ollama import merged_options, ollama_fields
 from .._compat_openai_request import (
+    at_least_one,
+    check_choice_has_tools,
     check_fields,
     checked_schema,
     function_tools,
     model_name,
+    number_in_range,
     reasoning_effort,
     translate_messages,
 )
@@ -120,12 +123,7 @@ def responses_call(body: Mapping[str, JsonValue]) -> ResponsesCall:
         messages = ({"role": "system", "content": instructions}, *turn)
     tools = _tools(body.get("tools"))
     choice = _tool_choice(body.get("tool_choice"))
-    if (choice == "required" or isinstance(choice, NamedTool)) and not tools:
-        raise FlowError(
-            400,
-            "tool_choice asks for a tool call, but no tools were given",
-            param="tool_choice",
-        )
+    check_choice_has_tools(choice, tools)
     native = ollama_fields(body)
     reasoning = body.get("reasoning")
     think = None
@@ -133,22 +131,11 @@ def responses_call(body: Mapping[str, JsonValue]) -> ResponsesCall:
         think = reasoning_effort(reasoning.get("effort"), "reasoning")
     elif reasoning is not None:
         raise FlowError(400, "reasoning must be an object", param="reasoning")
+    # Field types were checked by the route's shape (_shapes) before this runs.
     previous = body.get("previous_response_id")
-    if previous is not None and not isinstance(previous, str):
-        raise FlowError(
-            400, "previous_response_id must be a string", param="previous_response_id"
-        )
-    store = body.get("store")
-    if store is not None and not isinstance(store, bool):
-        raise FlowError(400, "store must be a boolean", param="store")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise FlowError(400, "stream must be a boolean", param="stream")
+    assert previous is None or isinstance(previous, str)
+    store, stream = body.get("store"), body.get("stream")
     parallel = body.get("parallel_tool_calls")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise FlowError(
-            400, "parallel_tool_calls must be a boolean", param="parallel_tool_calls"
-        )
     text = body.get("text")
     completion = CompletionRequest(
         kind=Kind.CHAT,
@@ -191,27 +178,15 @@ def _text_or_none(body: Mapping[str, JsonValue], name: str) -> str | None:
 
 
 def _sampling(body: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
+    """The sampling fields as native options (only those sent), ranges checked as
+    on the chat route."""
     options: dict[str, JsonValue] = {}
-    for name, native, low, high in (
-        ("temperature", "temperature", 0.0, 2.0),
-        ("top_p", "top_p", 0.0, 1.0),
-    ):
-        value = body.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise FlowError(400, f"{name} must be a number", param=name)
-        if not low <= value <= high:
-            raise FlowError(
-                400, f"{name} must be between {low:g} and {high:g}", param=name
-            )
-        options[native] = value
-    limit = body.get("max_output_tokens")
+    for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        value = number_in_range(body, name, low, high)
+        if value is not None:
+            options[name] = value
+    limit = at_least_one(body, "max_output_tokens")
     if limit is not None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise FlowError(
-                400, "max_output_tokens must be at least 1", param="max_output_tokens"
-            )
         options["num_predict"] = limit
     return options
 
