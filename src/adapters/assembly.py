@@ -90,6 +90,7 @@ def open_model_service(settings: ServerSettings) -> ModelService | None:
             compile_timeout=settings.schema_compile_timeout,
             log_level=logging.getLogger("adapters").getEffectiveLevel(),
         ),
+        upstreams=settings.upstreams,
     )
 
 
@@ -100,6 +101,8 @@ def gateway_config(settings: ServerSettings) -> GatewayConfig:
         max_body_bytes=settings.max_body_bytes,
         default_context_length=default_context_length(settings),
         default_num_parallel=settings.num_parallel,
+        upstreams=settings.upstreams,
+        remote_hosts=settings.remotes,
     )
 
 

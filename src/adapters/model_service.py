@@ -62,6 +62,7 @@ from gateway_core import (
     ModelRecord,
     Piece,
     PromptEvaluated,
+    ProxyCompletion,
     PutManifest,
     ReadManifest,
     ReceiveBlob,
@@ -84,6 +85,8 @@ from gateway_core import (
     Unloaded,
     UnloadModel,
     UploadBlob,
+    UpstreamOpened,
+    UpstreamTable,
     WorkEffect,
     WorkFailed,
 )
@@ -112,6 +115,7 @@ from .runner.values import (
     ToolCallTrigger,
 )
 from .runner_pool import LoadFailed, PoolClosed, QueueFull, RunnerPool
+from .upstream import OpenStream, Upstreams
 
 __all__ = ["ModelService", "ModelWork"]
 
@@ -166,8 +170,11 @@ class ModelService:
         *,
         scheduler: Scheduler,
         runners: RunnerOptions | None = None,
+        upstreams: UpstreamTable | None = None,
     ) -> None:
         self.store = store
+        self.upstreams = Upstreams(upstreams or UpstreamTable())
+        """The upstream pools and remote models' hosts: HTTP calls, routing, health."""
         self.runner_options = runners or RunnerOptions()
         self.pool: RunnerPool[RunnerProcess] = RunnerPool(
             scheduler=scheduler, load=self._load, unload=_unload
@@ -202,19 +209,26 @@ class ModelService:
         max_loaded_models: int,
         max_queue: int,
         runners: RunnerOptions | None = None,
+        upstreams: UpstreamTable | None = None,
     ) -> ModelService:
         scheduler = Scheduler(
             max_loaded=max_loaded_models,
             max_queue=max_queue,
             default_keep_alive=keep_alive,
         )
-        return cls(ModelStore(models), scheduler=scheduler, runners=runners)
+        return cls(
+            ModelStore(models),
+            scheduler=scheduler,
+            runners=runners,
+            upstreams=upstreams,
+        )
 
     async def run(self) -> None:
         """Keep the pool's timers and loads, and the runners' tasks, going; cancel
         to stop (after ``aclose``)."""
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
+            tasks.start_soon(self.upstreams.watch)
             try:
                 await self.pool.run()
             finally:
@@ -243,6 +257,7 @@ class ModelService:
         """Unload every model (shutdown)."""
         await self.pool.aclose()
         await self.registry.aclose()
+        await self.upstreams.aclose()
 
     def transfer_tasks(self) -> anyio.abc.TaskGroup:
         """Where blob transfers run: they outlive one ``next_result`` call."""
@@ -273,7 +288,13 @@ class ModelService:
             seen = by_name.get(loaded.record.name)
             if seen is None or seen.expires_at < model.expires_at:
                 by_name[loaded.record.name] = model
-        return RunningList(models=tuple(by_name.values()))
+        return RunningList(
+            models=tuple(by_name.values()),
+            # Copies: the router's own states change as requests come and go.
+            upstreams=tuple(
+                dataclasses.replace(state) for state in self.upstreams.router.states()
+            ),
+        )
 
     def name_model(self, key: str, name: str) -> None:
         self._names[key] = name
@@ -340,9 +361,12 @@ class ModelWork:
         self._effect: WorkEffect | None = None
         self._body: BodySource | None = None
         self._transfer: TransferWatch | None = None
+        self._answer: OpenStream | None = None
+        """An upstream's answer this exchange is reading (``ProxyCompletion``)."""
 
     async def start(self, effect: WorkEffect, body: BodySource) -> None:
         await self._end_generation()
+        await self._end_answer()
         self._end_transfer()
         self._effect, self._body = effect, body
 
@@ -381,8 +405,16 @@ class ModelWork:
 
     async def aclose(self) -> None:
         await self._end_generation()
+        await self._end_answer()
         self._end_transfer()
         await self._stack.aclose()
+
+    async def _end_answer(self) -> None:
+        """Close an upstream's answer: its connection closes, so the upstream
+        stops working for a client that is gone."""
+        if self._answer is not None:
+            answer, self._answer = self._answer, None
+            await answer.aclose()
 
     def _end_transfer(self) -> None:
         """Stop a transfer nobody waits for any more; a download keeps its
@@ -477,6 +509,18 @@ class ModelWork:
                 return ResponseDropped(found=kept)
             case DropResponse(response_id=response_id):
                 return ResponseDropped(found=self._service.responses.drop(response_id))
+            case ProxyCompletion():
+                return await self._proxied(effect)
+
+    async def _proxied(self, effect: ProxyCompletion) -> Result:
+        """The upstream's opening on the first call; then its bytes, its end."""
+        if self._answer is None:
+            opened = await self._service.upstreams.open(effect)
+            if isinstance(opened, WorkFailed):
+                return opened
+            self._answer = opened
+            return UpstreamOpened(upstream=opened.name, kind=opened.kind)
+        return await self._answer.next()
 
     async def _transfer_result(self, effect: DownloadBlob | UploadBlob) -> Result:
         """Start the transfer on the first call; then its next progress or end."""
@@ -686,6 +730,11 @@ def _create(store: ModelStore, effect: CreateModel) -> list[str]:
         messages=effect.messages,
         license=effect.license,
         parser=effect.parser,
+        remote=(
+            (effect.remote_host, effect.remote_model or "")
+            if effect.remote_host
+            else None
+        ),
     )
 
 

@@ -333,6 +333,8 @@ class ModelStore:
         self, name: ModelName, manifest: Manifest, data: bytes, modified_at: float
     ) -> ModelRecord:
         config = self._config(manifest, name)
+        if manifest.is_remote:
+            return self._remote_record(name, manifest, config, data, modified_at)
         model_layer = manifest.model_layer
         info, model_file = self._gguf(name, model_layer.digest)
         layer = self._layer_text(manifest, TEMPLATE_MEDIA_TYPE, name)
@@ -371,6 +373,39 @@ class ModelStore:
         except ManifestError as exc:
             raise _damaged(name, str(exc)) from None
 
+    def _remote_record(
+        self,
+        name: ModelName,
+        manifest: Manifest,
+        config: ModelConfig,
+        data: bytes,
+        modified_at: float,
+    ) -> ModelRecord:
+        """A remote model's record: no file, its texts and where it runs."""
+        if not config.remote_host:
+            raise _damaged(name, "it has no model file and names no remote host")
+        params = self._layer_text(manifest, PARAMS_MEDIA_TYPE, name)
+        messages = self._layer_text(manifest, MESSAGES_MEDIA_TYPE, name)
+        try:
+            return ModelRecord(
+                name=name.display,
+                digest=hashlib.sha256(data).hexdigest(),
+                size=manifest.size,
+                modified_at=modified_at,
+                model_file="",
+                model_digest="",
+                template=self._layer_text(manifest, TEMPLATE_MEDIA_TYPE, name) or None,
+                system=self._layer_text(manifest, SYSTEM_MEDIA_TYPE, name) or None,
+                parameters=parse_params(params.encode()) if params else {},
+                messages=parse_messages(messages.encode()) if messages else (),
+                details=config.details(),
+                parser=config.parser,
+                remote_host=config.remote_host,
+                remote_model=config.remote_model,
+            )
+        except ManifestError as exc:
+            raise _damaged(name, str(exc)) from None
+
     def _bare_record(self, name: ModelName, path: Path) -> ModelRecord:
         """What the manifest alone says, for listing a model whose blobs are damaged."""
         manifest, data, modified_at = self._read_manifest(name, path)
@@ -383,8 +418,10 @@ class ModelStore:
             digest=hashlib.sha256(data).hexdigest(),
             size=manifest.size,
             modified_at=modified_at,
-            model_file=str(self.blob_path(manifest.model_layer.digest)),
-            model_digest=manifest.model_layer.digest,
+            model_file=""
+            if manifest.is_remote
+            else str(self.blob_path(manifest.model_layer.digest)),
+            model_digest="" if manifest.is_remote else manifest.model_layer.digest,
             details=details,
         )
 
@@ -421,7 +458,7 @@ class ModelStore:
 
     def show_info(self, record: ModelRecord, verbose: bool) -> dict[str, JsonValue]:
         """``model_info`` for ``/api/show``; ``verbose`` keeps the long arrays."""
-        if not verbose:
+        if not verbose or record.remote_host:
             return dict(record.model_info)
         try:
             info = read_gguf(Path(record.model_file))
@@ -445,8 +482,10 @@ class ModelStore:
         messages: Sequence[Mapping[str, JsonValue]] | None = None,
         license: Sequence[str] | None = None,
         parser: str | None = None,
+        remote: tuple[str, str] | None = None,
     ) -> list[str]:
-        """Install ``name`` from one GGUF blob (``files``) or another model (``base``).
+        """Install ``name`` from one GGUF blob (``files``) or another model
+        (``base``), or as a remote model: ``remote`` is (host, model there).
 
         ``template``, ``system``, ``messages`` and ``license`` replace what the base
         has (an empty one removes it); ``parameters`` are merged over the base's,
@@ -458,24 +497,23 @@ class ModelStore:
                 name, a blob that is missing or not a GGUF model.
             StoreError(404): the base model is not installed.
         """
-        if bool(files) == (base is not None):
+        if (bool(files) + (base is not None) + (remote is not None)) != 1:
             raise StoreError(400, "give either files or a base model (from), not both")
         with self.lock, disk_errors():
             statuses: list[str] = []
-            if base is not None:
+            if remote is not None:
+                config, layers = self._remote_config(*remote, statuses), []
+            elif base is not None:
                 found = self._find(base)
                 if found is None:
                     raise _not_found(base)
                 manifest = self._read_manifest(*found)[0]
                 config, layers = manifest.config, list(manifest.layers)
-                model = manifest.model_layer
-                inherited = Layer(
-                    media_type=model.media_type,
-                    digest=model.digest,
-                    size=model.size,
-                    parent=model.parent or found[0].display,
-                )
-                layers[layers.index(model)] = inherited
+                if not manifest.is_remote:
+                    model = manifest.model_layer
+                    layers[layers.index(model)] = dataclasses.replace(
+                        model, parent=model.parent or found[0].display
+                    )
                 statuses.extend(f"using existing layer {lay.digest}" for lay in layers)
             else:
                 assert files is not None
@@ -540,6 +578,13 @@ class ModelStore:
         size = path.stat().st_size
         model = Layer(media_type=MODEL_MEDIA_TYPE, digest=digest, size=size)
         return config_layer, [model]
+
+    def _remote_config(self, host: str, model: str, statuses: list[str]) -> Layer:
+        """The config layer of a remote model: where it runs, and no file."""
+        data = ModelConfig(model_format="", remote_host=host, remote_model=model)
+        blob = data.to_bytes()
+        digest = self._put_blob(blob, statuses)
+        return Layer(media_type=CONFIG_MEDIA_TYPE, digest=digest, size=len(blob))
 
     def _with_parser(
         self, config: Layer, parser: str, name: ModelName, statuses: list[str]
@@ -670,7 +715,7 @@ class ModelStore:
             if manifest is None:
                 return None
             self._prune(manifest.digests)
-            return manifest.model_layer.digest
+            return None if manifest.is_remote else manifest.model_layer.digest
 
     def _remove_manifest(self, path: Path) -> None:
         path.unlink(missing_ok=True)

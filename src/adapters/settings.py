@@ -13,11 +13,16 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway_core import DEFAULT_CONTEXT_LENGTH, DEFAULT_MAX_BODY_BYTES
+from gateway_core import (
+    DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_MAX_BODY_BYTES,
+    UpstreamConfigError,
+    UpstreamTable,
+)
 from gateway_core._config import DEFAULT_NUM_PARALLEL
 from gateway_core._durations import format_go_duration, parse_keep_alive_setting
 from gateway_core._options import MAX_PARALLEL
@@ -135,6 +140,10 @@ class ServerSettings:
         origins: browser origins allowed besides the local ones (CORS).
         api_keys_file: the TOML file of API keys; with it, every request but
             ``GET /`` and the health check needs a key.
+        upstreams: the pools of upstream servers models are routed to, read from
+            the upstreams file (docs/scaling.md); empty: every model runs here.
+        remotes: the hosts remote models may name (``*`` patterns); none by
+            default, so no remote model is contacted unless its host is listed.
     """
 
     host: str = DEFAULT_HOST
@@ -159,6 +168,8 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()
     origins: tuple[str, ...] = ()
     api_keys_file: Path | None = None
+    upstreams: UpstreamTable = field(default_factory=UpstreamTable)
+    remotes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -329,6 +340,22 @@ def default_models_dir(environ: Mapping[str, str], home: Path) -> Path:
     return base / "gateway-core" / "models"
 
 
+def read_upstreams_file(text: str) -> UpstreamTable:
+    """The upstreams file at ``text``, read and checked.
+
+    Raises:
+        ValueError: it cannot be read, or is not valid (naming the entry at fault).
+    """
+    try:
+        content = Path(text).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the upstreams file {text}: {exc}") from None
+    try:
+        return UpstreamTable.from_toml(content)
+    except UpstreamConfigError as exc:
+        raise ValueError(f"upstreams file {text}: {exc}") from None
+
+
 def parse_list(text: str) -> tuple[str, ...]:
     """A comma-separated list, as ``OLLAMA_ORIGINS`` is written; blanks dropped."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
@@ -361,6 +388,8 @@ def _parse_shutdown_seconds(text: str) -> float:
 # keeps its browser clients.
 _OLLAMA_ORIGINS = "OLLAMA_ORIGINS"
 _OLLAMA_HOST = "OLLAMA_HOST"
+# Settings whose Ollama variable applies when the GATEWAY_ one is unset.
+_OLLAMA_FALLBACKS = {"host": _OLLAMA_HOST, "remotes": "OLLAMA_REMOTES"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -550,6 +579,23 @@ OPTIONS: tuple[Option, ...] = (
         help="TOML file of API keys (see gateway-core keys new)",
         parse=Path,
     ),
+    Option(
+        name="upstreams",
+        metavar="FILE",
+        default="none: every model runs here",
+        help="TOML file of upstream pools models are routed to (docs/scaling.md)",
+        parse=read_upstreams_file,
+    ),
+    Option(
+        name="remotes",
+        metavar="HOSTS",
+        default="none",
+        help=(
+            "hosts remote models (created with remote_host) may use, comma-separated "
+            "(OLLAMA_REMOTES too, when GATEWAY_REMOTES is unset)"
+        ),
+        parse=parse_list,
+    ),
 )
 
 
@@ -576,9 +622,10 @@ def resolve_settings(
             if given is not None
             else (option.env, environ.get(option.env))
         )
-        if option.name == "host" and not text and environ.get(_OLLAMA_HOST):
-            # A drop-in for Ollama honours the variable Ollama's users already set.
-            source, text = _OLLAMA_HOST, environ[_OLLAMA_HOST]
+        fallback = _OLLAMA_FALLBACKS.get(option.name)
+        if fallback is not None and not text and environ.get(fallback):
+            # A drop-in for Ollama honours the variables Ollama's users already set.
+            source, text = fallback, environ[fallback]
         if not text:
             continue  # the ServerSettings default applies
         try:

@@ -62,6 +62,24 @@ from ._responses._effects import (
 from ._responses._store import ResponseStore, StoredResponse
 from ._routes import ROUTES, Dialect, Operation, Route
 from ._state import EXCHANGE_TRANSITIONS, Input, Phase
+from ._upstream._effects import (
+    ProxyCompletion,
+    UpstreamBytes,
+    UpstreamEnded,
+    UpstreamOpened,
+    UpstreamRequest,
+)
+from ._upstream._router import Router, UpstreamState
+from ._upstream._table import (
+    Policy,
+    Pool,
+    Timeouts,
+    Upstream,
+    UpstreamConfigError,
+    UpstreamKind,
+    UpstreamTable,
+    normalize_remote_host,
+)
 from ._version import OLLAMA_API_VERSION, __version__
 from ._work import (
     AcquireRunner,
@@ -183,8 +201,11 @@ __all__ = [
     "Options",
     "Phase",
     "Piece",
+    "Policy",
+    "Pool",
     "Preflight",
     "PromptEvaluated",
+    "ProxyCompletion",
     "PutManifest",
     "ReadManifest",
     "ReceiveBlob",
@@ -197,6 +218,7 @@ __all__ = [
     "ResponseStore",
     "Result",
     "Route",
+    "Router",
     "RunnerReady",
     "RunningList",
     "RunningModel",
@@ -210,6 +232,7 @@ __all__ = [
     "StoreDone",
     "StoredResponse",
     "Text",
+    "Timeouts",
     "TokenLogprob",
     "Tokenize",
     "TokenizerInfo",
@@ -220,6 +243,15 @@ __all__ = [
     "UnloadModel",
     "Unloaded",
     "UploadBlob",
+    "Upstream",
+    "UpstreamBytes",
+    "UpstreamConfigError",
+    "UpstreamEnded",
+    "UpstreamKind",
+    "UpstreamOpened",
+    "UpstreamRequest",
+    "UpstreamState",
+    "UpstreamTable",
     "Wait",
     "WorkEffect",
     "WorkFailed",
@@ -230,6 +262,7 @@ __all__ = [
     "error_response",
     "hash_api_key",
     "is_loopback_address",
+    "normalize_remote_host",
     "parameter_from_text",
     "parse_digest",
     "parse_modelfile",

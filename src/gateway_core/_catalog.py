@@ -62,7 +62,7 @@ def _details(record: ModelRecord) -> dict[str, JsonValue]:
 
 
 def tags_entry(record: ModelRecord) -> dict[str, JsonValue]:
-    return {
+    entry: dict[str, JsonValue] = {
         "name": record.name,
         "model": record.name,
         "modified_at": format_rfc3339(record.modified_at),
@@ -71,6 +71,14 @@ def tags_entry(record: ModelRecord) -> dict[str, JsonValue]:
         "details": _details(record),
         "capabilities": list(capabilities(record)),
     }
+    return entry | _remote_fields(record)
+
+
+def _remote_fields(record: ModelRecord) -> dict[str, JsonValue]:
+    """Where a remote model runs, as Ollama shows it; nothing for a local one."""
+    if not record.remote_host:
+        return {}
+    return {"remote_model": record.remote_model, "remote_host": record.remote_host}
 
 
 def running_entry(running: RunningModel) -> dict[str, JsonValue]:
@@ -103,7 +111,7 @@ def modelfile_text(
         "# To build a new Modelfile based on this, replace FROM with:",
         f"# FROM {record.name}",
         "",
-        f"FROM {record.model_file}",
+        f"FROM {record.remote_model or record.model_file}",
     ]
     if record.template is not None:
         lines.append(f'TEMPLATE """{record.template}"""')
@@ -143,6 +151,7 @@ def show_body(
         body["messages"] = [dict(message) for message in record.messages]
     if record.parser:
         body["parser"] = record.parser
+    body |= _remote_fields(record)
     if record.template_source:
         # Not Ollama's: which template renders the prompt (docs/templates.md).
         body["template_source"] = (

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._options import MAX_PARALLEL
+from ._upstream._table import UpstreamTable
 from ._version import OLLAMA_API_VERSION
 
 __all__ = [
@@ -61,12 +62,18 @@ class GatewayConfig:
             parameters set one (clamped to what the model was trained for).
         default_num_parallel: ``num_parallel`` (a runner's slots) when neither the
             request nor the model's parameters set one.
+        upstreams: the pools of upstream servers models are routed to (an
+            upstreams file; docs/scaling.md); empty: every model runs here.
+        remote_hosts: hosts (``*`` patterns allowed) a remote model may name;
+            a remote model whose host is not here gets 403 at use.
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     reported_version: str = OLLAMA_API_VERSION
     default_context_length: int = DEFAULT_CONTEXT_LENGTH
     default_num_parallel: int = DEFAULT_NUM_PARALLEL
+    upstreams: UpstreamTable = field(default_factory=UpstreamTable)
+    remote_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:

@@ -390,6 +390,7 @@ class Exchange:
             config=self._config,
             request_id=self._request_id,
             timeline=self._timeline,
+            session_id=self._head.header("x-session-id"),
             shutting_down=self._shutting_down,
             notes=self._notes,
         )

@@ -49,6 +49,8 @@ from ._structured import check_format, tool_call_schema
 from ._templates import ChatTemplate, TemplateError, TemplateRaised, TemplateTooCostly
 from ._thinking import strip_thinking
 from ._tool_calls import Toolbox
+from ._upstream._proxy import proxy_completion, with_model_defaults
+from ._upstream._table import Pool, remote_host_allowed, remote_pool
 from ._work import (
     CheckSchema,
     Result,
@@ -81,7 +83,28 @@ def serve_completion(
     in the caller's dialect (native objects when None). The compatibility layers
     enter here with their own translation and renderer."""
     out = Output(completion, request)
-    record = yield from lookup(completion.model, completion.model_text)
+    pool = _routed(completion, request)
+    if pool is not None and not completion.is_empty:
+        dialect = None if renderer is None else renderer(completion)
+        yield from proxy_completion(completion, request, dialect, pool)
+        return
+    record = (
+        None
+        if pool is not None
+        else (yield from lookup(completion.model, completion.model_text))
+    )
+    if record is None or (record.remote_host and completion.is_empty):
+        # Loading or unloading a model that runs elsewhere: nothing to do here.
+        reason = "unload" if completion.keep_alive == 0 else "load"
+        yield JsonReply(value=out.final(reason))
+        return
+    if record.remote_host:
+        completion = with_model_defaults(completion, record)
+        dialect = None if renderer is None else renderer(completion)
+        yield from proxy_completion(
+            completion, request, dialect, _remote_pool(record, request)
+        )
+        return
     if completion.is_empty and completion.keep_alive == 0:
         yield from perform(UnloadModel(model=record), Unloaded)
         yield JsonReply(value=out.final("unload"))
@@ -137,6 +160,25 @@ def serve_completion(
         ready.context_length,
         metrics,
     )
+
+
+def _routed(completion: CompletionRequest, request: Request) -> Pool | None:
+    """The upstream pool the model is routed to by the upstreams file, if any: by
+    the name as the client wrote it, or in full (``model:latest``)."""
+    table = request.config.upstreams
+    return table.route(completion.model_text) or table.route(completion.model.display)
+
+
+def _remote_pool(record: ModelRecord, request: Request) -> Pool:
+    """The pool of one a remote model runs in; 403 when its host is not on the
+    allow-list (the one check between a model file and a connection)."""
+    if not remote_host_allowed(record.remote_host, request.config.remote_hosts):
+        raise FlowError(
+            403,
+            f"this server cannot run the remote model '{record.name}': its host "
+            f"{record.remote_host} is not in GATEWAY_REMOTES",
+        )
+    return remote_pool(record.remote_host, record.remote_model, record.parser)
 
 
 def _with_defaults(

@@ -190,12 +190,21 @@ class Manifest:
     layers: tuple[Layer, ...]
 
     def __post_init__(self) -> None:
-        if sum(layer.media_type == MODEL_MEDIA_TYPE for layer in self.layers) != 1:
-            raise ManifestError("a manifest needs exactly one model (GGUF) layer")
+        if sum(layer.media_type == MODEL_MEDIA_TYPE for layer in self.layers) > 1:
+            raise ManifestError("a manifest has at most one model (GGUF) layer")
+
+    @property
+    def is_remote(self) -> bool:
+        """No model file: a remote model (its config names where it runs)."""
+        return not any(lay.media_type == MODEL_MEDIA_TYPE for lay in self.layers)
 
     @property
     def model_layer(self) -> Layer:
-        return next(lay for lay in self.layers if lay.media_type == MODEL_MEDIA_TYPE)
+        """The GGUF layer. Raises ``ManifestError`` for a remote model."""
+        for layer in self.layers:
+            if layer.media_type == MODEL_MEDIA_TYPE:
+                return layer
+        raise ManifestError("a remote model has no model file")
 
     @property
     def size(self) -> int:
@@ -266,6 +275,11 @@ class ModelConfig:
     parser: str = ""
     """The output parser a create chose (Ollama's config key): a family name, or
     another server's name for one, which only a known family name turns on."""
+    remote_host: str = ""
+    """A remote model's host (Ollama's config key), normalized; "" for a model
+    with a GGUF file."""
+    remote_model: str = ""
+    """A remote model's name on its host."""
 
     def to_bytes(self) -> bytes:
         value: dict[str, JsonValue] = {
@@ -277,6 +291,9 @@ class ModelConfig:
         }
         if self.parser:
             value["parser"] = self.parser
+        if self.remote_host:
+            value["remote_host"] = self.remote_host
+            value["remote_model"] = self.remote_model
         return dumps(value)
 
     @classmethod
@@ -299,6 +316,8 @@ class ModelConfig:
             model_type=text("model_type", ""),
             file_type=text("file_type", ""),
             parser=text("parser", ""),
+            remote_host=text("remote_host", ""),
+            remote_model=text("remote_model", ""),
         )
 
     def details(self, *, parent_model: str = "") -> ModelDetails:

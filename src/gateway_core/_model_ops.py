@@ -20,6 +20,8 @@ from ._options import effective_num_ctx, resolve_options, validate_parameters
 from ._replies import EmptyReply, JsonReply, TextReply
 from ._request import Request
 from ._templates import ChatTemplate, TemplateError
+from ._upstream._router import UpstreamState
+from ._upstream._table import UpstreamConfigError, normalize_remote_host
 from ._work import (
     BlobPresence,
     BlobStored,
@@ -115,7 +117,26 @@ def list_running(request: Request) -> Flow:
     found = yield from perform(ListRunning(), RunningList)
     # Ollama's order: the model that stays longest first.
     models = sorted(found.models, key=lambda m: m.expires_at, reverse=True)
-    yield JsonReply(value={"models": [running_entry(model) for model in models]})
+    body: dict[str, JsonValue] = {"models": [running_entry(m) for m in models]}
+    if found.upstreams:
+        # Not Ollama's: the upstreams this gateway routes to (docs/scaling.md).
+        body["upstreams"] = [upstream_entry(state) for state in found.upstreams]
+    yield JsonReply(value=body)
+
+
+def upstream_entry(state: UpstreamState) -> dict[str, JsonValue]:
+    """One upstream as ``/api/ps`` shows it."""
+    return {
+        "pool": state.pool,
+        "name": state.upstream.name,
+        "kind": state.upstream.kind.value,
+        "url": state.upstream.url,
+        "up": state.up,
+        "circuit": state.circuit,
+        "in_flight": state.in_flight,
+        "requests": state.requests,
+        "failovers": state.failovers,
+    }
 
 
 def metrics(request: Request) -> Flow:
@@ -220,6 +241,9 @@ def _create_effect(body: Mapping[str, JsonValue]) -> CreateModel:
             )
     files = _files(body.get("files"))
     base_text = text_field(body, "from")
+    remote_host = text_field(body, "remote_host")
+    if remote_host:
+        return _remote_create_effect(body, name, files, base_text, remote_host)
     base = (
         parse_name(base_text, invalid=f'from "{base_text}" is invalid')
         if (base_text)
@@ -236,13 +260,7 @@ def _create_effect(body: Mapping[str, JsonValue]) -> CreateModel:
         except TemplateError as exc:
             raise FlowError(400, f"invalid template: {exc}") from None
     parameters = body.get("parameters")
-    parser = text_field(body, "parser")
-    if parser is not None and parser not in FAMILIES:
-        raise FlowError(
-            400,
-            f"unknown parser {parser!r}: one of {', '.join(FAMILIES)}",
-            param="parser",
-        )
+    parser = _parser(body)
     return CreateModel(
         name=name,
         files=files,
@@ -256,6 +274,50 @@ def _create_effect(body: Mapping[str, JsonValue]) -> CreateModel:
         license=_license(body.get("license")),
         parser=parser,
     )
+
+
+def _remote_create_effect(
+    body: Mapping[str, JsonValue],
+    name: ModelName,
+    files: tuple[tuple[str, str], ...],
+    remote_model: str | None,
+    remote_host: str,
+) -> CreateModel:
+    """A remote model (Ollama's ``remote_host``): ``from`` names it on its host;
+    it has no file, only its texts and parameters."""
+    if files:
+        raise FlowError(400, "a remote model has no files: give 'from' and remote_host")
+    if not remote_model:
+        raise FlowError(400, "a remote model needs 'from': its name on remote_host")
+    try:
+        host = normalize_remote_host(remote_host)
+    except UpstreamConfigError as exc:
+        raise FlowError(400, str(exc), param="remote_host") from None
+    parameters = body.get("parameters")
+    return CreateModel(
+        name=name,
+        remote_host=host,
+        remote_model=remote_model,
+        template=text_field(body, "template"),
+        system=text_field(body, "system"),
+        parameters=(
+            validate_parameters(parameters) if isinstance(parameters, dict) else None
+        ),
+        messages=_messages(body.get("messages")),
+        license=_license(body.get("license")),
+        parser=_parser(body),
+    )
+
+
+def _parser(body: Mapping[str, JsonValue]) -> str | None:
+    parser = text_field(body, "parser")
+    if parser is not None and parser not in FAMILIES:
+        raise FlowError(
+            400,
+            f"unknown parser {parser!r}: one of {', '.join(FAMILIES)}",
+            param="parser",
+        )
+    return parser
 
 
 def _refuse_case_variant(

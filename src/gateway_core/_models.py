@@ -90,6 +90,11 @@ class ModelRecord:
     parser: str = ""
     """The output parser its create chose (a family name; docs/compatibility.md),
     "" to recognise the family from the template and architecture."""
+    remote_host: str = ""
+    """A remote model's host (normalized URL): it runs there, not here; "" for
+    a model with a GGUF file."""
+    remote_model: str = ""
+    """A remote model's name on its host."""
     go_template: str | None = None
     """The template layer when it is an Ollama Go template that the GGUF's Jinja
     template stands in for (what ``/api/show`` shows as ``template``, as Ollama)."""

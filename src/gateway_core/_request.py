@@ -29,6 +29,8 @@ class Request:
     """The adapter's name for this request; seeds tool-call ids."""
     timeline: Timeline
     """When the request arrived and what time it is now, for timestamps."""
+    session_id: str | None = None
+    """The client's ``X-Session-Id`` header: keeps a conversation on one upstream."""
     shutting_down: bool = False
     """The server has begun to shut down (health checks then answer 503)."""
     notes: list[str] = field(default_factory=list)

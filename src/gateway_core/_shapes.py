@@ -156,6 +156,7 @@ SHAPES: Mapping[Operation, Shape] = MappingProxyType(
             adapters=_O,
             license=(_S, _A),
             parser=_S,
+            remote_host=_S,
             **{"from": _S},
         ),
         Operation.COPY: _shape(source=_S, destination=_S),

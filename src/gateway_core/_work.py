@@ -36,6 +36,13 @@ from ._responses._effects import (
     ResponseLoaded,
     SaveResponse,
 )
+from ._upstream._effects import (
+    ProxyCompletion,
+    UpstreamBytes,
+    UpstreamEnded,
+    UpstreamOpened,
+)
+from ._upstream._router import UpstreamState
 
 __all__ = [
     "AcquireRunner",
@@ -143,6 +150,8 @@ class RunningModel:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunningList:
     models: tuple[RunningModel, ...]
+    upstreams: tuple[UpstreamState, ...] = ()
+    """The upstreams the server routes to, as its router knows them now."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -358,6 +367,9 @@ Result: TypeAlias = (
     | TransferProgress
     | TransferDone
     | ResponseLoaded
+    | UpstreamOpened
+    | UpstreamBytes
+    | UpstreamEnded
     | ResponseDropped
 )
 
@@ -415,10 +427,17 @@ class CreateModel:
     license: tuple[str, ...] | None = None
     parser: str | None = None
     """The model family whose parser reads its output (checked by the core)."""
+    remote_host: str | None = None
+    """A remote model's host, normalized: it runs there and has no file."""
+    remote_model: str | None = None
+    """A remote model's name on its host."""
 
     def __post_init__(self) -> None:
-        if bool(self.files) == (self.base is not None):
-            raise ValueError("a model is created from files or from a base, not both")
+        sources = bool(self.files) + (self.base is not None) + bool(self.remote_host)
+        if sources != 1:
+            raise ValueError(
+                "a model is created from files, from a base, or as a remote model"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -660,4 +679,5 @@ WorkEffect: TypeAlias = (
     | LoadResponse
     | SaveResponse
     | DropResponse
+    | ProxyCompletion
 )

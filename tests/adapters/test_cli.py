@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import final
 
 import h11
 import pytest
@@ -23,7 +17,8 @@ from adapters.cli import main
 from adapters.settings import OPTIONS
 from gateway_core import KeyRing
 
-from .helpers import H11Client, expecting_continue, request
+from .helpers import expecting_continue, request
+from .processes import server_process
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -95,81 +90,6 @@ def test_a_bad_keys_file_stops_the_server_with_a_message(
         assert main([*argv, "--api-keys-file", str(tmp_path / "missing.toml")]) == 2
     assert "sha256 is required" in caplog.text
     assert "cannot read the API keys file" in caplog.text
-
-
-@final
-class ServerProcess:
-    """``python -m adapters serve`` in a subprocess, and what it wrote to stderr.
-
-    It is started on port 0; its ``listening on`` log line says which port it got, and
-    waiting for that line is how a test knows the server is ready, with no polling.
-    """
-
-    def __init__(self, process: trio.Process, stderr: trio.abc.ReceiveStream) -> None:
-        self.process = process
-        self._stderr = stderr
-        self.log = bytearray()
-        self.port = 0
-
-    async def wait_for(self, pattern: bytes) -> re.Match[bytes]:
-        """Read stderr until ``pattern`` (a regex) appears in it."""
-        while not (found := re.search(pattern, self.log)):
-            chunk = await self._stderr.receive_some()
-            assert chunk, f"the server exited early:\n{self.log.decode()}"
-            self.log += chunk
-        return found
-
-    async def wait_until_listening(self) -> None:
-        # The trio server's line, or uvicorn's (serve --asgi uvicorn).
-        found = await self.wait_for(
-            rb"(?:listening on|Uvicorn running on) http://[\d.]+:(\d+)"
-        )
-        self.port = int(found[1])
-
-    async def connect(self) -> H11Client:
-        return H11Client(await trio.open_tcp_stream("127.0.0.1", self.port))
-
-    async def exit_code(self) -> int:
-        """Read stderr to its end, then reap the process."""
-        while chunk := await self._stderr.receive_some():
-            self.log += chunk
-        return await self.process.wait()
-
-
-@asynccontextmanager
-async def server_process(
-    models: Path, *, env: dict[str, str] | None = None, args: Sequence[str] = ()
-) -> AsyncIterator[ServerProcess]:
-    pythonpath = [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(pythonpath),
-        # Never the user's own store.
-        "GATEWAY_MODELS": str(models),
-        **(env or {}),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "adapters",
-        "serve",
-        "--host",
-        "127.0.0.1:0",
-        *args,
-    ]
-    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, env=env)
-    assert process.stderr is not None
-    try:
-        with trio.fail_after(20):  # a hung server fails the test instead of hanging it
-            server = ServerProcess(process, process.stderr)
-            await server.wait_until_listening()
-            yield server
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            await process.stderr.aclose()
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from gateway_core._structured import check_answer
 from .helpers import request
 from .live import LiveServer
 from .ollama_setup import call, install, ollama_server
-from .test_cli import server_process
+from .processes import server_process
 
 
 def three_hundred_strings() -> dict[str, JsonValue]:

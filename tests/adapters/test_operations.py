@@ -26,7 +26,7 @@ from .conftest import TcpConnect
 from .helpers import ENDLESS_SCHEMA, request
 from .live import LiveServer, start_live_server
 from .ollama_setup import QUICK, call, install
-from .test_cli import server_process
+from .processes import server_process
 
 HI: Any = [{"role": "user", "content": "hi"}]
 GIB = 1024**3

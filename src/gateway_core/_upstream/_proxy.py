@@ -1,0 +1,180 @@
+"""A completion served by an upstream: the flow, from the canonical request to the
+client's dialect.
+
+The generation flow hands over here when the model is routed to a pool (the
+upstreams file) or is a remote model. What the client wrote was translated into a
+``CompletionRequest`` by its dialect's layer; this asks the adapter to send it
+(``ProxyCompletion``), reads the upstream's stream back into segments
+(``StreamReader``), and writes them with the client's ``Renderer``, exactly as the
+local passes do: the client cannot tell which served it, and every reply carries
+the model name the client used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+
+from .._answer import Emitter, Ending, Metrics, Output, Renderer
+from .._completion_request import CompletionRequest, Kind, NamedTool
+from .._families import FAMILIES, OutputParser, ParserSetup
+from .._flow import MORE, Flow, FlowError, expect, succeeded
+from .._json import JsonValue, dumps
+from .._models import ModelRecord
+from .._request import Request
+from .._segments import Content, Segment
+from .._structured import check_format
+from .._tool_calls import Toolbox
+from ._effects import ProxyCompletion, UpstreamBytes, UpstreamEnded, UpstreamOpened
+from ._requests import upstream_requests
+from ._streams import StreamReader, UpstreamStreamError
+from ._table import Policy, Pool, UpstreamKind
+
+__all__ = ["proxy_completion", "session_key", "with_model_defaults"]
+
+# Without a parser named for the pool, calls the upstream wrote as text (it did
+# not parse them itself) are read in the most common text form, <tool_call> JSON.
+_DEFAULT_PARSER = "hermes"
+
+
+def proxy_completion(
+    completion: CompletionRequest,
+    request: Request,
+    renderer: Renderer | None,
+    pool: Pool,
+) -> Flow:
+    """Serve ``completion`` from an upstream of ``pool``."""
+    if completion.raw_conflict:
+        raise FlowError(400, "raw mode does not support template, system, or context")
+    fmt = check_format(completion.format)
+    forced = completion.tool_choice == "required" or isinstance(
+        completion.tool_choice, NamedTool
+    )
+    if forced and fmt is not None:
+        raise FlowError(400, "a forced tool call and a format can't be combined")
+    if completion.tool_choice == "none":
+        completion = dataclasses.replace(completion, tools=())
+    out = renderer if renderer is not None else Output(completion, request)
+    effect = ProxyCompletion(
+        model=completion.model_text,
+        pool=pool,
+        requests=upstream_requests(completion, pool),
+        session=session_key(request, completion, pool),
+    )
+    opened = expect((yield effect), UpstreamOpened)
+    reader = StreamReader(
+        sse=opened.kind is UpstreamKind.OPENAI, id_seed=request.request_id
+    )
+    parser = _text_parser(completion, pool, request.request_id)
+    metrics = Metrics()
+    emitter = Emitter(
+        completion, out, metrics, show_thinking=completion.think is not False
+    )
+    while True:
+        result = succeeded((yield MORE))
+        if isinstance(result, UpstreamEnded):
+            break
+        assert isinstance(result, UpstreamBytes)
+        try:
+            segments = reader.feed(result.data)
+        except UpstreamStreamError as exc:
+            raise FlowError(502, str(exc)) from None
+        yield from emitter.emit(_parsed(parser, segments))
+    try:
+        segments = reader.close()
+    except UpstreamStreamError as exc:
+        raise FlowError(502, str(exc)) from None
+    cut = reader.done_reason == "length"
+    tail = _parsed(parser, segments) + (
+        [] if parser is None else parser.finish(cut=cut)
+    )
+    yield from emitter.emit(tail)
+    metrics.prompt_count = reader.prompt_count
+    metrics.prompt_duration = reader.prompt_duration
+    metrics.eval_count = reader.eval_count
+    metrics.eval_duration = reader.eval_duration
+    reason = reader.done_reason or "stop"
+    yield from emitter.finish(
+        Ending(reason=reason, metrics=metrics, gathered=emitter.gathered)
+    )
+
+
+def _text_parser(
+    completion: CompletionRequest, pool: Pool, seed: str
+) -> OutputParser | None:
+    """The parser for the text the upstream returns, if calls or thinking may
+    hide in it: the pool's family, or the default one when tools were offered."""
+    name = pool.parser
+    if name == "none" or (not name and not completion.tools):
+        return None
+    family = FAMILIES[name or _DEFAULT_PARSER]
+    setup = ParserSetup(
+        thinking=bool(name) and completion.think is not False,
+        prompt="",
+        tools=Toolbox.of(completion.tools) if completion.tools else None,
+        id_seed=seed,
+    )
+    return family.parser(setup)
+
+
+def _parsed(parser: OutputParser | None, segments: Sequence[Segment]) -> list[Segment]:
+    if parser is None:
+        return list(segments)
+    parsed: list[Segment] = []
+    for segment in segments:
+        if isinstance(segment, Content):
+            parsed += parser.feed(segment.text)
+        else:
+            parsed.append(segment)
+    return parsed
+
+
+def session_key(
+    request: Request, completion: CompletionRequest, pool: Pool
+) -> str | None:
+    """What keeps a conversation on one upstream, for a pool with the session
+    policy: the ``X-Session-Id`` header, else OpenAI's ``user`` (Anthropic's
+    ``metadata.user_id``), else the first messages of the chat (a generate's
+    system and prompt), which stay the same as the conversation grows."""
+    if pool.policy is not Policy.SESSION:
+        return None
+    if request.session_id:
+        return request.session_id
+    body = request.body or {}
+    user = body.get("user")
+    metadata = body.get("metadata")
+    if not isinstance(user, str) and isinstance(metadata, dict):
+        user = metadata.get("user_id")
+    if isinstance(user, str) and user:
+        return f"user:{user}"
+    first: JsonValue
+    if completion.kind is Kind.CHAT:
+        first = [dict(m) for m in completion.messages[: pool.session_messages]]
+    else:
+        first = [completion.system, completion.prompt]
+    return "start:" + hashlib.sha256(dumps(first)).hexdigest()
+
+
+def with_model_defaults(
+    completion: CompletionRequest, record: ModelRecord
+) -> CompletionRequest:
+    """A remote model's own defaults under the request, as Ollama applies them
+    before it forwards: its parameters under the request's options, its system
+    prompt when the request has none, its messages before the chat's."""
+    changes: dict[str, object] = {}
+    if record.parameters:
+        changes["options"] = {**record.parameters, **(completion.options or {})}
+    if completion.kind is Kind.GENERATE:
+        if completion.system is None and record.system:
+            changes["system"] = record.system
+    else:
+        messages = tuple(completion.messages)
+        has_system = any(m.get("role") == "system" for m in messages)
+        prefix: list[dict[str, JsonValue]] = []
+        if record.system and not has_system:
+            prefix.append({"role": "system", "content": record.system})
+        prefix += [dict(m) for m in record.messages]
+        if prefix:
+            changes["messages"] = (*prefix, *messages)
+    return dataclasses.replace(completion, **changes) if changes else completion  # type: ignore[arg-type]

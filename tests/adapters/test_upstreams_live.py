@@ -1,0 +1,507 @@
+"""A front gateway routing to real upstreams on loopback: ``gateway-core serve``
+processes (their empty stores serve the demo model) and llama-cpp-python's own
+OpenAI-compatible server, driven by the official ollama, openai and anthropic
+clients. Random weights: structure is checked, never wording."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import ollama
+import openai
+import pytest
+import trio
+
+from adapters.demo_model import write_demo_model
+from adapters.settings import ServerSettings
+from gateway_core import UpstreamTable
+
+from .live import LiveServer, start_live_server
+from .ollama_setup import call
+from .processes import ServerProcess, server_process
+
+pytestmark = pytest.mark.slow
+
+HI: list[Any] = [{"role": "user", "content": "Say hi."}]
+QUICK = {"num_predict": 6, "seed": 3, "temperature": 0.0}
+WEATHER: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"enum": ["Tokyo", "Paris"]}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+    "additionalProperties": False,
+}
+
+
+def pools(
+    *upstreams: tuple[str, str, str], extra: str = "", more: str = ""
+) -> UpstreamTable:
+    """One pool ``remote*`` of (name, kind, url) upstreams, each serving ``demo``
+    (``extra``: more keys of the pool; ``more``: of each upstream)."""
+    text = f'[[pool]]\nname = "p"\nmodels = ["remote*"]\n{extra}\n'
+    for name, kind, url in upstreams:
+        text += (
+            f'[[pool.upstream]]\nname = "{name}"\nkind = "{kind}"\n'
+            f'url = "{url}"\nmodel = "demo"\n{more}\n'
+        )
+    return UpstreamTable.from_toml(text)
+
+
+async def front(
+    nursery: trio.Nursery, tmp_path: Path, table: UpstreamTable, **more: Any
+) -> LiveServer:
+    settings = ServerSettings(
+        host="127.0.0.1", port=0, models=tmp_path / "front", upstreams=table, **more
+    )
+    return await start_live_server(nursery, settings)
+
+
+@pytest.fixture
+async def upstream(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    async with server_process(tmp_path / "up") as process:
+        yield process
+
+
+def ollama_at(live: LiveServer) -> ollama.Client:
+    return ollama.Client(host=f"http://127.0.0.1:{live.port}")
+
+
+def openai_at(live: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"http://127.0.0.1:{live.port}/v1", api_key="x", max_retries=0
+    )
+
+
+def anthropic_at(live: LiveServer) -> anthropic.Anthropic:
+    return anthropic.Anthropic(
+        base_url=f"http://127.0.0.1:{live.port}", api_key="x", max_retries=0
+    )
+
+
+async def check_every_client(live: LiveServer, *, forced_calls: bool) -> None:
+    """Chat through ``live`` with each official client, streaming and not, with
+    tools and ``format``; every reply carries the local name ``remote-demo``."""
+    model = "remote-demo"
+    native = ollama_at(live)
+    whole = await call(lambda: native.chat(model=model, messages=HI, options=QUICK))
+    assert whole.model == model
+    assert whole.done_reason in ("stop", "length")
+    assert whole.message.role == "assistant"
+    chunks = await call(
+        lambda: list(native.chat(model=model, messages=HI, options=QUICK, stream=True))
+    )
+    assert {c.model for c in chunks} == {model}
+    assert chunks[-1].done
+    shaped = await call(
+        lambda: native.chat(
+            model=model,
+            messages=HI,
+            format=SCHEMA,
+            options={"num_predict": 40, "temperature": 0.0},
+        )
+    )
+    assert shaped.done_reason == "stop"
+    assert isinstance(json.loads(shaped.message.content or "")["ok"], bool)
+    text = await call(lambda: native.generate(model=model, prompt="Hi", options=QUICK))
+    assert text.model == model
+    assert text.done
+    native.close()  # type: ignore[no-untyped-call]
+
+    oa = openai_at(live)
+    completion = await call(
+        lambda: oa.chat.completions.create(
+            model=model, messages=HI, max_tokens=6, tools=WEATHER
+        )
+    )
+    assert completion.model == model
+    assert completion.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    stream = await call(
+        lambda: list(
+            oa.chat.completions.create(
+                model=model, messages=HI, max_tokens=6, stream=True
+            )
+        )
+    )
+    assert {c.model for c in stream} == {model}
+    assert stream[-1].choices == [] or stream[-1].choices[0].finish_reason
+    if forced_calls:
+        forced = await call(
+            lambda: oa.chat.completions.create(
+                model=model,
+                messages=HI,
+                max_tokens=256,
+                seed=1,
+                tools=WEATHER,
+                tool_choice="required",
+            )
+        )
+        assert forced.choices[0].finish_reason == "tool_calls"
+        (tool_call,) = forced.choices[0].message.tool_calls or []
+        assert tool_call.type == "function"
+        assert tool_call.function.name == "get_weather"
+        assert json.loads(tool_call.function.arguments)["city"] in ("Tokyo", "Paris")
+    oa.close()
+
+    claude = anthropic_at(live)
+    message = await call(
+        lambda: claude.messages.create(
+            model=model, max_tokens=6, messages=[{"role": "user", "content": "Hi"}]
+        )
+    )
+    assert message.model == model
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    events = await call(
+        lambda: list(
+            claude.messages.create(
+                model=model,
+                max_tokens=6,
+                messages=[{"role": "user", "content": "Hi"}],
+                stream=True,
+            )
+        )
+    )
+    assert events[0].type == "message_start"
+    assert events[-1].type == "message_stop"
+    claude.close()
+
+
+@pytest.mark.parametrize("kind", ["gateway", "ollama", "openai"])
+async def test_every_client_through_a_gateway_process_of_each_kind(
+    nursery: trio.Nursery, tmp_path: Path, upstream: ServerProcess, kind: str
+) -> None:
+    base = f"http://127.0.0.1:{upstream.port}" + ("/v1" if kind == "openai" else "")
+    live = await front(nursery, tmp_path, pools(("up", kind, base)))
+    # The ollama kind speaks Ollama's API, which has no tool_choice to force.
+    await check_every_client(live, forced_calls=kind != "ollama")
+    live.server.shutdown()
+
+
+@asynccontextmanager
+async def llama_cpp_server(model: Path) -> AsyncIterator[int]:
+    """``python -m llama_cpp.server`` on a free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "512",
+    ]
+    process = await trio.lowlevel.open_process(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        with trio.fail_after(60):
+            while True:
+                try:
+                    async with httpx.AsyncClient() as probe_client:
+                        if (
+                            await probe_client.get(f"http://127.0.0.1:{port}/v1/models")
+                        ).status_code == 200:
+                            break
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.2)
+        yield port
+    finally:
+        with trio.CancelScope(shield=True):
+            process.kill()
+            await process.wait()
+
+
+async def test_every_client_through_llama_cpp_pythons_server(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    pytest.importorskip("llama_cpp.server.app")
+    gguf = tmp_path / "demo.gguf"
+    write_demo_model(gguf)
+    async with llama_cpp_server(gguf) as port:
+        table = pools(
+            ("llama", "openai", f"http://127.0.0.1:{port}/v1"),
+            more='schema_format = "json_object"',
+        )
+        live = await front(nursery, tmp_path, table)
+        await check_every_client(live, forced_calls=False)
+        live.server.shutdown()
+
+
+class RecordingListener:
+    """A socket that counts the connections it is offered, and answers none."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(8)
+        self.socket.setblocking(False)
+        self.port = self.socket.getsockname()[1]
+
+    def connections(self) -> int:
+        count = 0
+        while True:
+            try:
+                conn, _ = self.socket.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+
+async def test_remote_models_work_on_the_allow_list_only(
+    nursery: trio.Nursery, tmp_path: Path, upstream: ServerProcess
+) -> None:
+    recorder = RecordingListener()
+    live = await front(
+        nursery, tmp_path, UpstreamTable(), remotes=("127.0.0.1", "localhost")
+    )
+    client = ollama_at(live)
+    base = f"http://127.0.0.1:{live.port}"
+    async with httpx.AsyncClient() as raw:
+        # The ollama client's create has no remote_host: the request as Ollama's
+        # CLI sends it.
+        for name, host in (
+            ("near", f"127.0.0.1:{upstream.port}"),
+            ("far", f"http://[::1]:{recorder.port}"),
+        ):
+            created = await raw.post(
+                f"{base}/api/create",
+                json={"model": name, "from": "demo", "remote_host": host,
+                      "system": "Answer briefly.", "stream": False},
+            )  # fmt: skip
+            assert created.status_code == 200, created.text
+        tags = (await raw.get(f"{base}/api/tags")).json()["models"]
+    listed = {entry["name"]: entry for entry in tags}
+    assert listed["near:latest"]["remote_host"] == f"http://127.0.0.1:{upstream.port}"
+    assert listed["near:latest"]["remote_model"] == "demo"
+    shown = await call(lambda: client.show("near"))
+    assert shown.modelfile
+    assert "FROM demo" in shown.modelfile
+    answer = await call(lambda: client.chat(model="near", messages=HI, options=QUICK))
+    assert answer.model == "near"
+    assert answer.done
+    with pytest.raises(ollama.ResponseError) as refused:
+        await call(lambda: client.chat(model="far", messages=HI, options=QUICK))
+    assert refused.value.status_code == 403
+    assert "GATEWAY_REMOTES" in refused.value.error
+    assert recorder.connections() == 0
+    recorder.socket.close()
+    client.close()  # type: ignore[no-untyped-call]
+    live.server.shutdown()
+
+
+async def upstream_states(live: LiveServer) -> dict[str, dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        found = (await client.get(f"http://127.0.0.1:{live.port}/api/ps")).json()
+    return {entry["name"]: entry for entry in found["upstreams"]}
+
+
+async def test_least_busy_spreads_and_sessions_stick(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with (
+        server_process(tmp_path / "a") as first,
+        server_process(tmp_path / "b") as second,
+    ):
+        table = pools(
+            ("a", "gateway", f"http://127.0.0.1:{first.port}"),
+            ("b", "gateway", f"http://127.0.0.1:{second.port}"),
+        )
+        live = await front(nursery, tmp_path, table)
+        url = f"http://127.0.0.1:{live.port}/api/chat"
+        body = {"model": "remote", "messages": HI, "options": {"num_predict": 24}}
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def one() -> None:
+                reply = await client.post(url, json=body)
+                assert reply.status_code == 200
+
+            async with trio.open_nursery() as requests:
+                for _ in range(32):
+                    requests.start_soon(one)
+            states = await upstream_states(live)
+            counts = [states["a"]["requests"], states["b"]["requests"]]
+            assert sum(counts) == 32, counts
+            assert abs(counts[0] - counts[1]) <= 4, counts
+        session_table = pools(
+            ("a", "gateway", f"http://127.0.0.1:{first.port}"),
+            ("b", "gateway", f"http://127.0.0.1:{second.port}"),
+            extra='policy = "session"',
+        )
+        sticky = await front(nursery, tmp_path / "s", session_table)
+        async with httpx.AsyncClient(timeout=60) as client:
+            for session in ("alpha", "beta", "gamma", "delta"):
+                before = await upstream_states(sticky)
+                for _ in range(3):
+                    reply = await client.post(
+                        f"http://127.0.0.1:{sticky.port}/api/chat",
+                        json={**body, "stream": False},
+                        headers={"x-session-id": session},
+                    )
+                    assert reply.status_code == 200
+                after = await upstream_states(sticky)
+                moved = {
+                    name: after[name]["requests"] - before[name]["requests"]
+                    for name in after
+                }
+                assert sorted(moved.values()) == [0, 3], moved
+        live.server.shutdown()
+        sticky.server.shutdown()
+
+
+async def test_a_dead_upstream_fails_over_and_comes_back(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with server_process(tmp_path / "a") as steady:
+        doomed_cm = server_process(tmp_path / "b", args=("--host", f"127.0.0.1:{port}"))
+        doomed = await doomed_cm.__aenter__()
+        table = pools(
+            ("steady", "gateway", f"http://127.0.0.1:{steady.port}"),
+            ("doomed", "gateway", f"http://127.0.0.1:{port}"),
+            extra="health_interval = 1",
+        )
+        live = await front(nursery, tmp_path, table)
+        url = f"http://127.0.0.1:{live.port}/api/chat"
+        quick = {"model": "remote", "messages": HI, "options": QUICK, "stream": False}
+        async with httpx.AsyncClient(timeout=60) as client:
+            for _ in range(4):  # both serve
+                assert (await client.post(url, json=quick)).status_code == 200
+            assert (await upstream_states(live))["doomed"]["requests"] == 2
+            doomed.process.send_signal(signal.SIGKILL)
+            await doomed_cm.__aexit__(None, None, None)
+            # Requests not yet started go to the steady one: no client error.
+            for _ in range(6):
+                reply = await client.post(url, json=quick)
+                assert reply.status_code == 200, reply.text
+            with trio.fail_after(2.5):  # within one health interval (and a check)
+                while (await upstream_states(live))["doomed"]["up"]:
+                    await trio.sleep(0.1)
+            states = await upstream_states(live)
+            assert states["doomed"]["failovers"] <= 1
+            assert states["steady"]["requests"] >= 8
+            async with server_process(
+                tmp_path / "b", args=("--host", f"127.0.0.1:{port}")
+            ):
+                with trio.fail_after(5):
+                    while not (await upstream_states(live))["doomed"]["up"]:
+                        await trio.sleep(0.2)
+                for _ in range(4):
+                    assert (await client.post(url, json=quick)).status_code == 200
+                assert (await upstream_states(live))["doomed"]["requests"] >= 3
+        live.server.shutdown()
+
+
+async def scripted_upstream(
+    nursery: trio.Nursery, lines: int, on_close: list[float], started: trio.Event
+) -> int:
+    """A scripted Ollama upstream: it answers any request with ``lines`` NDJSON
+    lines, one every 20 ms, then drops the connection without a done line (as a
+    killed process does), and notes when its connection closed. It stands in for
+    a model slow enough to be caught mid-answer: the tiny test model answers in
+    milliseconds, and one cannot say when a real upstream saw a close."""
+
+    async def answer(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        line = json.dumps({"message": {"role": "assistant", "content": "x"}}) + "\n"
+        chunk = f"{len(line):x}\r\n{line}\r\n".encode()
+        started.set()
+        try:
+            for _ in range(lines):
+                await stream.send_all(chunk)
+                await trio.sleep(0.02)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            on_close.append(time.monotonic())
+            return
+        sock = stream.socket
+        # An abortive close (RST), as the kernel does for a killed process.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        sock.close()
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, answer, 0, host="127.0.0.1")
+    )
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def test_a_stream_cut_by_a_dying_upstream_ends_in_band(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    port = await scripted_upstream(nursery, 5, [], trio.Event())
+    live = await front(
+        nursery, tmp_path, pools(("scripted", "ollama", f"http://127.0.0.1:{port}"))
+    )
+    url = f"http://127.0.0.1:{live.port}/api/chat"
+    async with httpx.AsyncClient(timeout=60) as client:
+        with trio.fail_after(10):  # never a hang
+            async with client.stream(
+                "POST", url, json={"model": "remote", "messages": HI}
+            ) as reply:
+                assert reply.status_code == 200
+                found = [json.loads(line) async for line in reply.aiter_lines()]
+    assert [f["message"]["content"] for f in found[:-1]] == ["x"] * 5
+    assert "error" in found[-1], found[-1]
+    live.server.shutdown()
+
+
+async def test_a_client_that_leaves_closes_the_upstream_connection(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    closed_at: list[float] = []
+    started = trio.Event()
+    port = await scripted_upstream(nursery, 10_000, closed_at, started)
+    table = pools(("scripted", "ollama", f"http://127.0.0.1:{port}"))
+    live = await front(nursery, tmp_path, table)
+    client_socket = await trio.open_tcp_stream("127.0.0.1", live.port)
+    body = json.dumps({"model": "remote", "messages": HI}).encode()
+    await client_socket.send_all(
+        b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await started.wait()
+    await client_socket.receive_some(4096)
+    left_at = time.monotonic()
+    await client_socket.aclose()
+    with trio.fail_after(5):
+        while not closed_at:
+            await trio.sleep(0.005)
+    assert closed_at[0] - left_at < 0.1, closed_at[0] - left_at
+    live.server.shutdown()
