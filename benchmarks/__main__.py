@@ -29,6 +29,7 @@ from . import (
     runner_engine,
     streaming,
     structured,
+    upstream_proxy,
 )
 
 BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
@@ -40,6 +41,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, object]]] = {
     "structured": lambda quick: structured.run(quick=quick),
     "metrics_cost": lambda quick: metrics_cost.run(quick=quick),
     "asgi": lambda quick: asgi.run(quick=quick),
+    "upstream_proxy": lambda quick: upstream_proxy.run(quick=quick),
 }
 
 
