@@ -259,11 +259,13 @@ async def test_every_client_through_llama_cpp_pythons_server(
 
 
 class RecordingListener:
-    """A socket that counts the connections it is offered, and answers none."""
+    """A socket that counts the connections it is offered, and answers none. On
+    127.0.0.2: another loopback address, so that the allow-list can hold
+    127.0.0.1 (the real upstream) and not it."""
 
     def __init__(self) -> None:
         self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
+        self.socket.bind(("127.0.0.2", 0))
         self.socket.listen(8)
         self.socket.setblocking(False)
         self.port = self.socket.getsockname()[1]
@@ -283,9 +285,7 @@ async def test_remote_models_work_on_the_allow_list_only(
     nursery: trio.Nursery, tmp_path: Path, upstream: ServerProcess
 ) -> None:
     recorder = RecordingListener()
-    live = await front(
-        nursery, tmp_path, UpstreamTable(), remotes=("127.0.0.1", "localhost")
-    )
+    live = await front(nursery, tmp_path, UpstreamTable(), remotes=("127.0.0.1",))
     client = ollama_at(live)
     base = f"http://127.0.0.1:{live.port}"
     async with httpx.AsyncClient() as raw:
@@ -293,7 +293,7 @@ async def test_remote_models_work_on_the_allow_list_only(
         # CLI sends it.
         for name, host in (
             ("near", f"127.0.0.1:{upstream.port}"),
-            ("far", f"http://[::1]:{recorder.port}"),
+            ("far", f"http://127.0.0.2:{recorder.port}"),
         ):
             created = await raw.post(
                 f"{base}/api/create",
