@@ -18,7 +18,7 @@ adapter closes the generation when the exchange finishes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Protocol
 
 from ._acquire import acquire
@@ -26,7 +26,6 @@ from ._catalog import capabilities
 from ._completion_request import (
     CompletionRequest,
     Kind,
-    NamedTool,
     chat_request,
     generate_request,
 )
@@ -37,6 +36,7 @@ from ._flow import (
     Step,
     perform,
 )
+from ._forced import chosen_tools, is_forced
 from ._json import JsonValue
 from ._model_ops import body_of, lookup
 from ._models import ModelRecord
@@ -118,13 +118,11 @@ def serve_completion(
     if completion.debug_render_only:
         yield JsonReply(value=_debug_render(completion, record, out, request))
         return
-    forced = completion.tool_choice == "required" or isinstance(
-        completion.tool_choice, NamedTool
-    )
+    forced = is_forced(completion)
     if forced:
         if fmt is not None:
             raise FlowError(400, "a forced tool call and a format can't be combined")
-        fmt = check_format(tool_call_schema(_chosen_tools(completion)))
+        fmt = check_format(tool_call_schema(chosen_tools(completion)))
     if isinstance(fmt, dict):
         # Before any model work: a schema the engine cannot enforce is a 400.
         yield from perform(CheckSchema(schema=fmt), SchemaSupported)
@@ -222,7 +220,6 @@ def _shape(
         # Only the prompt's end says where the output starts.
         prompt=prompt[-_PROMPT_END:],
         tools=Toolbox.of(completion.tools) if offered else None,
-        tool_names=tuple(_tool_names(_chosen_tools(completion))) if forced else (),
         forced_call=forced,
         format=fmt,
         tool_calls=tool_calls,
@@ -258,32 +255,6 @@ def _lazy_tool_calls(
         return None
     marker, closing = markers
     return ToolCallConstraint(marker=marker, closing=closing, call_schema=schema)
-
-
-def _tool_names(tools: Sequence[Mapping[str, JsonValue]]) -> list[str]:
-    names = []
-    for tool in tools:
-        function = tool.get("function")
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            names.append(str(function["name"]))
-    return names
-
-
-def _chosen_tools(completion: CompletionRequest) -> tuple[Mapping[str, JsonValue], ...]:
-    """The tools a forced call may use: all (``required``) or the one named."""
-    choice = completion.tool_choice
-    if not isinstance(choice, NamedTool):
-        return completion.tools
-    chosen = tuple(
-        tool
-        for tool, name in zip(
-            completion.tools, _tool_names(completion.tools), strict=False
-        )
-        if name == choice.name
-    )
-    if not chosen:
-        raise FlowError(400, f"tool_choice names no offered tool: {choice.name}")
-    return chosen
 
 
 def _debug_render(

@@ -18,7 +18,6 @@ a first, free pass runs until the thinking ends before a constrained one
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
@@ -33,13 +32,14 @@ from ._flow import (
     perform,
     succeeded,
 )
+from ._forced import deliver_forced_call
 from ._json import JsonValue
 from ._options import SamplingOptions
 from ._request import Request
-from ._segments import Content, Segment, Thinking, ToolCall
+from ._segments import Content, Segment, Thinking
 from ._stops import StopScanner, Utf8Decoder
 from ._structured import check_answer
-from ._tool_calls import Toolbox, call_id, cut_call
+from ._tool_calls import Toolbox
 from ._two_pass import Event, PassPlan, Phase
 from ._work import (
     Generate,
@@ -80,7 +80,6 @@ class Shape:
         prompt: the rendered prompt, or its end: where the output starts (inside
             thinking, inside a harmony header).
         tools: the offered tools whose calls the parser reads, if any.
-        tool_names: the tools a forced call may name.
         forced_call: the output is one constrained ``{"name", "arguments"}`` object
             (``tool_choice`` required or named), returned as a tool call.
         format: the constraint (``"json"``, a schema) or None.
@@ -95,7 +94,6 @@ class Shape:
     show_thinking: bool = True
     prompt: str = ""
     tools: Toolbox | None = None
-    tool_names: tuple[str, ...] = ()
     forced_call: bool = False
     format: JsonValue = None
     tool_calls: ToolCallConstraint | None = None
@@ -230,19 +228,13 @@ def run_passes(
     if shape.format is not None and reason != "length":
         check_answer(answer, shape.format)
     if shape.forced_call:
-        emitter.gathered.content = []
-        # A call the limit cut is still the call the client asked for: it comes
-        # with the arguments so far, and done_reason says it is cut.
-        found = (
-            _forced_call(answer, request.request_id)
-            if reason != "length"
-            else _cut_forced_call(answer, shape.tool_names, request.request_id)
+        yield from deliver_forced_call(
+            emitter,
+            completion,
+            answer,
+            cut=reason == "length",
+            request_id=request.request_id,
         )
-        if found is not None:
-            if completion.stream:
-                yield from emitter.emit([found])
-            else:
-                emitter.gathered.calls = [found]
     context = None
     if completion.kind is Kind.GENERATE and not completion.raw:
         # What the model has seen and said, as it will continue: the last pass's
@@ -358,38 +350,4 @@ def _one_pass(
         event=Event.STOPPED,
         tokens=tuple(tokens),
         stop_sequence=pipeline.stop_sequence,
-    )
-
-
-def _forced_call(answer: str, request_id: str) -> ToolCall:
-    # check_answer has validated it against the call schema; a failure here is a
-    # constraint engine that let something through, and earns a clear error.
-    try:
-        value = json.loads(answer)
-    except ValueError:
-        raise FlowError(500, "the forced tool call is not valid JSON") from None
-    arguments = value.get("arguments") if isinstance(value, dict) else None
-    name = value.get("name") if isinstance(value, dict) else None
-    if not isinstance(name, str) or not isinstance(arguments, dict):
-        raise FlowError(500, "the forced tool call has no name or arguments")
-    return ToolCall(
-        index=0,
-        id=call_id(request_id, 0),
-        name=name,
-        arguments=arguments,
-    )
-
-
-def _cut_forced_call(
-    answer: str, names: Sequence[str], request_id: str
-) -> ToolCall | None:
-    found = cut_call(answer, names)
-    if found is None:
-        return None
-    return ToolCall(
-        index=0,
-        id=call_id(request_id, 0),
-        name=found.name,
-        arguments=found.arguments,
-        partial=found.partial,
     )

@@ -196,8 +196,7 @@ async def test_every_client_through_a_gateway_process_of_each_kind(
 ) -> None:
     base = f"http://127.0.0.1:{upstream.port}" + ("/v1" if kind == "openai" else "")
     live = await front(nursery, tmp_path, pools(("up", kind, base)))
-    # The ollama kind speaks Ollama's API, which has no tool_choice to force.
-    await check_every_client(live, forced_calls=kind != "ollama")
+    await check_every_client(live, forced_calls=True)
     live.server.shutdown()
 
 
@@ -397,11 +396,44 @@ async def test_a_dead_upstream_fails_over_and_comes_back(
         live = await front(nursery, tmp_path, table)
         url = f"http://127.0.0.1:{live.port}/api/chat"
         quick = {"model": "remote", "messages": HI, "options": QUICK, "stream": False}
+        # A schema that forbids ending before thousands of tokens: seconds of
+        # work, so the kill lands mid-answer (the random model's own answers end
+        # in a few milliseconds).
+        long_answer = {
+            "model": "remote",
+            "messages": HI,
+            "format": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": 9},
+                "minItems": 3000,
+            },
+            "options": {"num_predict": -1, "num_ctx": 4096},
+        }
         async with httpx.AsyncClient(timeout=60) as client:
             for _ in range(4):  # both serve
                 assert (await client.post(url, json=quick)).status_code == 200
             assert (await upstream_states(live))["doomed"]["requests"] == 2
+            # One stream on each upstream (least busy); the doomed one is killed
+            # under its stream.
+            streams = [client.stream("POST", url, json=long_answer) for _ in range(2)]
+            readers = []
+            for stream in streams:
+                reply = await stream.__aenter__()
+                readers.append(reply.aiter_lines())
+            for reader in readers:
+                assert json.loads(await anext(reader))["done"] is False
             doomed.process.send_signal(signal.SIGKILL)
+            endings: list[dict[str, Any]] = []
+            with trio.fail_after(30):  # an in-band error, never a hang
+                for reader in readers:
+                    last: dict[str, Any] = {}
+                    async for line in reader:
+                        last = json.loads(line)
+                    endings.append(last)
+            for stream in streams:
+                await stream.__aexit__(None, None, None)
+            assert sorted("error" in end for end in endings) == [False, True], endings
+            assert any(end.get("done_reason") == "length" for end in endings)
             await doomed_cm.__aexit__(None, None, None)
             # Requests not yet started go to the steady one: no client error.
             for _ in range(6):
@@ -412,7 +444,7 @@ async def test_a_dead_upstream_fails_over_and_comes_back(
                     await trio.sleep(0.1)
             states = await upstream_states(live)
             assert states["doomed"]["failovers"] <= 1
-            assert states["steady"]["requests"] >= 8
+            assert states["steady"]["requests"] >= 9
             async with server_process(
                 tmp_path / "b", args=("--host", f"127.0.0.1:{port}")
             ):

@@ -17,9 +17,10 @@ import hashlib
 from collections.abc import Sequence
 
 from .._answer import Emitter, Ending, Metrics, Output, Renderer
-from .._completion_request import CompletionRequest, Kind, NamedTool
+from .._completion_request import CompletionRequest, Kind
 from .._families import FAMILIES, OutputParser, ParserSetup
 from .._flow import MORE, Flow, FlowError, expect, succeeded
+from .._forced import deliver_forced_call, is_forced
 from .._json import JsonValue, dumps
 from .._models import ModelRecord
 from .._request import Request
@@ -48,9 +49,7 @@ def proxy_completion(
     if completion.raw_conflict:
         raise FlowError(400, "raw mode does not support template, system, or context")
     fmt = check_format(completion.format)
-    forced = completion.tool_choice == "required" or isinstance(
-        completion.tool_choice, NamedTool
-    )
+    forced = is_forced(completion)
     if forced and fmt is not None:
         raise FlowError(400, "a forced tool call and a format can't be combined")
     if completion.tool_choice == "none":
@@ -66,10 +65,17 @@ def proxy_completion(
     reader = StreamReader(
         sse=opened.kind is UpstreamKind.OPENAI, id_seed=request.request_id
     )
-    parser = _text_parser(completion, pool, request.request_id)
+    # An Ollama upstream forces a call by structured output: its answer is the
+    # call's JSON, held back and delivered as the call at the end.
+    by_format = forced and opened.kind is UpstreamKind.OLLAMA
+    parser = None if by_format else _text_parser(completion, pool, request.request_id)
     metrics = Metrics()
     emitter = Emitter(
-        completion, out, metrics, show_thinking=completion.think is not False
+        completion,
+        out,
+        metrics,
+        show_thinking=completion.think is not False,
+        forced_call=by_format,
     )
     while True:
         result = succeeded((yield MORE))
@@ -90,6 +96,14 @@ def proxy_completion(
         [] if parser is None else parser.finish(cut=cut)
     )
     yield from emitter.emit(tail)
+    if by_format:
+        answer = "".join(emitter.gathered.content)
+        try:
+            yield from deliver_forced_call(
+                emitter, completion, answer, cut=cut, request_id=request.request_id
+            )
+        except FlowError as exc:
+            raise FlowError(502, f"the upstream's forced call: {exc.message}") from None
     metrics.prompt_count = reader.prompt_count
     metrics.prompt_duration = reader.prompt_duration
     metrics.eval_count = reader.eval_count

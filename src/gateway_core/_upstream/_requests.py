@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .._completion_request import CompletionRequest, Kind, NamedTool
+from .._forced import chosen_tools, is_forced
 from .._json import JsonValue, dumps
+from .._structured import tool_call_schema
 from ._effects import UpstreamRequest
 from ._table import Dialect, Pool, UpstreamKind
 
@@ -92,6 +94,12 @@ def _native_body(
     if extensions and completion.tool_choice is not None:
         # gateway-core's native API takes OpenAI's tool_choice as an extension.
         body["tool_choice"] = _tool_choice(completion)
+    elif is_forced(completion):
+        # Ollama's API has no tool_choice: the call is forced as the local runner
+        # forces it, by structured output in the call's schema; the proxy reads
+        # the JSON back as the call.
+        body.pop("tools", None)
+        body["format"] = tool_call_schema(chosen_tools(completion))
     return body
 
 

@@ -242,3 +242,17 @@ def test_a_generate_in_both_dialects() -> None:
         {"role": "system", "content": "Be brief"},
         {"role": "user", "content": "Hi"},
     ]
+
+
+def test_a_forced_call_to_ollama_is_forced_by_its_schema() -> None:
+    """Ollama's API has no tool_choice: the call's schema goes as ``format``, the
+    tools are not offered, and the JSON answer becomes the call."""
+    forced = chat_request({**CHAT, "format": None})
+    native = json.loads(upstream_request(forced, UpstreamKind.OLLAMA).body)
+    assert "tools" not in native
+    assert "tool_choice" not in native
+    assert native["format"]["properties"]["name"] == {"const": "get_weather"}
+    extended = json.loads(upstream_request(forced, UpstreamKind.GATEWAY).body)
+    assert extended["tool_choice"] == "required"
+    assert extended["tools"] == TOOLS
+    assert "format" not in extended
