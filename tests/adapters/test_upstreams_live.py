@@ -23,6 +23,7 @@ import ollama
 import openai
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.demo_model import write_demo_model
 from adapters.settings import ServerSettings
@@ -337,7 +338,7 @@ async def test_least_busy_spreads_and_sessions_stick(
             ("a", "gateway", f"http://127.0.0.1:{first.port}"),
             ("b", "gateway", f"http://127.0.0.1:{second.port}"),
         )
-        live = await front(nursery, tmp_path, table)
+        live = await front(nursery, tmp_path, table, metrics=True)
         url = f"http://127.0.0.1:{live.port}/api/chat"
         body = {"model": "remote", "messages": HI, "options": {"num_predict": 24}}
         async with httpx.AsyncClient(timeout=60) as client:
@@ -353,6 +354,17 @@ async def test_least_busy_spreads_and_sessions_stick(
             counts = [states["a"]["requests"], states["b"]["requests"]]
             assert sum(counts) == 32, counts
             assert abs(counts[0] - counts[1]) <= 4, counts
+            scraped = await client.get(f"http://127.0.0.1:{live.port}/metrics")
+            found = {
+                (sample.name, sample.labels.get("upstream")): sample.value
+                for family in text_string_to_metric_families(scraped.text)
+                for sample in family.samples
+                if sample.name.startswith("gateway_upstream_")
+            }
+            for name, count in zip("ab", counts, strict=True):
+                assert found[("gateway_upstream_requests_total", name)] == count
+                assert found[("gateway_upstream_up", name)] == 1
+                assert found[("gateway_upstream_requests_in_flight", name)] == 0
         session_table = pools(
             ("a", "gateway", f"http://127.0.0.1:{first.port}"),
             ("b", "gateway", f"http://127.0.0.1:{second.port}"),

@@ -12,7 +12,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway_core import MetricsText, RunningList
@@ -157,8 +157,10 @@ class GatewayMetrics:
         running: Callable[[], RunningList],
         waiting: Callable[[], int],
     ) -> None:
-        """Report the queue and the slots from these, read at each scrape."""
+        """Report the queue, the slots and the upstreams from these, read at each
+        scrape."""
         self.registry.register(_QueueCollector(running, waiting))
+        self.registry.register(_UpstreamCollector(running))
 
     def loaded(self, model: str, seconds: float) -> None:
         self.load_duration.labels(model).observe(seconds)
@@ -212,3 +214,43 @@ class _QueueCollector(Collector):
             busy.add_metric(name, model.slots_busy)
             slots.add_metric(name, model.slots_total)
         yield from (total, queued, busy, slots)
+
+
+class _UpstreamCollector(Collector):
+    """The upstreams of the upstreams file and of remote models, as the router
+    knows them (docs/scaling.md): read when scraped."""
+
+    def __init__(self, running: Callable[[], RunningList]) -> None:
+        self._running = running
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["pool", "upstream"]
+        up = GaugeMetricFamily(
+            "gateway_upstream_up",
+            "1 while an upstream passes its health checks and its circuit is not "
+            "open, else 0.",
+            labels=labels,
+        )
+        in_flight = GaugeMetricFamily(
+            "gateway_upstream_requests_in_flight",
+            "Requests an upstream is answering now.",
+            labels=labels,
+        )
+        requests = CounterMetricFamily(
+            "gateway_upstream_requests",
+            "Requests sent to an upstream.",
+            labels=labels,
+        )
+        failovers = CounterMetricFamily(
+            "gateway_upstream_failovers",
+            "Requests that failed at an upstream before their answer started and "
+            "went on to another one.",
+            labels=labels,
+        )
+        for state in self._running().upstreams:
+            names = [state.pool, state.upstream.name]
+            up.add_metric(names, 1 if state.up and state.circuit == "closed" else 0)
+            in_flight.add_metric(names, state.in_flight)
+            requests.add_metric(names, state.requests)
+            failovers.add_metric(names, state.failovers)
+        yield from (up, in_flight, requests, failovers)
