@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from gateway_core._json import JsonValue, dumps
+from gateway_core._json import JsonValue
 from gateway_core._manifest import (
     CONFIG_MEDIA_TYPE,
     LICENSE_MEDIA_TYPE,
@@ -64,6 +64,8 @@ from .store_files import (
     sweep_temp_files,
     write_file,
 )
+from .store_layers import LayerEditor
+from .store_layers import damaged as _damaged
 
 __all__ = ["BlobWriter", "ModelStore", "StoreError"]
 
@@ -501,8 +503,14 @@ class ModelStore:
             raise StoreError(400, "give either files or a base model (from), not both")
         with self.lock, disk_errors():
             statuses: list[str] = []
+            owner = base or name
+            editor = LayerEditor(
+                owner,
+                put=lambda data: self._put_blob(data, statuses),
+                read=lambda digest: self._read_blob(digest, owner),
+            )
             if remote is not None:
-                config, layers = self._remote_config(*remote, statuses), []
+                config, layers = editor.remote_config(*remote), []
             elif base is not None:
                 found = self._find(base)
                 if found is None:
@@ -519,24 +527,15 @@ class ModelStore:
                 assert files is not None
                 config, layers = self._gguf_layers(files, statuses)
             if parser is not None:
-                config = self._with_parser(config, parser, base or name, statuses)
-            old_params = self._base_params(layers, base or name)
-            texts = {TEMPLATE_MEDIA_TYPE: template, SYSTEM_MEDIA_TYPE: system}
-            for media_type, text in texts.items():
-                if text is not None:
-                    layers = self._replace(
-                        layers, media_type, [text.encode()], statuses
-                    )
-            if parameters is not None:
-                merged = {**old_params, **parameters}
-                blobs = [dumps(merged)] if merged else []
-                layers = self._replace(layers, PARAMS_MEDIA_TYPE, blobs, statuses)
-            if messages is not None:
-                blobs = [dumps([dict(m) for m in messages])] if messages else []
-                layers = self._replace(layers, MESSAGES_MEDIA_TYPE, blobs, statuses)
-            if license is not None:
-                blobs = [text.encode() for text in license]
-                layers = self._replace(layers, LICENSE_MEDIA_TYPE, blobs, statuses)
+                config = editor.with_parser(config, parser)
+            layers = editor.apply(
+                layers,
+                template=template,
+                system=system,
+                parameters=parameters,
+                messages=messages,
+                license=license,
+            )
             statuses.append("writing manifest")
             self._install(name, Manifest(config=config, layers=tuple(layers)))
             return statuses
@@ -578,61 +577,6 @@ class ModelStore:
         size = path.stat().st_size
         model = Layer(media_type=MODEL_MEDIA_TYPE, digest=digest, size=size)
         return config_layer, [model]
-
-    def _remote_config(self, host: str, model: str, statuses: list[str]) -> Layer:
-        """The config layer of a remote model: where it runs, and no file."""
-        data = ModelConfig(model_format="", remote_host=host, remote_model=model)
-        blob = data.to_bytes()
-        digest = self._put_blob(blob, statuses)
-        return Layer(media_type=CONFIG_MEDIA_TYPE, digest=digest, size=len(blob))
-
-    def _with_parser(
-        self, config: Layer, parser: str, name: ModelName, statuses: list[str]
-    ) -> Layer:
-        """``config`` with its ``parser`` set (a new config blob)."""
-        try:
-            current = ModelConfig.from_bytes(self._read_blob(config.digest, name))
-        except ManifestError as exc:
-            raise _damaged(name, f"its config is invalid ({exc})") from None
-        data = dataclasses.replace(current, parser=parser).to_bytes()
-        digest = self._put_blob(data, statuses)
-        return Layer(media_type=CONFIG_MEDIA_TYPE, digest=digest, size=len(data))
-
-    def _base_params(
-        self, layers: list[Layer], name: ModelName
-    ) -> dict[str, JsonValue]:
-        params = [lay for lay in layers if lay.media_type == PARAMS_MEDIA_TYPE]
-        if not params:
-            return {}
-        try:
-            return parse_params(self._read_blob(params[-1].digest, name))
-        except ManifestError as exc:
-            raise _damaged(name, str(exc)) from None
-
-    def _replace(
-        self,
-        layers: list[Layer],
-        media_type: str,
-        blobs: list[bytes],
-        statuses: list[str],
-    ) -> list[Layer]:
-        """``layers`` with those of ``media_type`` replaced by new ones, in place
-        of the first (or at the end)."""
-        new = [
-            Layer(
-                media_type=media_type,
-                digest=self._put_blob(data, statuses),
-                size=len(data),
-            )
-            for data in blobs
-        ]
-        kept = [lay for lay in layers if lay.media_type != media_type]
-        where = next(
-            (i for i, lay in enumerate(layers) if lay.media_type == media_type),
-            len(layers),
-        )
-        where -= sum(lay.media_type == media_type for lay in layers[:where])
-        return kept[:where] + new + kept[where:]
 
     def _install(
         self, name: ModelName, manifest: Manifest, data: bytes | None = None
@@ -782,10 +726,3 @@ def _digest(text: str) -> str:
 
 def _not_found(name: ModelName) -> StoreError:
     return StoreError(404, f"model '{name.display}' not found")
-
-
-def _damaged(name: ModelName, problem: str) -> StoreError:
-    return StoreError(
-        500,
-        f"model '{name.display}' is damaged: {problem}; delete it and create it again",
-    )

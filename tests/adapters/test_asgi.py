@@ -26,7 +26,7 @@ from starlette.routing import Mount
 from adapters.asgi import GatewayApp, create_app, lifespan
 from adapters.asgi.inprocess import InProcessGateway
 from adapters.asgi.scope import Message, Scope, request_head, route_target
-from adapters.model_service import LOOKAHEAD
+from adapters.model_work import LOOKAHEAD
 from adapters.settings import ServerSettings
 
 from .ollama_setup import QUICK, call, install

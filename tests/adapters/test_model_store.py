@@ -821,3 +821,29 @@ async def test_a_deleted_model_leaves_ps_at_once_and_its_runner_is_not_reused(
     assert new.runner is not old.runner
     assert not old.runner.alive
     assert [m.model for m in (await in_thread(client.ps)).models] == ["tiny:latest"]
+
+
+def test_a_remote_model_has_no_file_and_says_where_it_runs(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    name = ModelName.parse("far")
+    store.create(
+        name,
+        remote=("http://box.lan:11434", "qwen3:8b"),
+        system="Be brief.",
+        parameters={"temperature": 0.5},
+    )
+    record = store.lookup(name)
+    assert (record.remote_host, record.remote_model) == (
+        "http://box.lan:11434",
+        "qwen3:8b",
+    )
+    assert record.model_file == ""
+    assert record.system == "Be brief."
+    assert dict(record.parameters) == {"temperature": 0.5}
+    assert store.show_info(record, verbose=True) == {}
+    assert [r.name for r in store.list_models()] == ["far:latest"]
+    # A copy is remote too; deleting one leaves the other, and no runner to retire.
+    store.create(ModelName.parse("near"), base=name, system="")
+    assert store.lookup(ModelName.parse("near")).remote_model == "qwen3:8b"
+    assert store.delete(name) is None
+    assert store.lookup(ModelName.parse("near")).system is None

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from adapters.demo_model import write_demo_model
-from adapters.model_service import LOOKAHEAD
+from adapters.model_work import LOOKAHEAD
 from adapters.runner.errors import RunnerError
 
 from .conftest import LiveServer

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .._answer import Emitter, Ending, Metrics, Output, Renderer
 from .._completion_request import CompletionRequest, Kind
@@ -149,8 +149,8 @@ def session_key(
 ) -> str | None:
     """What keeps a conversation on one upstream, for a pool with the session
     policy: the ``X-Session-Id`` header, else OpenAI's ``user`` (Anthropic's
-    ``metadata.user_id``), else the first messages of the chat (a generate's
-    system and prompt), which stay the same as the conversation grows."""
+    ``metadata.user_id``), else the chat's opening (``_opening``; a generate's
+    system and prompt), which stays the same as the conversation grows."""
     if pool.policy is not Policy.SESSION:
         return None
     if request.session_id:
@@ -164,10 +164,26 @@ def session_key(
         return f"user:{user}"
     first: JsonValue
     if completion.kind is Kind.CHAT:
-        first = [dict(m) for m in completion.messages[: pool.session_messages]]
+        first = _opening(completion.messages, pool.session_messages)
     else:
         first = [completion.system, completion.prompt]
     return "start:" + hashlib.sha256(dumps(first)).hexdigest()
+
+
+def _opening(
+    messages: Sequence[Mapping[str, JsonValue]], count: int
+) -> list[JsonValue]:
+    """The conversation's opening: its first ``count`` messages other than
+    system ones, with the system messages before them (an app's system prompt
+    alone would send every conversation to one upstream)."""
+    opening: list[JsonValue] = []
+    for message in messages:
+        if message.get("role") != "system":
+            if count == 0:
+                break
+            count -= 1
+        opening.append(dict(message))
+    return opening
 
 
 def with_model_defaults(

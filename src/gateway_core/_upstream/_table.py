@@ -131,7 +131,7 @@ class Pool:
         upstreams: at least one.
         policy: how one is picked.
         session_messages: with the session policy and no explicit key, how many
-            of a chat's first messages make the key.
+            of a chat's first messages (system messages aside) make the key.
         parser: the model family whose parser reads tool calls and thinking from
             the text an upstream returns (docs/compatibility.md); "" for the
             default (``hermes``, when tools were offered); ``none`` to read none.
@@ -145,7 +145,7 @@ class Pool:
     models: tuple[str, ...]
     upstreams: tuple[Upstream, ...]
     policy: Policy = Policy.LEAST_BUSY
-    session_messages: int = 2
+    session_messages: int = 1
     parser: str = ""
     timeouts: Timeouts = field(default_factory=Timeouts)
     health_interval: float = 10.0
@@ -269,7 +269,7 @@ def _pool(index: int, entry: Mapping[str, object]) -> Pool:
         upstreams=upstreams,
         policy=policy,
         session_messages=int(
-            _number(entry, "session_messages", where, 2, integer=True)
+            _number(entry, "session_messages", where, 1, integer=True)
         ),
         parser=parser,
         timeouts=_timeouts(entry.get("timeouts", {}), where),
