@@ -128,6 +128,11 @@ async def check_every_client(live: LiveServer, *, forced_calls: bool) -> None:
     )
     assert shaped.done_reason == "stop"
     assert isinstance(json.loads(shaped.message.content or "")["ok"], bool)
+    offered = await call(
+        lambda: native.chat(model=model, messages=HI, tools=WEATHER, options=QUICK)
+    )
+    assert offered.model == model
+    assert offered.done
     text = await call(lambda: native.generate(model=model, prompt="Hi", options=QUICK))
     assert text.model == model
     assert text.done
@@ -150,6 +155,19 @@ async def check_every_client(live: LiveServer, *, forced_calls: bool) -> None:
     )
     assert {c.model for c in stream} == {model}
     assert stream[-1].choices == [] or stream[-1].choices[0].finish_reason
+    structured = await call(
+        lambda: oa.chat.completions.create(
+            model=model,
+            messages=HI,
+            max_tokens=40,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": SCHEMA},
+            },
+        )
+    )
+    answer = json.loads(structured.choices[0].message.content or "")
+    assert isinstance(answer["ok"], bool)
     if forced_calls:
         forced = await call(
             lambda: oa.chat.completions.create(
@@ -188,6 +206,26 @@ async def check_every_client(live: LiveServer, *, forced_calls: bool) -> None:
     )
     assert events[0].type == "message_start"
     assert events[-1].type == "message_stop"
+    if forced_calls:
+        used = await call(
+            lambda: claude.messages.create(
+                model=model,
+                max_tokens=256,
+                messages=[{"role": "user", "content": "Weather?"}],
+                tools=[
+                    {
+                        "name": "get_weather",
+                        "description": "The weather in a city.",
+                        "input_schema": WEATHER[0]["function"]["parameters"],
+                    }
+                ],
+                tool_choice={"type": "any"},
+            )
+        )
+        assert used.stop_reason == "tool_use"
+        (block,) = [b for b in used.content if b.type == "tool_use"]
+        assert block.name == "get_weather"
+        assert block.input["city"] in ("Tokyo", "Paris")
     claude.close()
 
 
