@@ -91,6 +91,7 @@ def open_model_service(settings: ServerSettings) -> ModelService | None:
             log_level=logging.getLogger("adapters").getEffectiveLevel(),
         ),
         upstreams=settings.upstreams,
+        remotes=settings.remotes,
     )
 
 

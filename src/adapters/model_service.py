@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,9 +80,10 @@ class ModelService:
         scheduler: Scheduler,
         runners: RunnerOptions | None = None,
         upstreams: UpstreamTable | None = None,
+        remotes: Sequence[str] = (),
     ) -> None:
         self.store = store
-        self.upstreams = Upstreams(upstreams or UpstreamTable())
+        self.upstreams = Upstreams(upstreams or UpstreamTable(), remotes=remotes)
         """The upstream pools and remote models' hosts: HTTP calls, routing, health."""
         self.runner_options = runners or RunnerOptions()
         self.pool: RunnerPool[RunnerProcess] = RunnerPool(
@@ -119,6 +120,7 @@ class ModelService:
         max_queue: int,
         runners: RunnerOptions | None = None,
         upstreams: UpstreamTable | None = None,
+        remotes: Sequence[str] = (),
     ) -> ModelService:
         scheduler = Scheduler(
             max_loaded=max_loaded_models,

@@ -5,6 +5,7 @@ clients. Random weights: structure is checked, never wording."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import signal
@@ -27,7 +28,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.demo_model import write_demo_model
 from adapters.settings import ServerSettings
-from gateway_core import UpstreamTable
+from adapters.upstream import Upstreams
+from gateway_core import ProxyCompletion, Timeouts, UpstreamTable, WorkFailed
+from gateway_core._completion_request import chat_request
+from gateway_core._upstream._requests import upstream_requests
+from gateway_core._upstream._table import remote_pool
 
 from .live import LiveServer, start_live_server
 from .ollama_setup import call
@@ -587,3 +592,31 @@ async def test_a_client_that_leaves_closes_the_upstream_connection(
             await trio.sleep(0.005)
     assert closed_at[0] - left_at < 0.1, closed_at[0] - left_at
     live.server.shutdown()
+
+
+async def test_the_adapter_refuses_a_host_nobody_allowed_before_any_socket() -> None:
+    """A second line behind the core's allow-list check: the HTTP side itself
+    opens no connection to a host that neither the upstreams file nor the remote
+    allow-list names."""
+    recorder = RecordingListener()
+    pool = dataclasses.replace(
+        remote_pool(f"http://127.0.0.2:{recorder.port}", "demo"),
+        timeouts=Timeouts(connect=1, first_byte=0.5, idle=1),
+    )
+    completion = chat_request({"model": "far", "messages": HI})
+    effect = ProxyCompletion(
+        model="far", pool=pool, requests=upstream_requests(completion, pool)
+    )
+    upstreams = Upstreams(UpstreamTable(), remotes=("127.0.0.1",))
+    refused = await upstreams.open(effect)
+    assert isinstance(refused, WorkFailed)
+    assert refused.status == 403
+    assert recorder.connections() == 0
+    allowed = Upstreams(UpstreamTable(), remotes=("127.0.0.2",))
+    reached = await allowed.open(effect)  # the recorder never answers: a timeout
+    assert isinstance(reached, WorkFailed)
+    assert reached.status == 504
+    assert recorder.connections() == 1
+    recorder.socket.close()
+    await upstreams.aclose()
+    await allowed.aclose()

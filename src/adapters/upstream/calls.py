@@ -20,7 +20,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -37,6 +38,7 @@ from gateway_core import (
     UpstreamTable,
     WorkFailed,
 )
+from gateway_core._upstream._table import remote_host_allowed
 
 __all__ = ["OpenStream", "Upstreams"]
 
@@ -126,10 +128,12 @@ class Upstreams:
         self,
         table: UpstreamTable,
         *,
+        remotes: Sequence[str] = (),
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.table = table
+        self._remotes = tuple(remotes)
         self.router = Router()
         for pool in table.pools:  # known (and shown) before their first request
             for upstream in pool.upstreams:
@@ -193,6 +197,14 @@ class Upstreams:
         self, effect: ProxyCompletion, pool: Pool, upstream: Upstream
     ) -> OpenStream:
         url, wire = effect.request_for(upstream)
+        if not self._may_contact(url):
+            # The core allows only these; this is the last line, before a socket.
+            raise _Failed(
+                WorkFailed(
+                    status=403, message=f"{upstream.host} is not an allowed host"
+                ),
+                final=True,
+            )
         headers = {"content-type": "application/json", "accept": "*/*"}
         key = self._key(upstream)
         if key:
@@ -247,6 +259,13 @@ class Upstreams:
             lambda: self.router.ended(pool, upstream),
             name,
             upstream.kind,
+        )
+
+    def _may_contact(self, url: str) -> bool:
+        """Whether ``url``'s host is one the upstreams file names or the remote
+        allow-list allows."""
+        return (urlsplit(url).hostname or "").lower() in self.table.hosts or (
+            remote_host_allowed(url, self._remotes)
         )
 
     def _key(self, upstream: Upstream) -> str | None:
