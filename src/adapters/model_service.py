@@ -132,6 +132,7 @@ class ModelService:
             scheduler=scheduler,
             runners=runners,
             upstreams=upstreams,
+            remotes=remotes,
         )
 
     async def run(self) -> None:

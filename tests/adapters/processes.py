@@ -81,10 +81,13 @@ async def server_process(
     process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE, env=env)
     assert process.stderr is not None
     try:
-        with trio.fail_after(20):  # a hung server fails the test instead of hanging it
-            server = ServerProcess(process, process.stderr)
+        # A server that never starts fails the test instead of hanging it. The
+        # deadline covers the start only: a cancel scope around the yield would
+        # bound the caller's whole block, and break when it is exited elsewhere.
+        server = ServerProcess(process, process.stderr)
+        with trio.fail_after(20):
             await server.wait_until_listening()
-            yield server
+        yield server
     finally:
         with trio.CancelScope(shield=True):
             if process.returncode is None:

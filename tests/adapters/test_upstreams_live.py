@@ -5,6 +5,7 @@ clients. Random weights: structure is checked, never wording."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -227,10 +228,13 @@ async def check_every_client(live: LiveServer, *, forced_calls: bool) -> None:
                 tool_choice={"type": "any"},
             )
         )
-        assert used.stop_reason == "tool_use"
+        # A random model may spend its tokens before the call is whole: then it
+        # is a cut call, still a tool_use block (issue 15's rule).
+        assert used.stop_reason in ("tool_use", "max_tokens")
         (block,) = [b for b in used.content if b.type == "tool_use"]
         assert block.name == "get_weather"
-        assert block.input["city"] in ("Tokyo", "Paris")
+        if used.stop_reason == "tool_use":
+            assert block.input["city"] in ("Tokyo", "Paris")
     claude.close()
 
 
@@ -470,23 +474,23 @@ async def test_a_dead_upstream_fails_over_and_comes_back(
             assert (await upstream_states(live))["doomed"]["requests"] == 2
             # One stream on each upstream (least busy); the doomed one is killed
             # under its stream.
-            streams = [client.stream("POST", url, json=long_answer) for _ in range(2)]
-            readers = []
-            for stream in streams:
-                reply = await stream.__aenter__()
-                readers.append(reply.aiter_lines())
-            for reader in readers:
-                assert json.loads(await anext(reader))["done"] is False
-            doomed.process.send_signal(signal.SIGKILL)
-            endings: list[dict[str, Any]] = []
-            with trio.fail_after(30):  # an in-band error, never a hang
+            async with contextlib.AsyncExitStack() as opened:
+                readers = []
+                for _ in range(2):
+                    reply = await opened.enter_async_context(
+                        client.stream("POST", url, json=long_answer)
+                    )
+                    readers.append(reply.aiter_lines())
                 for reader in readers:
-                    last: dict[str, Any] = {}
-                    async for line in reader:
-                        last = json.loads(line)
-                    endings.append(last)
-            for stream in streams:
-                await stream.__aexit__(None, None, None)
+                    assert json.loads(await anext(reader))["done"] is False
+                doomed.process.send_signal(signal.SIGKILL)
+                endings: list[dict[str, Any]] = []
+                with trio.fail_after(30):  # an in-band error, never a hang
+                    for reader in readers:
+                        last: dict[str, Any] = {}
+                        async for line in reader:
+                            last = json.loads(line)
+                        endings.append(last)
             assert sorted("error" in end for end in endings) == [False, True], endings
             assert any(end.get("done_reason") == "length" for end in endings)
             await doomed_cm.__aexit__(None, None, None)
