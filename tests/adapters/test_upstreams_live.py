@@ -624,3 +624,87 @@ async def test_the_adapter_refuses_a_host_nobody_allowed_before_any_socket() -> 
     recorder.socket.close()
     await upstreams.aclose()
     await allowed.aclose()
+
+
+async def recording_upstream(
+    nursery: trio.Nursery, heads: list[bytes], *, stall_after: int | None = None
+) -> int:
+    """A scripted Ollama upstream that keeps each request's head and answers one
+    line and a done line; with ``stall_after``, it sends that many lines and then
+    nothing, keeping the connection open."""
+
+    async def answer(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+        heads.append(data.split(b"\r\n\r\n")[0])
+        lines = [
+            {"message": {"role": "assistant", "content": "x"}},
+            {"message": {"role": "assistant", "content": ""}, "done": True},
+        ]
+        body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+        # A stalling upstream promises more than it sends.
+        length = len(body) + (1000 if stall_after is not None else 0)
+        if stall_after is not None:
+            body = b"".join(body.splitlines(True)[:stall_after])
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
+            + f"content-length: {length}\r\n\r\n".encode()
+            + body
+        )
+        if stall_after is not None:
+            await trio.sleep_forever()
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, answer, 0, host="127.0.0.1")
+    )
+    return int(listeners[0].socket.getsockname()[1])
+
+
+async def test_the_clients_key_stays_here_and_the_upstreams_own_goes(
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heads: list[bytes] = []
+    port = await recording_upstream(nursery, heads)
+    monkeypatch.setenv("UPSTREAM_TEST_KEY", "upstream-secret")
+    table = pools(
+        ("keyed", "ollama", f"http://127.0.0.1:{port}"),
+        more='api_key_env = "UPSTREAM_TEST_KEY"',
+    )
+    live = await front(nursery, tmp_path, table)
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(
+            f"http://127.0.0.1:{live.port}/api/chat",
+            json={"model": "remote", "messages": HI, "stream": False},
+            headers={"authorization": "Bearer client-secret", "cookie": "a=b"},
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["message"]["content"] == "x"
+    (head,) = [h for h in heads if h.startswith(b"POST")]  # and health checks
+    assert b"authorization: Bearer upstream-secret" in head
+    for each in heads:
+        assert b"client-secret" not in each
+        assert b"cookie" not in each.lower()
+    live.server.shutdown()
+
+
+async def test_an_upstream_that_stalls_mid_answer_ends_in_band_after_idle(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    port = await recording_upstream(nursery, [], stall_after=1)
+    table = pools(
+        ("stalls", "ollama", f"http://127.0.0.1:{port}"),
+        extra="timeouts = { connect = 1, first_byte = 5, idle = 0.5 }",
+    )
+    live = await front(nursery, tmp_path, table)
+    async with httpx.AsyncClient(timeout=30) as client:
+        with trio.fail_after(10):
+            async with client.stream(
+                "POST",
+                f"http://127.0.0.1:{live.port}/api/chat",
+                json={"model": "remote", "messages": HI},
+            ) as reply:
+                found = [json.loads(line) async for line in reply.aiter_lines()]
+    assert found[0]["message"]["content"] == "x"
+    assert "sent nothing for 0.5 s" in found[-1]["error"]
+    live.server.shutdown()
