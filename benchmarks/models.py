@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from adapters.demo_model import ModelShape, write_demo_model
+from gateway_core_adapters.demo_model import ModelShape, write_demo_model
 
 __all__ = [
     "MEDIUM",

@@ -42,7 +42,7 @@ def runner_threads() -> tuple[int, int]:
     The raw limits and the peers use them too, so every target splits the CPUs the
     same way.
     """
-    from adapters.runner.llama import decode_threads
+    from gateway_core_adapters.runner.llama import decode_threads
 
     return decode_threads()
 

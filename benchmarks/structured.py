@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.runner import grammars, llama
-from adapters.runner.constraint import Compiler, Vocabulary
-from adapters.runner.process import _special_lookup, _vocabulary
-from adapters.runner.sampling import mask_logits
-from adapters.runner.values import GenerationConstraint, LoadParams
+from gateway_core_adapters.runner import grammars, llama
+from gateway_core_adapters.runner.constraint import Compiler, Vocabulary
+from gateway_core_adapters.runner.process import _special_lookup, _vocabulary
+from gateway_core_adapters.runner.sampling import mask_logits
+from gateway_core_adapters.runner.values import GenerationConstraint, LoadParams
 
 from .embed_batch import start_server
 from .models import write_model

@@ -18,8 +18,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from adapters.asgi import create_app
-from adapters.settings import ServerSettings, resolve_settings
+from gateway_core_adapters.asgi import create_app
+from gateway_core_adapters.settings import ServerSettings, resolve_settings
 
 
 def build(settings: ServerSettings) -> FastAPI:

@@ -21,10 +21,10 @@ import httpx2
 import ollama
 import openai
 
-from adapters.asgi import create_app
-from adapters.asgi.inprocess import InProcessGateway
-from adapters.demo_model import write_demo_model
-from adapters.settings import ServerSettings
+from gateway_core_adapters.asgi import create_app
+from gateway_core_adapters.asgi.inprocess import InProcessGateway
+from gateway_core_adapters.demo_model import write_demo_model
+from gateway_core_adapters.settings import ServerSettings
 
 
 def main(store: Path) -> None:

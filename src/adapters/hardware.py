@@ -64,7 +64,9 @@ def discover_devices() -> tuple[Device, ...]:
     """
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "adapters.hardware"],
+            # This module, under the name it was imported by (installed, it is
+            # gateway_core_adapters.hardware).
+            [sys.executable, "-m", __name__],
             capture_output=True,
             check=True,
             text=True,

@@ -69,7 +69,7 @@ from .store_layers import damaged as _damaged
 
 __all__ = ["BlobWriter", "ModelStore", "StoreError"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("adapters.model_store")
 
 _CHUNK = 1 << 20
 _READ_ATTEMPTS = 5

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import trio
 
-from adapters.asgi import GatewayApp, create_app
-from adapters.asgi.serve import UvicornThread
-from adapters.model_service import ModelService
-from adapters.settings import ServerSettings
+from gateway_core_adapters.asgi import GatewayApp, create_app
+from gateway_core_adapters.asgi.serve import UvicornThread
+from gateway_core_adapters.model_service import ModelService
+from gateway_core_adapters.settings import ServerSettings
 
 
 @dataclass(frozen=True, slots=True)

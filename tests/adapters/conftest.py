@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from adapters.server import Server
-from adapters.settings import ServerSettings
+from gateway_core_adapters.server import Server
+from gateway_core_adapters.settings import ServerSettings
 
 from .helpers import H11Client, LogWaiter
 from .live import LiveServer, start_live_server

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import trio
 
-from adapters.server import Server
-from adapters.settings import ServerSettings
+from gateway_core_adapters.server import Server
+from gateway_core_adapters.settings import ServerSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ import openai
 import pytest
 import trio
 
-from adapters.settings import ServerSettings
 from gateway_core import hash_api_key
+from gateway_core_adapters.settings import ServerSettings
 
 from .conftest import TcpConnect
 from .helpers import request

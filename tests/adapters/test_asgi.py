@@ -23,11 +23,11 @@ import trio
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from adapters.asgi import GatewayApp, create_app, lifespan
-from adapters.asgi.inprocess import InProcessGateway
-from adapters.asgi.scope import Message, Scope, request_head, route_target
-from adapters.model_work import LOOKAHEAD
-from adapters.settings import ServerSettings
+from gateway_core_adapters.asgi import GatewayApp, create_app, lifespan
+from gateway_core_adapters.asgi.inprocess import InProcessGateway
+from gateway_core_adapters.asgi.scope import Message, Scope, request_head, route_target
+from gateway_core_adapters.model_work import LOOKAHEAD
+from gateway_core_adapters.settings import ServerSettings
 
 from .ollama_setup import QUICK, call, install
 

@@ -13,9 +13,9 @@ import h11
 import pytest
 import trio
 
-from adapters.cli import main
-from adapters.settings import OPTIONS
 from gateway_core import KeyRing
+from gateway_core_adapters.cli import main
+from gateway_core_adapters.settings import OPTIONS
 
 from .helpers import expecting_continue, request
 from .processes import server_process

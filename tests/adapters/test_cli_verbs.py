@@ -15,7 +15,7 @@ from pathlib import Path
 import ollama
 import pytest
 
-from adapters.cli import main
+from gateway_core_adapters.cli import main
 
 from .live import LiveServer
 from .ollama_setup import call

@@ -23,7 +23,7 @@ import ollama
 import pytest
 import trio
 
-from adapters.settings import ServerSettings
+from gateway_core_adapters.settings import ServerSettings
 
 from .asgi_live import LiveAsgi, start_live_asgi
 from .live import LiveServer

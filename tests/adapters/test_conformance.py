@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from adapters.asgi.scope import Message, Receive, Scope, Send
-from adapters.asgi.serve import UvicornThread
-from adapters.conformance import CHECKS, Outcome, Target, run_checks
-from adapters.conformance.__main__ import main
-from adapters.settings import ServerSettings
+from gateway_core_adapters.asgi.scope import Message, Receive, Scope, Send
+from gateway_core_adapters.asgi.serve import UvicornThread
+from gateway_core_adapters.conformance import CHECKS, Outcome, Target, run_checks
+from gateway_core_adapters.conformance.__main__ import main
+from gateway_core_adapters.settings import ServerSettings
 
 from .asgi_live import LiveAsgi
 from .live import LiveServer

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from adapters import demo_model
-from adapters.demo_model import (
+from gateway_core_adapters import demo_model
+from gateway_core_adapters.demo_model import (
     BOS_TOKEN,
     CHAT_TEMPLATE,
     EOS_TOKEN,

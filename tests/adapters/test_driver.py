@@ -23,15 +23,6 @@ import pytest
 import trio
 import trio.testing
 
-from adapters.driver import (
-    COALESCE_LIMIT,
-    BodySource,
-    DrivenExchange,
-    ExchangeRecord,
-    WorkPerformer,
-    drive_exchange,
-)
-from adapters.h11_transport import H11Transport
 from gateway_core import (
     Effect,
     EndResponse,
@@ -42,6 +33,15 @@ from gateway_core import (
     Wait,
     WorkEffect,
 )
+from gateway_core_adapters.driver import (
+    COALESCE_LIMIT,
+    BodySource,
+    DrivenExchange,
+    ExchangeRecord,
+    WorkPerformer,
+    drive_exchange,
+)
+from gateway_core_adapters.h11_transport import H11Transport
 
 from .helpers import H11Client, request
 

@@ -20,7 +20,7 @@ import openai
 import pytest
 import trio
 
-from adapters.demo_model import Vocabulary, write_demo_model
+from gateway_core_adapters.demo_model import Vocabulary, write_demo_model
 
 from ..core.family_templates import CAPABILITIES, FAMILY_TOKENS, TEMPLATES, WEATHER_TOOL
 from .live import LiveServer

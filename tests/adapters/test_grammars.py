@@ -8,13 +8,13 @@ import re
 import llguidance
 import pytest
 
-from adapters.runner.errors import UnsupportedSchema
-from adapters.runner.grammars import (
+from gateway_core._json import JsonValue
+from gateway_core_adapters.runner.errors import UnsupportedSchema
+from gateway_core_adapters.runner.grammars import (
     _PATTERNS,
     check_schema_support,
     json_grammar,
 )
-from gateway_core._json import JsonValue
 
 from .test_schema_suite import walks
 

@@ -21,13 +21,13 @@ import gguf
 import ollama
 import pytest
 
-from adapters.demo_model import CHAT_TEMPLATE, EOS_TOKEN, write_demo_model
-from adapters.demo_store import ensure_demo_model
-from adapters.gguf_info import GgufError, read_gguf
-from adapters.model_store import ModelStore, StoreError
-from adapters.store_files import STALE_TEMP_AGE, is_temp_name, temp_path
 from gateway_core._manifest import file_type_name
 from gateway_core._names import InvalidModelName, ModelName
+from gateway_core_adapters.demo_model import CHAT_TEMPLATE, EOS_TOKEN, write_demo_model
+from gateway_core_adapters.demo_store import ensure_demo_model
+from gateway_core_adapters.gguf_info import GgufError, read_gguf
+from gateway_core_adapters.model_store import ModelStore, StoreError
+from gateway_core_adapters.store_files import STALE_TEMP_AGE, is_temp_name, temp_path
 
 from .live import LiveServer
 from .ollama_setup import QUICK, install
@@ -450,7 +450,9 @@ def test_changes_made_through_the_store_never_rest_on_file_identity(
     # within one tick can reuse the inode and match the old size and mtime. Every
     # file looking the same stands in for that here: the store must still see what
     # it changed itself.
-    monkeypatch.setattr("adapters.model_store._identity", lambda stat: (0, 0, 0, 0))
+    monkeypatch.setattr(
+        "gateway_core_adapters.model_store._identity", lambda stat: (0, 0, 0, 0)
+    )
     create(store, "keep", model_digest)  # keeps the model file through the delete
     create(store, "m", model_digest, system="old")
     assert store.lookup(name("m")).system == "old"

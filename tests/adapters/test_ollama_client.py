@@ -18,9 +18,9 @@ import ollama
 import pytest
 import trio
 
-from adapters.demo_model import write_demo_model
-from adapters.model_work import LOOKAHEAD
-from adapters.runner.errors import RunnerError
+from gateway_core_adapters.demo_model import write_demo_model
+from gateway_core_adapters.model_work import LOOKAHEAD
+from gateway_core_adapters.runner.errors import RunnerError
 
 from .conftest import LiveServer
 from .helpers import ENDLESS_SCHEMA, H11Client, request

@@ -16,7 +16,7 @@ import ollama
 import pytest
 import trio
 
-from adapters.demo_model import write_demo_model
+from gateway_core_adapters.demo_model import write_demo_model
 
 from .live import LiveServer
 from .ollama_setup import call, install

@@ -12,7 +12,7 @@ import httpx
 import ollama
 import trio
 
-from adapters.model_store import _chosen_template
+from gateway_core_adapters.model_store import _chosen_template
 
 from .ollama_setup import call, install, ollama_server
 

@@ -19,8 +19,8 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.hardware import Device, choose_context_length
-from adapters.settings import ServerSettings
+from gateway_core_adapters.hardware import Device, choose_context_length
+from gateway_core_adapters.settings import ServerSettings
 
 from .conftest import TcpConnect
 from .helpers import ENDLESS_SCHEMA, request

@@ -12,8 +12,8 @@ import ollama
 import pytest
 import trio
 
-from adapters.cli import main
-from adapters.registry import RegistryOptions
+from gateway_core_adapters.cli import main
+from gateway_core_adapters.registry import RegistryOptions
 
 from .live import LiveServer
 from .ollama_setup import call, install, ollama_server

@@ -24,13 +24,13 @@ import pytest
 import trio
 import trio.testing
 
-from adapters.runner_pool import (
+from gateway_core._scheduler import Scheduler
+from gateway_core_adapters.runner_pool import (
     LoadFailed,
     PoolClosed,
     QueueFull,
     RunnerPool,
 )
-from gateway_core._scheduler import Scheduler
 
 LOAD_SECONDS = 2.0
 HANG = 1e12  # virtual seconds: a test still waiting then has hung

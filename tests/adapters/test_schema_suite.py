@@ -24,11 +24,11 @@ import numpy as np
 import ollama
 import pytest
 
-from adapters.runner.errors import UnsupportedSchema
-from adapters.runner.grammars import check_schema_support, json_grammar
 from gateway_core._flow import FlowError
 from gateway_core._json import JsonValue
 from gateway_core._structured import check_answer, check_format
+from gateway_core_adapters.runner.errors import UnsupportedSchema
+from gateway_core_adapters.runner.grammars import check_schema_support, json_grammar
 
 from ..schema_suite import suite_schemas
 from .live import LiveServer

@@ -15,8 +15,8 @@ import h11
 import pytest
 import trio
 
-from adapters.server import Server
-from adapters.settings import ServerSettings
+from gateway_core_adapters.server import Server
+from gateway_core_adapters.settings import ServerSettings
 
 from .conftest import Connect
 from .helpers import LogWaiter, expecting_continue, parse_responses, request
@@ -211,7 +211,7 @@ async def test_a_bug_in_one_request_gives_500_and_spares_the_others(
 
     the_server = Server(SETTINGS)
     healthy = await connect(the_server)
-    monkeypatch.setattr("adapters.server.Exchange", broken)
+    monkeypatch.setattr("gateway_core_adapters.server.Exchange", broken)
     victim = await connect(the_server)
     reply = await victim.exchange(request("GET", "/api/version"))
     assert reply.status == 500

@@ -17,7 +17,7 @@ import h11
 import pytest
 import trio
 
-from adapters.settings import ServerSettings
+from gateway_core_adapters.settings import ServerSettings
 
 from .conftest import LiveServer, TcpConnect, start_live_server
 from .helpers import LogWaiter, expecting_continue, parse_responses, request

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.settings import (
+from gateway_core_adapters.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     OPTIONS,

@@ -17,8 +17,8 @@ import ollama
 import pytest
 import trio
 
-from adapters.demo_model import write_demo_model
-from adapters.settings import ServerSettings
+from gateway_core_adapters.demo_model import write_demo_model
+from gateway_core_adapters.settings import ServerSettings
 
 from .helpers import ENDLESS_SCHEMA, LogWaiter
 from .live import start_live_server

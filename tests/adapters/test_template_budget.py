@@ -18,8 +18,8 @@ import h11
 import ollama
 import trio
 
-from adapters.demo_model import write_demo_model
 from gateway_core._template_budget import MAX_CHARS, MAX_STEPS
+from gateway_core_adapters.demo_model import write_demo_model
 
 from .conftest import LiveServer
 from .helpers import H11Client, Reply, request

@@ -27,13 +27,13 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.demo_model import write_demo_model
-from adapters.settings import ServerSettings
-from adapters.upstream import Upstreams
 from gateway_core import ProxyCompletion, Timeouts, UpstreamTable, WorkFailed
 from gateway_core._completion_request import chat_request
 from gateway_core._upstream._requests import upstream_requests
 from gateway_core._upstream._table import remote_pool
+from gateway_core_adapters.demo_model import write_demo_model
+from gateway_core_adapters.settings import ServerSettings
+from gateway_core_adapters.upstream import Upstreams
 
 from .live import LiveServer, start_live_server
 from .ollama_setup import call

@@ -119,7 +119,7 @@ def msg(role: str, content: str, **more: JsonValue) -> dict[str, JsonValue]:
 def demo() -> ChatTemplate:
     # The demo model's module needs gguf and numpy, which the core_only session
     # leaves out on purpose; the full test session has them and runs these tests.
-    demo_model = pytest.importorskip("adapters.demo_model")
+    demo_model = pytest.importorskip("gateway_core_adapters.demo_model")
     return ChatTemplate.compile(demo_model.CHAT_TEMPLATE)
 
 

@@ -304,7 +304,7 @@ def test_any_text_any_cut(text: str, cuts: list[int]) -> None:
 
 def test_demo_template_round_trip() -> None:
     """What the demo template writes for an assistant turn with thinking parses back."""
-    demo_model = pytest.importorskip("adapters.demo_model")
+    demo_model = pytest.importorskip("gateway_core_adapters.demo_model")
     from gateway_core._templates import ChatTemplate
 
     template = ChatTemplate.compile(demo_model.CHAT_TEMPLATE)

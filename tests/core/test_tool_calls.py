@@ -435,7 +435,7 @@ def test_bare_json_calls_one_after_another(
 
 def test_demo_template_round_trip() -> None:
     """What the demo template writes for an assistant turn with calls parses back."""
-    demo_model = pytest.importorskip("adapters.demo_model")
+    demo_model = pytest.importorskip("gateway_core_adapters.demo_model")
     from gateway_core._templates import ChatTemplate
 
     assert family_for(demo_model.CHAT_TEMPLATE).calls is FORMATS[HERMES]

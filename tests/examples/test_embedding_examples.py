@@ -18,9 +18,9 @@ from types import ModuleType
 import ollama
 import pytest
 
-from adapters.asgi.serve import UvicornThread
-from adapters.demo_model import write_demo_model
-from adapters.settings import ServerSettings
+from gateway_core_adapters.asgi.serve import UvicornThread
+from gateway_core_adapters.demo_model import write_demo_model
+from gateway_core_adapters.settings import ServerSettings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 EXAMPLES = DOCS / "examples"

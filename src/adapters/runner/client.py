@@ -70,6 +70,10 @@ from .values import (
 
 __all__ = ["RemoteGeneration", "RunnerProcess", "TaskSpawner"]
 
+# This package's runner, under the name the package was imported by: `adapters`
+# from the source tree, `gateway_core_adapters` when installed.
+_RUNNER_MODULE = __package__ or "adapters.runner"
+
 logger = logging.getLogger("adapters.runner")
 
 _READ_SIZE: Final = 256 * 1024
@@ -161,13 +165,13 @@ class RunnerProcess:
     ) -> RunnerProcess:
         """Spawn a runner and load ``params`` into it; LoadFailed if that fails or
         takes longer than ``load_timeout`` (the process is killed then).
-        ``command`` replaces ``python -m adapters.runner`` (tests start other
-        programs that speak the protocol, or misbehave)."""
+        ``command`` replaces ``python -m <this package>.runner`` (tests start
+        other programs that speak the protocol, or misbehave)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             fd = theirs.fileno()
             argv = [
-                *(command or [sys.executable, "-m", "adapters.runner"]),
+                *(command or [sys.executable, "-m", _RUNNER_MODULE]),
                 f"--fd={fd}",
                 f"--parent={os.getpid()}",
             ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.demo_model import EOS_TOKEN, IM_START_TOKEN, write_demo_model
+from gateway_core_adapters.demo_model import EOS_TOKEN, IM_START_TOKEN, write_demo_model
 
 CHAT = f"{IM_START_TOKEN}user\nhello{EOS_TOKEN}\n{IM_START_TOKEN}assistant\n"
 

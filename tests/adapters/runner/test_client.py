@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from adapters.runner.client import RunnerProcess
-from adapters.runner.errors import (
+from gateway_core_adapters.runner.client import RunnerProcess
+from gateway_core_adapters.runner.errors import (
     BadRequest,
     ContextOverflow,
     LoadFailed,
     PromptTooLong,
     RunnerDied,
 )
-from adapters.runner.values import LoadParams, Sampling
+from gateway_core_adapters.runner.values import LoadParams, Sampling
 
 from .conftest import CHAT, write_aborting_model
 
@@ -154,7 +154,7 @@ async def test_a_runner_that_speaks_another_protocol_is_refused(
         sys.executable,
         "-c",
         "import socket, sys, time\n"
-        "from adapters.runner.protocol import Hello, encode\n"
+        "from gateway_core_adapters.runner.protocol import Hello, encode\n"
         "fd = int(sys.argv[1].split('=')[1])\n"
         "socket.socket(fileno=fd).sendall(encode(Hello(version=99, pid=1)))\n"
         "time.sleep(60)\n",
@@ -189,8 +189,8 @@ async def test_a_runner_killed_mid_stream_fails_its_requests_clearly(
 
 _PARENT = """
 import sys, trio
-from adapters.runner.client import RunnerProcess
-from adapters.runner.values import LoadParams
+from gateway_core_adapters.runner.client import RunnerProcess
+from gateway_core_adapters.runner.values import LoadParams
 
 async def main():
     async with trio.open_nursery() as nursery:
@@ -248,8 +248,8 @@ def test_a_runner_outlives_the_thread_that_started_it(model_file: Path) -> None:
     def spawn() -> None:
         started.append(
             subprocess.Popen(
-                [sys.executable, "-m", "adapters.runner", f"--fd={theirs.fileno()}",
-                 f"--parent={os.getpid()}"],
+                [sys.executable, "-m", "gateway_core_adapters.runner",
+                 f"--fd={theirs.fileno()}", f"--parent={os.getpid()}"],
                 pass_fds=(theirs.fileno(),),
             )
         )  # fmt: skip

@@ -18,25 +18,25 @@ import jsonschema
 import llguidance
 import pytest
 
-from adapters.demo_model import (
+from gateway_core_adapters.demo_model import (
     BOS_TOKEN,
     EOS_TOKEN,
     IM_START_TOKEN,
     THINK_START_TOKEN,
     TOOL_CALL_START_TOKEN,
 )
-from adapters.runner import llama
-from adapters.runner.constraint import (
+from gateway_core_adapters.runner import llama
+from gateway_core_adapters.runner.constraint import (
     Compiler,
     ConstraintFailed,
     ConstraintState,
     UnsupportedConstraint,
     build_vocabulary,
 )
-from adapters.runner.constraint.tool_grammar import tool_call_grammar
-from adapters.runner.engine import Engine, Job
-from adapters.runner.protocol import Ended, Failed, Message, Pieces
-from adapters.runner.values import (
+from gateway_core_adapters.runner.constraint.tool_grammar import tool_call_grammar
+from gateway_core_adapters.runner.engine import Engine, Job
+from gateway_core_adapters.runner.protocol import Ended, Failed, Message, Pieces
+from gateway_core_adapters.runner.values import (
     GenerationConstraint,
     LoadParams,
     Sampling,

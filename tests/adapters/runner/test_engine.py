@@ -17,10 +17,23 @@ from pathlib import Path
 
 import pytest
 
-from adapters.runner import llama
-from adapters.runner.engine import SLOT_MOVES, Engine, Job, Slot, SlotMove, SlotPhase
-from adapters.runner.protocol import Ended, Failed, Message, Pieces, PromptDone
-from adapters.runner.values import LoadParams, Sampling
+from gateway_core_adapters.runner import llama
+from gateway_core_adapters.runner.engine import (
+    SLOT_MOVES,
+    Engine,
+    Job,
+    Slot,
+    SlotMove,
+    SlotPhase,
+)
+from gateway_core_adapters.runner.protocol import (
+    Ended,
+    Failed,
+    Message,
+    Pieces,
+    PromptDone,
+)
+from gateway_core_adapters.runner.values import LoadParams, Sampling
 
 from .conftest import CHAT
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from adapters.runner.sampling import log_probabilities
+from gateway_core_adapters.runner.sampling import log_probabilities
 
 
 def _reference(logits: list[float], token: int) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from adapters.runner.sampling import _SPARSE_WORDS, mask_logits
+from gateway_core_adapters.runner.sampling import _SPARSE_WORDS, mask_logits
 
 
 def _mask(allowed: list[int], count: int) -> npt.NDArray[np.int32]:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.runner.protocol import (
+from gateway_core_adapters.runner.protocol import (
     HEADER,
     PROTOCOL_VERSION,
     Cancel,
@@ -37,7 +37,7 @@ from adapters.runner.protocol import (
     decode,
     encode,
 )
-from adapters.runner.values import (
+from gateway_core_adapters.runner.values import (
     GenerationConstraint,
     LoadParams,
     ModelInfo,
