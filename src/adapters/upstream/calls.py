@@ -118,6 +118,11 @@ class OpenStream:
         if release is not None:
             release()
             with anyio.CancelScope(shield=True):
+                # The reading generator first (left to the garbage collector, it
+                # warns, and closes its connection late), then the response.
+                close_chunks = getattr(self._chunks, "aclose", None)
+                if close_chunks is not None:
+                    await close_chunks()
                 await self._response.aclose()
 
 
