@@ -104,6 +104,9 @@ def gateway_config(settings: ServerSettings) -> GatewayConfig:
         default_num_parallel=settings.num_parallel,
         upstreams=settings.upstreams,
         remote_hosts=settings.remotes,
+        registry=settings.registry.host,
+        registry_namespace=settings.registry.namespace,
+        registry_insecure=settings.registry.insecure,
     )
 
 

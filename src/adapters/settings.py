@@ -25,7 +25,10 @@ from gateway_core import (
 )
 from gateway_core._config import DEFAULT_NUM_PARALLEL
 from gateway_core._durations import format_go_duration, parse_keep_alive_setting
+from gateway_core._names import DEFAULT_HOST as DEFAULT_REGISTRY
+from gateway_core._names import DEFAULT_NAMESPACE, InvalidModelName, ModelName
 from gateway_core._options import MAX_PARALLEL
+from gateway_core._registry._reference import registry_host_problem
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -144,6 +147,8 @@ class ServerSettings:
             the upstreams file (docs/scaling.md); empty: every model runs here.
         remotes: the hosts remote models may name (``*`` patterns); none by
             default, so no remote model is contacted unless its host is listed.
+        registry: where a model name without a host is pulled from and pushed
+            to; Ollama's registry and namespace by default.
     """
 
     host: str = DEFAULT_HOST
@@ -170,6 +175,7 @@ class ServerSettings:
     api_keys_file: Path | None = None
     upstreams: UpstreamTable = field(default_factory=UpstreamTable)
     remotes: tuple[str, ...] = ()
+    registry: DefaultRegistry = field(default_factory=lambda: DefaultRegistry())
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -338,6 +344,37 @@ def default_models_dir(environ: Mapping[str, str], home: Path) -> Path:
     else:
         base = Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share")
     return base / "gateway-core" / "models"
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultRegistry:
+    """The registry (and namespace) a short model name is pulled from."""
+
+    host: str = DEFAULT_REGISTRY
+    namespace: str = DEFAULT_NAMESPACE
+    insecure: bool = False
+    """Plain HTTP (the setting was given as an ``http://`` URL)."""
+
+
+def parse_registry(text: str) -> DefaultRegistry:
+    """``[http[s]://]HOST[:PORT][/NAMESPACE]``: the default registry.
+
+    Raises:
+        ValueError: the host is not one DNS could resolve, or the namespace is
+            not a model name's.
+    """
+    insecure = text.startswith("http://")
+    rest = text.split("://", 1)[1] if "://" in text else text
+    host, _, namespace = rest.strip("/").partition("/")
+    problem = registry_host_problem(host)
+    if problem is not None:
+        raise ValueError(f"invalid registry {text!r}: {problem}")
+    namespace = namespace or DEFAULT_NAMESPACE
+    try:
+        ModelName.parse(f"{host}/{namespace}/model")
+    except InvalidModelName:
+        raise ValueError(f"invalid registry namespace {namespace!r}") from None
+    return DefaultRegistry(host=host, namespace=namespace, insecure=insecure)
 
 
 def read_upstreams_file(text: str) -> UpstreamTable:
@@ -578,6 +615,16 @@ OPTIONS: tuple[Option, ...] = (
         default="none: no key needed",
         help="TOML file of API keys (see gateway-core keys new)",
         parse=Path,
+    ),
+    Option(
+        name="registry",
+        metavar="URL",
+        default=f"{DEFAULT_REGISTRY}/{DEFAULT_NAMESPACE}",
+        help=(
+            "where model names without a host are pulled from and pushed to: "
+            "[http[s]://]HOST[:PORT][/NAMESPACE] (http:// for plain HTTP)"
+        ),
+        parse=parse_registry,
     ),
     Option(
         name="upstreams",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ._names import DEFAULT_HOST, DEFAULT_NAMESPACE
 from ._options import MAX_PARALLEL
 from ._upstream._table import UpstreamTable
 from ._version import OLLAMA_API_VERSION
@@ -66,6 +67,10 @@ class GatewayConfig:
             upstreams file; docs/scaling.md); empty: every model runs here.
         remote_hosts: hosts (``*`` patterns allowed) a remote model may name;
             a remote model whose host is not here gets 403 at use.
+        registry, registry_namespace: where a model name without a host is
+            pulled from and pushed to (Ollama's ``registry.ollama.ai`` and
+            ``library`` by default); the model keeps its short name here.
+        registry_insecure: reach that default registry over plain HTTP.
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -74,6 +79,9 @@ class GatewayConfig:
     default_num_parallel: int = DEFAULT_NUM_PARALLEL
     upstreams: UpstreamTable = field(default_factory=UpstreamTable)
     remote_hosts: tuple[str, ...] = ()
+    registry: str = DEFAULT_HOST
+    registry_namespace: str = DEFAULT_NAMESPACE
+    registry_insecure: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:

@@ -14,8 +14,9 @@ import trio
 
 from gateway_core_adapters.cli import main
 from gateway_core_adapters.registry import RegistryOptions
+from gateway_core_adapters.settings import ServerSettings, parse_registry
 
-from .live import LiveServer
+from .live import LiveServer, start_live_server
 from .ollama_setup import call, install, ollama_server
 from .registry_setup import CountingProxy, LocalRegistry, registry
 
@@ -268,3 +269,32 @@ async def test_the_cli_pushes_and_pulls_a_model(
     pulled = {m.model: m.digest for m in (await call(target.list)).models}
     pushed = {m.model: m.digest for m in (await call(source.list)).models}
     assert pulled[name] == pushed[name]
+
+
+async def test_a_short_name_pulls_from_the_configured_default_registry(
+    nursery: trio.Nursery,
+    clients: list[ollama.Client],
+    tmp_path: Path,
+    gguf: Path,
+    registry: LocalRegistry,
+) -> None:
+    """``--registry http://HOST/NAMESPACE``: ``pull tiny`` fetches
+    ``HOST/NAMESPACE/tiny:latest`` and installs it as ``tiny:latest``."""
+    full = f"{registry.host}/team/tiny:latest"
+    await _pushed(nursery, clients, tmp_path, gguf, full)
+    settings = ServerSettings(
+        host="127.0.0.1",
+        port=0,
+        models=tmp_path / "mirrored",
+        registry=parse_registry(f"http://{registry.host}/team"),
+    )
+    live = await start_live_server(nursery, settings)
+    client = ollama.Client(host=f"http://127.0.0.1:{live.port}")
+    clients.append(client)
+    pulled = await call(lambda: client.pull("tiny", stream=False))
+    assert pulled.status == "success"
+    (model,) = (await call(client.list)).models
+    assert model.model == "tiny:latest"
+    source = [m for m in (await call(clients[0].list)).models if m.model == full]
+    assert model.digest == source[0].digest
+    live.server.shutdown()

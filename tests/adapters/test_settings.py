@@ -12,10 +12,12 @@ from gateway_core_adapters.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
     OPTIONS,
+    DefaultRegistry,
     ServerSettings,
     default_models_dir,
     parse_bytes,
     parse_host,
+    parse_registry,
     parse_seconds,
     resolve_settings,
 )
@@ -198,3 +200,26 @@ def test_ollama_host_is_honoured_when_gateway_host_is_unset() -> None:
     assert (flag.host, flag.port) == ("127.0.0.1", 7000)
     with pytest.raises(ValueError, match="OLLAMA_HOST"):
         resolve_settings({}, {"OLLAMA_HOST": "https://x"}, home=home)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mirror.internal", DefaultRegistry("mirror.internal", "library", False)),
+        ("https://mirror.internal/team", DefaultRegistry("mirror.internal", "team")),
+        ("http://127.0.0.1:5000/", DefaultRegistry("127.0.0.1:5000", "library", True)),
+    ],
+)
+def test_the_default_registry_setting(text: str, expected: DefaultRegistry) -> None:
+    assert parse_registry(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "bad_host!", "h:99999", "h/../x"])
+def test_a_bad_default_registry_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid registry"):
+        parse_registry(bad)
+
+
+def test_the_default_registry_comes_from_the_environment() -> None:
+    settings = resolve_settings({}, {"GATEWAY_REGISTRY": "http://10.0.0.2:5000/ours"})
+    assert settings.registry == DefaultRegistry("10.0.0.2:5000", "ours", True)

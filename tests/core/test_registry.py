@@ -11,6 +11,7 @@ import pytest
 from gateway_core import (
     DownloadBlob,
     FetchManifest,
+    GatewayConfig,
     InstallManifest,
     ManifestData,
     ModelName,
@@ -295,3 +296,32 @@ def test_push_of_a_missing_model_is_a_404() -> None:
         404,
         {"error": 'model "gone:latest" not found'},
     )
+
+
+def test_a_short_name_goes_to_the_configured_default_registry() -> None:
+    """Only a name without a host is redirected, and it keeps its short name in
+    the store; an explicit host or namespace is the client's."""
+    config = GatewayConfig(
+        registry="mirror.internal:5000",
+        registry_namespace="team",
+        registry_insecure=True,
+    )
+
+    def pull(name: str) -> tuple[str, str, str, ModelName]:
+        body = json.dumps({"model": name, "stream": False}).encode()
+        answer = run("POST", "/api/pull", body, world=registry_world, config=config)
+        fetch = answer.work[0]
+        assert isinstance(fetch, FetchManifest)
+        last = answer.work[-1]
+        assert isinstance(last, InstallManifest)
+        ref = fetch.reference
+        return ref.scheme, ref.host, ref.repository, last.name
+
+    assert pull("tiny") == (
+        "http",
+        "mirror.internal:5000",
+        "team/tiny",
+        ModelName.parse("tiny"),
+    )
+    assert pull("someone/tiny")[1:3] == ("mirror.internal:5000", "someone/tiny")
+    assert pull("other.example/x/tiny")[:3] == ("https", "other.example", "x/tiny")

@@ -30,7 +30,7 @@ from .._flow import (
 from .._json import JsonValue
 from .._manifest import Manifest, ManifestError
 from .._model_ops import body_of, parse_name, perform_on_model, requested_name
-from .._names import ModelName
+from .._names import DEFAULT_HOST, DEFAULT_NAMESPACE, ModelName
 from .._replies import JsonReply
 from .._request import Request
 from .._work import (
@@ -99,10 +99,20 @@ def _start(
     if not as_given:
         raise FlowError(400, "model is required")
     name = parse_name(as_given, invalid="invalid model name")
-    problem = registry_host_problem(name.host)
+    config = request.config
+    host, namespace, insecure = name.host, name.namespace, body.get("insecure") is True
+    if host == DEFAULT_HOST:
+        # A name without a host goes to the configured default registry (and
+        # namespace, when it names none either); it keeps its short name here.
+        host, insecure = config.registry, insecure or config.registry_insecure
+        if namespace == DEFAULT_NAMESPACE:
+            namespace = config.registry_namespace
+    problem = registry_host_problem(host)
     if problem is not None:
         raise FlowError(400, f"invalid model name: its registry {problem}")
-    reference = RegistryReference.of(name, insecure=body.get("insecure") is True)
+    reference = RegistryReference.of(
+        name, insecure=insecure, host=host, namespace=namespace
+    )
     return name, reference, _Progress(body.get("stream") is not False)
 
 

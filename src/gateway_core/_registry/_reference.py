@@ -48,11 +48,20 @@ class RegistryReference:
     tag: str
 
     @classmethod
-    def of(cls, name: ModelName, *, insecure: bool = False) -> RegistryReference:
+    def of(
+        cls,
+        name: ModelName,
+        *,
+        insecure: bool = False,
+        host: str | None = None,
+        namespace: str | None = None,
+    ) -> RegistryReference:
+        """Where ``name`` is in its registry; ``host`` and ``namespace`` stand in
+        for the name's own (a configured default registry)."""
         return cls(
             scheme="http" if insecure else "https",
-            host=name.host,
-            repository=f"{name.namespace}/{name.model}",
+            host=host or name.host,
+            repository=f"{namespace or name.namespace}/{name.model}",
             tag=name.tag,
         )
 
