@@ -335,61 +335,12 @@ class ModelStore:
         self, name: ModelName, manifest: Manifest, data: bytes, modified_at: float
     ) -> ModelRecord:
         config = self._config(manifest, name)
-        if manifest.is_remote:
-            return self._remote_record(name, manifest, config, data, modified_at)
-        model_layer = manifest.model_layer
-        info, model_file = self._gguf(name, model_layer.digest)
-        layer = self._layer_text(manifest, TEMPLATE_MEDIA_TYPE, name)
-        found = info.metadata.get("tokenizer.chat_template")
-        own = found if isinstance(found, str) else ""
-        template, source, go_template = _chosen_template(layer, own)
         params = self._layer_text(manifest, PARAMS_MEDIA_TYPE, name)
         messages = self._layer_text(manifest, MESSAGES_MEDIA_TYPE, name)
         try:
-            return ModelRecord(
-                name=name.display,
-                digest=hashlib.sha256(data).hexdigest(),
-                size=manifest.size,
-                modified_at=modified_at,
-                model_file=str(model_file),
-                model_digest=model_layer.digest,
-                template=template or None,
-                template_source=source,
-                go_template=go_template,
-                system=self._layer_text(manifest, SYSTEM_MEDIA_TYPE, name) or None,
-                parameters=parse_params(params.encode()) if params else {},
-                messages=parse_messages(messages.encode()) if messages else (),
-                license=tuple(
-                    self._read_blob(layer.digest, name).decode("utf-8", "replace")
-                    for layer in manifest.layers_of(LICENSE_MEDIA_TYPE)
-                ),
-                details=config.details(parent_model=model_layer.parent),
-                parser=config.parser,
-                model_info=shape_model_info(info.metadata, verbose=False),
-                context_length=info.arch_int("context_length"),
-                embedding_length=info.arch_int("embedding_length"),
-                bos_token=info.bos_token,
-                eos_token=info.eos_token,
-                is_embedding=info.has_arch_key("pooling_type"),
-            )
-        except ManifestError as exc:
-            raise _damaged(name, str(exc)) from None
-
-    def _remote_record(
-        self,
-        name: ModelName,
-        manifest: Manifest,
-        config: ModelConfig,
-        data: bytes,
-        modified_at: float,
-    ) -> ModelRecord:
-        """A remote model's record: no file, its texts and where it runs."""
-        if not config.remote_host:
-            raise _damaged(name, "it has no model file and names no remote host")
-        params = self._layer_text(manifest, PARAMS_MEDIA_TYPE, name)
-        messages = self._layer_text(manifest, MESSAGES_MEDIA_TYPE, name)
-        try:
-            return ModelRecord(
+            # What the manifest says, every model alike; a remote model is that
+            # and where it runs, a local one adds what its GGUF file says.
+            record = ModelRecord(
                 name=name.display,
                 digest=hashlib.sha256(data).hexdigest(),
                 size=manifest.size,
@@ -400,6 +351,10 @@ class ModelStore:
                 system=self._layer_text(manifest, SYSTEM_MEDIA_TYPE, name) or None,
                 parameters=parse_params(params.encode()) if params else {},
                 messages=parse_messages(messages.encode()) if messages else (),
+                license=tuple(
+                    self._read_blob(layer.digest, name).decode("utf-8", "replace")
+                    for layer in manifest.layers_of(LICENSE_MEDIA_TYPE)
+                ),
                 details=config.details(),
                 parser=config.parser,
                 remote_host=config.remote_host,
@@ -407,6 +362,30 @@ class ModelStore:
             )
         except ManifestError as exc:
             raise _damaged(name, str(exc)) from None
+        if manifest.is_remote:
+            if not config.remote_host:
+                raise _damaged(name, "it has no model file and names no remote host")
+            return record
+        model_layer = manifest.model_layer
+        info, model_file = self._gguf(name, model_layer.digest)
+        found = info.metadata.get("tokenizer.chat_template")
+        own = found if isinstance(found, str) else ""
+        template, source, go_template = _chosen_template(record.template or "", own)
+        return dataclasses.replace(
+            record,
+            model_file=str(model_file),
+            model_digest=model_layer.digest,
+            template=template or None,
+            template_source=source,
+            go_template=go_template,
+            details=config.details(parent_model=model_layer.parent),
+            model_info=shape_model_info(info.metadata, verbose=False),
+            context_length=info.arch_int("context_length"),
+            embedding_length=info.arch_int("embedding_length"),
+            bos_token=info.bos_token,
+            eos_token=info.eos_token,
+            is_embedding=info.has_arch_key("pooling_type"),
+        )
 
     def _bare_record(self, name: ModelName, path: Path) -> ModelRecord:
         """What the manifest alone says, for listing a model whose blobs are damaged."""

@@ -84,27 +84,23 @@ def serve_completion(
     enter here with their own translation and renderer."""
     out = Output(completion, request)
     pool = _routed(completion, request)
-    if pool is not None and not completion.is_empty:
-        dialect = None if renderer is None else renderer(completion)
-        yield from proxy_completion(completion, request, dialect, pool)
-        return
-    record = (
-        None
-        if pool is not None
-        else (yield from lookup(completion.model, completion.model_text))
-    )
-    if record is None or (record.remote_host and completion.is_empty):
+    record: ModelRecord | None = None
+    if pool is None:
+        record = yield from lookup(completion.model, completion.model_text)
+    elsewhere = pool is not None or (record is not None and bool(record.remote_host))
+    if completion.is_empty and elsewhere:
         # Loading or unloading a model that runs elsewhere: nothing to do here.
         reason = "unload" if completion.keep_alive == 0 else "load"
         yield JsonReply(value=out.final(reason))
         return
-    if record.remote_host:
+    if record is not None and record.remote_host:
         completion = with_model_defaults(completion, record)
+        pool = _remote_pool(record, request)
+    if pool is not None:
         dialect = None if renderer is None else renderer(completion)
-        yield from proxy_completion(
-            completion, request, dialect, _remote_pool(record, request)
-        )
+        yield from proxy_completion(completion, request, dialect, pool)
         return
+    assert record is not None  # not routed, so looked up
     if completion.is_empty and completion.keep_alive == 0:
         yield from perform(UnloadModel(model=record), Unloaded)
         yield JsonReply(value=out.final("unload"))

@@ -833,8 +833,10 @@ def test_a_remote_model_has_no_file_and_says_where_it_runs(tmp_path: Path) -> No
         remote=("http://box.lan:11434", "qwen3:8b"),
         system="Be brief.",
         parameters={"temperature": 0.5},
+        license=["MIT"],
     )
     record = store.lookup(name)
+    assert record.license == ("MIT",)
     assert (record.remote_host, record.remote_model) == (
         "http://box.lan:11434",
         "qwen3:8b",

@@ -38,6 +38,7 @@ from gateway_core import (
     UpstreamTable,
     WorkFailed,
 )
+from gateway_core._upstream._streams import error_text
 from gateway_core._upstream._table import remote_host_allowed
 
 __all__ = ["OpenStream", "Upstreams"]
@@ -354,22 +355,26 @@ async def _error_message(response: httpx.Response) -> str:
     """The ``error`` of an upstream's error body (Ollama's or OpenAI's shape), or
     its text, read up to a bound."""
     data = bytearray()
+    chunks = response.aiter_raw()
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in chunks:
             data += chunk
             if len(data) >= _MAX_ERROR_BYTES:
                 break
     except httpx.HTTPError:
         pass
+    finally:
+        close_chunks = getattr(chunks, "aclose", None)
+        if close_chunks is not None:
+            await close_chunks()
     text = bytes(data[:_MAX_ERROR_BYTES]).decode("utf-8", "replace")
     try:
         value = json.loads(text)
     except ValueError:
-        return text.strip()[:500] or f"status {response.status_code}"
-    error = value.get("error") if isinstance(value, dict) else None
-    if isinstance(error, dict):
-        error = error.get("message")
-    return str(error or text)[:500]
+        value = None
+    if isinstance(value, dict) and value.get("error"):
+        return error_text(value)
+    return text.strip()[:500] or f"status {response.status_code}"
 
 
 async def _close(response: httpx.Response | None) -> None:

@@ -23,6 +23,7 @@ from .._flow import MORE, Flow, FlowError, expect, succeeded
 from .._forced import deliver_forced_call, is_forced
 from .._json import JsonValue, dumps
 from .._models import ModelRecord
+from .._prompt import chat_messages
 from .._request import Request
 from .._segments import Content, Segment
 from .._structured import check_format
@@ -189,22 +190,21 @@ def _opening(
 def with_model_defaults(
     completion: CompletionRequest, record: ModelRecord
 ) -> CompletionRequest:
-    """A remote model's own defaults under the request, as Ollama applies them
-    before it forwards: its parameters under the request's options, its system
-    prompt when the request has none, its messages before the chat's."""
+    """A remote model's own defaults under the request, as the local path applies
+    them (``_prompt``): its parameters under the request's options, its system
+    prompt unless the request gives one, its messages before the chat's."""
     changes: dict[str, object] = {}
     if record.parameters:
         changes["options"] = {**record.parameters, **(completion.options or {})}
     if completion.kind is Kind.GENERATE:
-        if completion.system is None and record.system:
+        if not completion.system and record.system:
             changes["system"] = record.system
-    else:
-        messages = tuple(completion.messages)
-        has_system = any(m.get("role") == "system" for m in messages)
-        prefix: list[dict[str, JsonValue]] = []
-        if record.system and not has_system:
-            prefix.append({"role": "system", "content": record.system})
-        prefix += [dict(m) for m in record.messages]
-        if prefix:
-            changes["messages"] = (*prefix, *messages)
+    elif record.system or record.messages:
+        changes["messages"] = tuple(
+            chat_messages(
+                completion.messages,
+                system=record.system,
+                modelfile_messages=record.messages,
+            )
+        )
     return dataclasses.replace(completion, **changes) if changes else completion  # type: ignore[arg-type]

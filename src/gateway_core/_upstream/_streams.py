@@ -29,6 +29,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "StreamReader",
     "UpstreamStreamError",
+    "error_text",
 ]
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -64,8 +65,6 @@ class StreamReader:
         self.eval_count = 0
         self.prompt_duration = 0.0
         self.eval_duration = 0.0
-        self.finished = False
-        """The upstream ended its answer properly (a done object, ``[DONE]``)."""
 
     def feed(self, data: bytes) -> list[Segment]:
         """The segments ``data`` completes.
@@ -124,7 +123,7 @@ class StreamReader:
         if not isinstance(value, dict):
             raise UpstreamStreamError("the upstream sent a line that is not an object")
         if "error" in value:
-            raise UpstreamStreamError(f"the upstream failed: {_error_text(value)}")
+            raise UpstreamStreamError(f"the upstream failed: {error_text(value)}")
         segments: list[Segment] = []
         message = value.get("message")
         source: Mapping[str, JsonValue] = message if isinstance(message, dict) else {}
@@ -161,7 +160,6 @@ class StreamReader:
 
     def _native_done(self, value: Mapping[str, JsonValue]) -> None:
         self.done_reason = "length" if value.get("done_reason") == "length" else "stop"
-        self.finished = True
         self.prompt_count = _count(value.get("prompt_eval_count"))
         self.eval_count = _count(value.get("eval_count"))
         self.prompt_duration = _count(value.get("prompt_eval_duration")) / 1e9
@@ -171,7 +169,6 @@ class StreamReader:
 
     def _openai_event(self, data: str) -> list[Segment]:
         if data.strip() == "[DONE]":
-            self.finished = True
             if self.done_reason is None:
                 self.done_reason = "stop"
             return []
@@ -186,7 +183,7 @@ class StreamReader:
                 "the upstream sent an event that is not an object"
             )
         if "error" in value:
-            raise UpstreamStreamError(f"the upstream failed: {_error_text(value)}")
+            raise UpstreamStreamError(f"the upstream failed: {error_text(value)}")
         usage = value.get("usage")
         if isinstance(usage, dict):
             self.prompt_count = _count(usage.get("prompt_tokens"))
@@ -283,7 +280,9 @@ def _count(value: JsonValue) -> int:
     )
 
 
-def _error_text(value: Mapping[str, JsonValue]) -> str:
+def error_text(value: Mapping[str, JsonValue]) -> str:
+    """The message of an error object, Ollama's (``error``: text) or OpenAI's
+    (``error.message``), bounded."""
     error = value.get("error")
     if isinstance(error, dict):
         error = error.get("message", error)

@@ -320,23 +320,33 @@ def _upstream(pool_where: str, entry: Mapping[str, object]) -> Upstream:
 
 def _base_url(text: str, where: str) -> str:
     """``text`` as a base URL: http or https, a host, no query, no credentials."""
+    return _http_url(text, f"{where}: url", default_port=None)
+
+
+def _http_url(text: str, what: str, *, default_port: int | None) -> str:
+    """``text`` checked as an http(s) URL with a host and nothing that is not an
+    address (credentials, query, fragment), written back with ``default_port``
+    when it names none (None: left out), and no trailing slash.
+
+    Raises:
+        UpstreamConfigError: saying what, of ``what``, is wrong.
+    """
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise UpstreamConfigError(f"{where}: invalid url: {exc}") from None
+        raise UpstreamConfigError(f"invalid {what}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UpstreamConfigError(
-            f"{where}: url must be http:// or https:// and a host"
+            f"{what} must be an http:// or https:// URL with a host"
         )
-    if parts.username or parts.password:
+    if parts.username or parts.password or parts.query or parts.fragment:
         raise UpstreamConfigError(
-            f"{where}: url must not hold credentials (use api_key_env)"
+            f"{what} must not hold credentials, a query or a fragment"
         )
-    if parts.query or parts.fragment:
-        raise UpstreamConfigError(f"{where}: url must not have a query or fragment")
     host = parts.hostname
     shown = f"[{host}]" if ":" in host else host
+    port = default_port if port is None else port
     netloc = shown if port is None else f"{shown}:{port}"
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
 
@@ -399,22 +409,10 @@ def normalize_remote_host(text: str) -> str:
         text = f"http://localhost:{DEFAULT_REMOTE_PORT}{text}"
     elif "://" not in text:
         text = ("https://" if text.lower() == "ollama.com" else "http://") + text
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        raise UpstreamConfigError(f"invalid remote_host: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UpstreamConfigError("remote_host must be an http(s) URL with a host")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise UpstreamConfigError(
-            "remote_host must not hold credentials, a query or a fragment"
-        )
-    if port is None:
-        port = 443 if parts.scheme == "https" else DEFAULT_REMOTE_PORT
-    host = parts.hostname
-    shown = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{shown}:{port}{parts.path.rstrip('/')}"
+    https = text.lower().startswith("https://")
+    return _http_url(
+        text, "remote_host", default_port=443 if https else DEFAULT_REMOTE_PORT
+    )
 
 
 def remote_host_allowed(url: str, allowed: Sequence[str]) -> bool:

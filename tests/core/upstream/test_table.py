@@ -78,7 +78,7 @@ def test_models_route_by_name_or_pattern(model: str, routed: bool) -> None:
         (
             '[[pool]]\nname="p"\nmodels=["a"]\n[[pool.upstream]]\nname="u"\n'
             'kind="openai"\nurl="ftp://h"',
-            "url must be http:// or https://",
+            "url must be an http:// or https:// URL with a host",
         ),
         (
             '[[pool]]\nname="p"\nmodels=["a"]\n[[pool.upstream]]\nname="u"\n'
