@@ -464,6 +464,8 @@ class ModelWork:
 
 
 def _constraint(effect: Generate) -> GenerationConstraint | None:
+    if effect.call_forms is not None:
+        return GenerationConstraint(call_forms=json.dumps(effect.call_forms.to_json()))
     if effect.tool_calls is not None:
         calls = effect.tool_calls
         return GenerationConstraint(

@@ -236,6 +236,8 @@ class Emitter:
         self._forced_call = forced_call
         self.opened = False
         self.gathered = Gathered()
+        self.call_count = 0
+        """The tool calls emitted so far, streamed or gathered."""
 
     def note(self, logprob: TokenLogprob | None) -> None:
         """A token's logprob, sent with the next frame (or the whole answer)."""
@@ -255,6 +257,7 @@ class Emitter:
                     calls.append(segment)
         if not (thinking or content or calls):
             return
+        self.call_count += len(calls)
         self.gathered.content += content  # kept for the final check, streamed or not
         if not self._stream:
             self.gathered.thinking += thinking

@@ -1,9 +1,11 @@
 """A forced tool call (``tool_choice`` ``required`` or naming a tool): which tools
 it may name, and the call read back from the constrained answer.
 
-The answer is one JSON object ``{"name", "arguments"}`` (``tool_call_schema``),
-made by the local runner's constraint or an upstream's structured output; either
-way it goes back to the client as a tool call, never as text.
+The answer is either the family's own markup (``_call_forms``; the family's parser
+has read the call as it was written) or one JSON object ``{"name", "arguments"}``
+(``tool_call_schema``), made by the local runner's constraint or an upstream's
+structured output. Either way it goes back to the client as a tool call, never as
+text, and a call the token limit cut is still a call.
 """
 
 from __future__ import annotations
@@ -12,14 +14,21 @@ import json
 from collections.abc import Generator, Mapping, Sequence
 
 from ._answer import Emitter
+from ._call_forms import CallForms
 from ._completion_request import CompletionRequest, NamedTool
 from ._flow import FlowError, Step
 from ._json import JsonValue
 from ._segments import ToolCall
-from ._tool_calls import call_id, cut_call
+from ._tool_calls import call_id, cut_call, salvage_json
 from ._work import Result
 
-__all__ = ["chosen_tools", "deliver_forced_call", "is_forced", "tool_names"]
+__all__ = [
+    "chosen_tools",
+    "deliver_forced_call",
+    "deliver_forced_form",
+    "is_forced",
+    "tool_names",
+]
 
 
 def is_forced(completion: CompletionRequest) -> bool:
@@ -70,12 +79,50 @@ def deliver_forced_call(
     emitter.gathered.content = []
     names = tool_names(chosen_tools(completion))
     found = _cut_call(answer, names, request_id) if cut else _call(answer, request_id)
-    if found is None:
+    if found is not None:
+        yield from emitter.emit([found])  # streamed, or gathered for the whole
+
+
+def deliver_forced_form(
+    emitter: Emitter,
+    forms: CallForms,
+    written: str,
+    *,
+    cut: bool,
+    request_id: str,
+) -> Generator[Step, Result | None, None]:
+    """The end of a forced call written in the family's markup. The parser has
+    sent the call on as it read it; what is left is a call the limit cut before
+    the parser could name its tool. The constraint allowed only ``forms``, so the
+    first whose opening agrees with ``written`` is the call (nothing written: no
+    call, none is made up)."""
+    emitter.gathered.content = []
+    if emitter.call_count:
         return
-    if completion.stream:
+    if not cut:
+        # The constraint allowed nothing but a call: a parser that read none is a
+        # bug between the two, and earns a clear error rather than an empty answer.
+        raise FlowError(500, "the forced tool call could not be read")
+    found = _cut_form(forms, written, request_id)
+    if found is not None:
         yield from emitter.emit([found])
-    else:
-        emitter.gathered.calls = [found]
+
+
+def _cut_form(forms: CallForms, written: str, request_id: str) -> ToolCall | None:
+    if not written:
+        return None
+    for name, lead in zip(forms.names, forms.leads(), strict=True):
+        if lead.startswith(written) or written.startswith(lead):
+            partial = written[len(lead) :]
+            value = salvage_json(partial) if partial else None
+            return ToolCall(
+                index=0,
+                id=call_id(request_id, 0),
+                name=name,
+                arguments=value if isinstance(value, dict) else {},
+                partial=partial,
+            )
+    return None
 
 
 def _call(answer: str, request_id: str) -> ToolCall:

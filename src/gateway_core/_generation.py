@@ -36,7 +36,7 @@ from ._flow import (
     Step,
     perform,
 )
-from ._forced import chosen_tools, is_forced
+from ._forced import chosen_tools, is_forced, tool_names
 from ._json import JsonValue
 from ._model_ops import body_of, lookup
 from ._models import ModelRecord
@@ -207,17 +207,25 @@ def _shape(
     forced: bool,
     tool_calls: ToolCallConstraint | None,
 ) -> Shape:
-    """What this answer is made of, and how it is constrained."""
-    offered = not forced and bool(completion.tools)
+    """What this answer is made of, and how it is constrained. A forced call is
+    written in the family's own markup when it has one (its parser then reads it, so
+    it knows every offered tool); else it is the JSON call ``fmt`` holds."""
+    family = _family(completion, record)
+    forms = None
+    if forced:
+        offered_tools = Toolbox.of(completion.tools)
+        forms = family.forced_forms(offered_tools, tool_names(chosen_tools(completion)))
+    offered = bool(completion.tools) and (not forced or forms is not None)
     return Shape(
-        family=_family(completion, record),
+        family=family,
         thinking="thinking" in capabilities(record),
         show_thinking=completion.think is not False,
         # Only the prompt's end says where the output starts.
         prompt=prompt[-_PROMPT_END:],
         tools=Toolbox.of(completion.tools) if offered else None,
         forced_call=forced,
-        format=fmt,
+        call_forms=forms,
+        format=fmt if forms is None else None,
         tool_calls=tool_calls,
     )
 

@@ -22,6 +22,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 from ._answer import Emitter, Ending, Gathered, Metrics, Output, Renderer
+from ._call_forms import CallForms
 from ._completion_request import CompletionRequest, Kind
 from ._families import PLAIN_FAMILY, Family, OutputParser, ParserSetup
 from ._flow import (
@@ -32,7 +33,7 @@ from ._flow import (
     perform,
     succeeded,
 )
-from ._forced import deliver_forced_call
+from ._forced import deliver_forced_call, deliver_forced_form
 from ._json import JsonValue
 from ._options import SamplingOptions
 from ._request import Request
@@ -80,8 +81,11 @@ class Shape:
         prompt: the rendered prompt, or its end: where the output starts (inside
             thinking, inside a harmony header).
         tools: the offered tools whose calls the parser reads, if any.
-        forced_call: the output is one constrained ``{"name", "arguments"}`` object
-            (``tool_choice`` required or named), returned as a tool call.
+        forced_call: the output is one constrained call (``tool_choice`` required
+            or named), returned as a tool call: in the family's markup
+            (``call_forms``), else a ``{"name", "arguments"}`` object (``format``).
+        call_forms: the forms of the forced call in the family's markup, if it has
+            any; the family's parser reads the answer.
         format: the constraint (``"json"``, a schema) or None.
         tool_calls: the lazy constraint on the tool calls of free text, if any.
         prefill: the start of the answer the prompt ends with (a trailing assistant
@@ -95,6 +99,7 @@ class Shape:
     prompt: str = ""
     tools: Toolbox | None = None
     forced_call: bool = False
+    call_forms: CallForms | None = None
     format: JsonValue = None
     tool_calls: ToolCallConstraint | None = None
     prefill: str = ""
@@ -104,22 +109,36 @@ class _Pipeline:
     """One pass's token bytes to segments."""
 
     def __init__(
-        self, shape: Shape, *, stops: Sequence[str], free: bool, id_seed: str
+        self,
+        shape: Shape,
+        *,
+        stops: Sequence[str],
+        free: bool,
+        forms: bool = False,
+        id_seed: str,
     ) -> None:
         self._decoder = Utf8Decoder()
         # Stop strings could cut a constrained answer in two; they apply to free text.
         self._scanner = StopScanner(stops if free else ())
-        # A constrained answer is the format's JSON, never the family's markup.
+        # A constrained answer is the format's JSON, never the family's markup,
+        # unless it is a forced call in that markup (``forms``): the parser reads
+        # it, outside any thinking (the constraint allows none).
         self._parser: OutputParser | None = None
-        if free:
+        if free or forms:
             setup = ParserSetup(
-                thinking=shape.thinking,
+                thinking=shape.thinking and free,
                 prompt=shape.prompt,
                 tools=shape.tools,
                 id_seed=id_seed,
             )
             self._parser = shape.family.parser(setup)
+        self._written: list[str] | None = [] if forms else None
         self.stopped = False
+
+    @property
+    def written(self) -> str:
+        """The text of a forced call's pass, as the model wrote it."""
+        return "".join(self._written or ())
 
     @property
     def done_thinking(self) -> bool:
@@ -154,6 +173,8 @@ class _Pipeline:
     def _split(self, text: str) -> list[Segment]:
         if not text:
             return []
+        if self._written is not None:
+            self._written.append(text)
         if self._parser is None:
             return [Content(text=text)]
         return self._parser.feed(text)
@@ -176,7 +197,7 @@ def run_passes(
     # think: false asks for no thinking, so the constraint applies from the start
     # (the parser still runs, so stray tags never reach the content).
     plan = PassPlan(
-        format=shape.format,
+        format=shape.format if shape.call_forms is None else shape.call_forms,
         thinking=shape.thinking and shape.show_thinking and not shape.prefill,
     )
     begun: tuple[int, ...] = ()  # the prefill's tokens, for the constraint
@@ -209,7 +230,10 @@ def run_passes(
             outcome = _PassOutcome(event=Event.LENGTH)
             plan.on(Event.LENGTH)
             break
-        if outcome.opening is not None:
+        opening_text = outcome.opening
+        if shape.call_forms is not None:
+            opening_text = shape.family.forced_opening(opening_text)
+        if opening_text is not None:
             # Continue exactly where the thinking ended: the model's own tokens,
             # already in the runner's cache, so pass 2 evaluates almost nothing.
             # The family says what must follow for the answer to begin: nothing
@@ -217,9 +241,9 @@ def run_passes(
             # its thinking, harmony's final-channel header. (Without any thinking,
             # pass 2 answers from the prompt.)
             pass_prompt += outcome.kept
-            if outcome.opening:
+            if opening_text:
                 opening = yield from perform(
-                    Tokenize(text=outcome.opening, add_bos=False), Tokens
+                    Tokenize(text=opening_text, add_bos=False), Tokens
                 )
                 pass_prompt += opening.ids
     reason = "length" if outcome.event is Event.LENGTH else "stop"
@@ -227,7 +251,15 @@ def run_passes(
     answer = shape.prefill + "".join(emitter.gathered.content)[constrained_from:]
     if shape.format is not None and reason != "length":
         check_answer(answer, shape.format)
-    if shape.forced_call:
+    if shape.call_forms is not None:
+        yield from deliver_forced_form(
+            emitter,
+            shape.call_forms,
+            outcome.written,
+            cut=reason == "length",
+            request_id=request.request_id,
+        )
+    elif shape.forced_call:
         yield from deliver_forced_call(
             emitter,
             completion,
@@ -261,6 +293,8 @@ class _PassOutcome:
     """Every token this pass generated."""
     stop_sequence: str | None = None
     """The stop string that ended this pass, if one did."""
+    written: str = ""
+    """The text of a forced call's pass (``Shape.call_forms``)."""
 
 
 def _one_pass(
@@ -277,17 +311,27 @@ def _one_pass(
 ) -> Generator[Step, Result | None, _PassOutcome]:
     """Run one pass to its end and say how it ended (``begun``: the tokens of a
     prefilled answer, which a constraint accepts first)."""
-    free = plan.constraint is None
-    pipeline = _Pipeline(shape, stops=sampling.stop, free=free, id_seed=id_seed)
+    constraint = plan.constraint
+    forms: CallForms | None = None
+    fmt: JsonValue = None
+    if isinstance(constraint, CallForms):
+        forms = constraint
+    else:
+        fmt = constraint
+    free = constraint is None
+    pipeline = _Pipeline(
+        shape, stops=sampling.stop, free=free, forms=forms is not None, id_seed=id_seed
+    )
     tokens: list[int] = []
     result = yield Generate(
         prompt=prompt,
         sampling=sampling,
-        format=plan.constraint,
+        format=fmt,
         tool_calls=shape.tool_calls if free else None,
+        call_forms=forms,
         limit=limit - len(generated),
         logprobs=emitter.logprobs,
-        constraint_prefix=begun if plan.constraint is not None else (),
+        constraint_prefix=begun if fmt is not None else (),
     )
     while True:
         try:
@@ -323,11 +367,19 @@ def _one_pass(
                     break
                 if len(generated) >= limit:
                     yield from emitter.emit(pipeline.finish(cut=True))
-                    return _PassOutcome(event=Event.LENGTH, tokens=tuple(tokens))
+                    return _PassOutcome(
+                        event=Event.LENGTH,
+                        tokens=tuple(tokens),
+                        written=pipeline.written,
+                    )
             case GenerationDone(reason=reason):
                 if reason == "length":
                     yield from emitter.emit(pipeline.finish(cut=True))
-                    return _PassOutcome(event=Event.LENGTH, tokens=tuple(tokens))
+                    return _PassOutcome(
+                        event=Event.LENGTH,
+                        tokens=tuple(tokens),
+                        written=pipeline.written,
+                    )
                 break
             case other:
                 raise TypeError(f"core bug: {other!r} during a generation")
@@ -350,4 +402,5 @@ def _one_pass(
         event=Event.STOPPED,
         tokens=tuple(tokens),
         stop_sequence=pipeline.stop_sequence,
+        written=pipeline.written,
     )

@@ -27,6 +27,7 @@ import enum
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from ._call_forms import CallForms
 from ._json import JsonValue
 
 __all__ = ["TRANSITIONS", "Event", "PassPlan", "Phase"]
@@ -73,13 +74,14 @@ TRANSITIONS: Mapping[tuple[Phase, Event], Phase] = MappingProxyType(
 class PassPlan:
     """Which pass runs, and with which constraint."""
 
-    def __init__(self, *, format: JsonValue, thinking: bool) -> None:
+    def __init__(self, *, format: JsonValue | CallForms, thinking: bool) -> None:
         self.format = format
         self.phase = Phase.THINKING if format is not None and thinking else Phase.SINGLE
 
     @property
-    def constraint(self) -> JsonValue:
-        """The format the current pass runs under (None: free)."""
+    def constraint(self) -> JsonValue | CallForms:
+        """The format (or a forced call's forms) the current pass runs under
+        (None: free)."""
         return None if self.phase is Phase.THINKING else self.format
 
     @property

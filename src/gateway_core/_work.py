@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeAlias
 
+from ._call_forms import CallForms
 from ._json import JsonValue
 from ._logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from ._models import ModelRecord
@@ -568,6 +569,9 @@ class Generate:
     constraint engine cannot enforce fails the work with 400."""
     tool_calls: ToolCallConstraint | None = None
     """Leave the text free but constrain the tool calls it opens."""
+    call_forms: CallForms | None = None
+    """The output is one forced tool call in one of these forms (the family's own
+    markup, ``_call_forms``)."""
     limit: int = 0
     """Tokens the core will take at most (``num_predict``); 0: no limit. The runner
     makes none past it, rather than working ahead for tokens nobody will read."""
@@ -582,8 +586,9 @@ class Generate:
     def __post_init__(self) -> None:
         if not self.prompt:
             raise ValueError("a generation needs at least one prompt token")
-        if self.format is not None and self.tool_calls is not None:
-            raise ValueError("a generation has a format or tool calls, not both")
+        constraints = (self.format, self.tool_calls, self.call_forms)
+        if sum(c is not None for c in constraints) > 1:
+            raise ValueError("a generation has one constraint at most")
         if self.constraint_prefix and self.format is None:
             raise ValueError("a constraint prefix needs a format")
         if self.limit < 0:

@@ -10,6 +10,7 @@ nothing) comes back as a well-formed answer the official clients accept.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,67 @@ async def test_a_family_model_is_shown_and_chats_through_every_api(
             )
         )
     assert message.stop_reason in ("end_turn", "max_tokens", "tool_use")
+
+
+CITY: Any = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("family", sorted(TEMPLATES))
+async def test_a_forced_call_in_the_familys_own_markup_reaches_every_client(
+    families: tuple[LiveServer, ollama.Client], family: str
+) -> None:
+    """``tool_choice`` required: the runner holds the model to the call's forms in
+    its family's markup (harmony's control tokens named by id), the family's parser
+    reads it back, and each official client gets a call it parses into its types:
+    the tool, arguments its schema accepts, and the reason that says a call came."""
+    live, _ = families
+    base = f"http://127.0.0.1:{live.port}"
+    tool: Any = {
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": CITY},
+    }
+    with openai.OpenAI(base_url=f"{base}/v1", api_key="-", max_retries=0) as chat:
+        completion = await call(
+            lambda: chat.chat.completions.create(
+                model=family,
+                messages=HI,
+                tools=[tool],
+                tool_choice="required",
+                max_tokens=200,
+                seed=3,
+                reasoning_effort="none",
+            )
+        )
+    (choice,) = completion.choices
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    (found,) = choice.message.tool_calls
+    assert found.type == "function"
+    assert found.function.name == "get_weather"
+    assert json.loads(found.function.arguments)["city"] in ("Paris", "Oslo")
+
+    def streamed() -> anthropic.types.Message:
+        with (
+            anthropic.Anthropic(base_url=base, api_key="-", max_retries=0) as claude,
+            claude.messages.stream(
+                model=family,
+                max_tokens=200,
+                messages=HI,
+                tools=[{"name": "get_weather", "input_schema": CITY}],
+                tool_choice={"type": "tool", "name": "get_weather"},
+                thinking={"type": "disabled"},
+            ) as events,
+        ):
+            return events.get_final_message()
+
+    message = await call(streamed)
+    assert message.stop_reason == "tool_use"
+    (block,) = [b for b in message.content if b.type == "tool_use"]
+    assert block.name == "get_weather"
+    assert isinstance(block.input, dict)
+    assert block.input["city"] in ("Paris", "Oslo")

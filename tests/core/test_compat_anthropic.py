@@ -108,9 +108,9 @@ class World:
             case Tokenize(text=text):
                 self.tokenized.append(text)
                 return [Tokens(ids=tuple(map(ord, text)))]
-            case Generate(format=fmt):
+            case Generate(format=fmt, call_forms=forms):
                 self.generations.append(effect)
-                script = self.scripts[fmt is not None]
+                script = self.scripts[fmt is not None or forms is not None]
                 results: list[Result] = [PromptEvaluated(count=5, duration=0.0)]
                 results += [
                     Piece(token=900 + i, data=data, duration=0.0)
@@ -385,7 +385,10 @@ def test_a_failure_after_the_first_byte_ends_the_stream_with_an_error_event() ->
 def test_a_forced_tool_call_is_a_tool_use_block() -> None:
     world = World(
         [b"never"],
-        constrained=[b'{"name": "get_weather", ', b'"arguments": {"city": "Oslo"}}'],
+        constrained=[
+            b'<tool_call>\n{"name": "get_weather", ',
+            b'"arguments": {"city": "Oslo"}}\n</tool_call>',
+        ],
     )
     t = post(
         world,
@@ -403,7 +406,7 @@ def test_a_forced_tool_call_is_a_tool_use_block() -> None:
     deltas = [e["delta"] for kind, e in found if kind == "content_block_delta"]
     assert deltas == [{"type": "input_json_delta", "partial_json": '{"city":"Oslo"}'}]
     assert found[-2][1]["delta"]["stop_reason"] == "tool_use"
-    assert world.generations[-1].format is not None
+    assert world.generations[-1].call_forms is not None
 
 
 # -- errors, in Anthropic's envelope ------------------------------------------------

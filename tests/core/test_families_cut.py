@@ -53,7 +53,8 @@ Script = Sequence[bytes | Result]
 
 class Runner:
     """A scripted runner for one model: ``free`` pieces answer a pass without a
-    format, ``constrained`` ones a pass with one."""
+    constraint, ``constrained`` ones a pass with a format or a forced call's
+    forms."""
 
     def __init__(
         self, record: ModelRecord, free: Script = (), constrained: Script = ()
@@ -73,9 +74,9 @@ class Runner:
                 return [SchemaSupported()]
             case Tokenize(text=text):
                 return [Tokens(ids=tuple(map(ord, text)))]
-            case Generate(format=fmt):
+            case Generate(format=fmt, call_forms=forms):
                 self.generations.append(effect)
-                script = self.scripts[fmt is not None]
+                script = self.scripts[fmt is not None or forms is not None]
                 results: list[Result] = [PromptEvaluated(count=5, duration=0.0)]
                 for i, item in enumerate(script):
                     if isinstance(item, bytes):
@@ -89,7 +90,7 @@ class Runner:
 
 
 QWEN = model_record("qwen", THINKING_TOOLS)
-FORCED_CUT = [b'{"name": "get_weather", ', b'"arguments": {"ci']
+FORCED_CUT = [b'<tool_call>{"name": "get_weather", ', b'"arguments": {"ci']
 """A forced call that the limit (max_tokens 2) cuts inside its arguments."""
 
 
@@ -221,7 +222,7 @@ def test_anthropic_gets_a_tool_use_block_and_max_tokens() -> None:
         "tool_choice": {"type": "any"},
         "thinking": {"type": "disabled"},
     }
-    cut = [b'{"name": "get_weather", ', b'"arguments": {"city": "Pa']
+    cut = [b'<tool_call>{"name": "get_weather", ', b'"arguments": {"city": "Pa']
     whole = post("/v1/messages", Runner(QWEN, constrained=cut), body).json()
     assert isinstance(whole, dict)
     assert whole["stop_reason"] == "max_tokens"

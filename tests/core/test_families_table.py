@@ -108,11 +108,11 @@ def test_the_lazy_constraint_is_offered_only_where_it_fits() -> None:
         "qwen3": ("<tool_call>", "</tool_call>"),
         "hermes": ("<tool_call>", "</tool_call>"),
         "llama3": ("<|python_tag|>", ""),
-        # Parsed free: their prefixes are prose the engine's lazy grammar would
-        # have to trigger on mid-sentence.
-        "functools": None,
-        "tool-call-prefix": None,
-        "action-json": None,
+        # The template's own prefix, whole: "functools" alone is a Python module
+        # a model may write about, and a ```json block is not always a call.
+        "functools": ("functools[", "]"),
+        "tool-call-prefix": ("[TOOL_CALL]", ""),
+        "action-json": ("Action: ```json", "```"),
         # Bare calls at the start only: not every ```json block is a call.
         "json": ("", ""),
         "plain": None,

@@ -38,12 +38,15 @@ TOOLS = ("get_weather", "get_time", "get")
 SEED = "req-1"
 HERMES, JSON_, MISTRAL = ToolFormat.HERMES, ToolFormat.JSON, ToolFormat.MISTRAL
 Grammar = ToolFormat | CallGrammar
-# Two grammars of families that use more of the machine: Llama 3 (bare JSON and a
-# marker) and Mistral v11 (a name before the arguments).
+# Grammars of families that use more of the machine: Llama 3 (bare JSON and a
+# marker), Mistral v11 (a name before the arguments), and ``[TOOL_CALL]`` (bare
+# JSON and a marker that starts with a bracket).
 LLAMA3 = FAMILIES["llama3"].calls
 MISTRAL_V11 = FAMILIES["mistral-v11"].calls
+PREFIX = FAMILIES["tool-call-prefix"].calls
 assert LLAMA3 is not None
 assert MISTRAL_V11 is not None
+assert PREFIX is not None
 
 
 def split_at(text: str, cuts: Iterable[int]) -> list[str]:
@@ -191,6 +194,14 @@ CASES: list[tuple[Grammar, str, list[Segment]]] = [
     (MISTRAL_V11, "[TOOL_CALLS]rm[ARGS]{}", [C("[TOOL_CALLS]rm[ARGS]{}")]),
     (MISTRAL_V11, "[TOOL_CALLS]get weather", [C("[TOOL_CALLS]get weather")]),
     (MISTRAL_V11, f"[TOOL_CALLS][{TIME}]", [K(0, "get_time")]),
+    # A marker that starts with a bracket, in a grammar with bare JSON: a marker at
+    # the start and after a call, a bare array otherwise.
+    (PREFIX, f"[TOOL_CALL] [{WEATHER}] [TOOL_CALL] [{TIME}]",
+     [K(0, "get_weather", city="Tokyo"), K(1, "get_time")]),
+    (PREFIX, f"[{TIME}] [TOOL_CALL] [{WEATHER}]",
+     [K(0, "get_time"), K(1, "get_weather", city="Tokyo")]),
+    (PREFIX, "[TOOL_CALL] no", [C("[TOOL_CALL] no")]),
+    (PREFIX, "[TOOL", [C("[TOOL")]),
 ]  # fmt: skip
 
 

@@ -38,6 +38,8 @@ from gateway_core import (
     WorkEffect,
     WorkFailed,
 )
+from gateway_core._call_forms import Value
+from gateway_core._json import JsonValue
 from gateway_core._two_pass import TRANSITIONS, Event, PassPlan, Phase
 
 from .helpers import NOW, THINKING_TOOLS, Transcript, model_record, run
@@ -72,9 +74,9 @@ class Runner:
                 return [SchemaSupported()]
             case Tokenize(text=text):
                 return [Tokens(ids=tuple(map(ord, text)))]
-            case Generate(format=fmt):
+            case Generate(format=fmt, call_forms=forms):
                 self.generations.append(effect)
-                script = self.scripts[fmt is not None]
+                script = self.scripts[fmt is not None or forms is not None]
                 results: list[Result] = [PromptEvaluated(count=5, duration=0.0)]
                 for i, item in enumerate(script):
                     if isinstance(item, bytes):
@@ -232,27 +234,25 @@ def test_tool_calls_come_back_with_ids_and_bad_ones_as_content() -> None:
 
 
 def test_a_forced_tool_call_is_constrained_and_returned_as_a_call() -> None:
+    parameters: dict[str, JsonValue] = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "required": ["a"],
+    }
     tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "add",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"a": {"type": "integer"}},
-                    "required": ["a"],
-                },
-            },
-        }
+        {"type": "function", "function": {"name": "add", "parameters": parameters}}
     ]
-    runner = Runner(constrained=[b'{"name": "add", "arguments": {"a": 2}}'])
+    # The model's template writes calls in <tool_call> tags: so does the forced one.
+    written = b'<tool_call>\n{"name":"add","arguments":{"a":2}}\n</tool_call>'
+    runner = Runner(constrained=[written])
     choice = {"type": "function", "function": {"name": "add"}}
     t = chat(runner, tools=tools, tool_choice=choice, think=False)
     (generation,) = runner.generations
-    assert isinstance(generation.format, dict)
-    properties = generation.format["properties"]
-    assert isinstance(properties, dict)
-    assert properties["name"] == {"const": "add"}
+    assert generation.format is None
+    assert generation.call_forms is not None
+    assert generation.call_forms.names == ("add",)
+    (form,) = generation.call_forms.forms
+    assert Value(parameters) in form
     found = message(t)
     assert found["content"] == ""
     (call,) = found["tool_calls"]
@@ -365,7 +365,7 @@ def test_a_forced_call_cut_short_by_the_limit_is_still_the_call() -> None:
     """The tool its name begins to name, the arguments as far as they got, and
     done_reason saying it was cut: a client that required a call gets one."""
     tools = [{"type": "function", "function": {"name": "add"}}]
-    runner = Runner(constrained=[b'{"na', b'me": "a'])
+    runner = Runner(constrained=[b'<tool_call>\n{"na', b'me":"a'])
     t = chat(
         runner, tools=tools, tool_choice="required", think=False,
         options={"num_predict": 2},
@@ -426,14 +426,11 @@ def test_a_tool_named_like_a_keyword_can_still_be_forced() -> None:
         {"type": "function", "function": {"name": "none"}},
         {"type": "function", "function": {"name": "other"}},
     ]
-    runner = Runner(constrained=[b'{"name": "none", "arguments": {}}'])
+    runner = Runner(constrained=[b'<tool_call>{"name":"none","arguments":{}}'])
     choice = {"type": "function", "function": {"name": "none"}}
     t = chat(runner, tools=tools, tool_choice=choice, think=False)
     (generation,) = runner.generations
-    assert isinstance(generation.format, dict)
-    assert generation.format["properties"] == {  # only that tool, not the keyword
-        "name": {"const": "none"},
-        "arguments": {"type": "object"},
-    }
+    assert generation.call_forms is not None
+    assert generation.call_forms.names == ("none",)  # that tool, not the keyword
     (call,) = message(t)["tool_calls"]
     assert call["function"]["name"] == "none"

@@ -13,7 +13,7 @@ tuples; ``bytes`` stay bytes. Decoding checks the code, the field count and, thr
 each value's ``__post_init__``, the values themselves; anything else is a
 ``ProtocolError``.
 
-The conversation (``PROTOCOL_VERSION`` 2):
+The conversation (``PROTOCOL_VERSION`` 3):
 
 - the runner starts with ``Hello``; the server checks the version and sends ``Load``;
   the runner answers ``Loaded`` or ``Failed`` (id 0), then serves requests until
@@ -78,7 +78,7 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 HEADER: Final = struct.Struct(">I")
 MAX_FRAME: Final = 256 * 1024 * 1024
 """Largest frame either side accepts: far above any real message (a big batch of

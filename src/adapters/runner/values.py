@@ -123,15 +123,21 @@ class ToolCallTrigger:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GenerationConstraint:
     """What one generation's output must be: a JSON document (``json_schema``: the
-    schema as JSON text, or ``"json"`` for any object), or free text whose tool
-    calls are constrained (``tool_calls``). Exactly one of the two."""
+    schema as JSON text, or ``"json"`` for any object), free text whose tool calls
+    are constrained (``tool_calls``), or one forced tool call in the model family's
+    markup (``call_forms``: the core's ``CallForms.to_json()`` as JSON text).
+    Exactly one of the three."""
 
     json_schema: str | None = None
     tool_calls: ToolCallTrigger | None = None
+    call_forms: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.json_schema is None) == (self.tool_calls is None):
-            raise ValueError("a constraint is a JSON schema or tool calls, not both")
+        given = (self.json_schema, self.tool_calls, self.call_forms)
+        if sum(value is not None for value in given) != 1:
+            raise ValueError(
+                "a constraint is one of a JSON schema, tool calls or call forms"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

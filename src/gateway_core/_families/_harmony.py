@@ -58,6 +58,7 @@ __all__ = [
     "HarmonyParser",
     "HarmonyPhase",
     "harmony_aliases",
+    "harmony_forced_opening",
     "harmony_name",
 ]
 
@@ -384,6 +385,17 @@ class HarmonyParser:
                 f"harmony parser: {event.value} in phase {self._phase.value}"
             )
         self._phase = target
+
+
+def harmony_forced_opening(opening: str | None) -> str | None:
+    """What pass 2 writes before a forced call: a forced call is a commentary
+    message, so where an answer would open the final channel, a new message opens
+    (after ending the final one, if the model had begun it)."""
+    if opening is None:
+        return None
+    if opening == "":
+        return END_TAGS[0] + START + "assistant"
+    return opening.removesuffix(CHANNEL + "final" + MESSAGE)
 
 
 def harmony_parser(setup: ParserSetup) -> HarmonyParser:

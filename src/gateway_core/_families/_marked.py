@@ -31,6 +31,8 @@ Phases and inputs (``TOOL_CALL_TRANSITIONS`` is the whole of it)::
     START      --BRACKET--> BODY        (bare JSON: the output starts with { or [)
     START      --TEXT-----> TEXT        (the grammar has markers)
     START      --TEXT-----> CONTENT     (bare JSON only: the rest is content)
+    START      --MARKER---> BODY | OPENED  (bare JSON, and a marker that starts
+                                        with a bracket: ``[TOOL_CALL]``)
     TEXT       --MARKER---> BODY        (a closing tag ends the body)
     TEXT       --MARKER---> OPENED      (a JSON value, or a head, must follow)
     OPENED     --BRACKET--> BODY
@@ -41,6 +43,7 @@ Phases and inputs (``TOOL_CALL_TRANSITIONS`` is the whole of it)::
     BODY       --CLOSE----> CONTENT     (it did not, bare JSON: the rest is content)
     AFTER_CALL --BRACKET--> BODY        (bare JSON: another call)
     AFTER_CALL --TEXT-----> TEXT | CONTENT
+    AFTER_CALL --MARKER---> BODY | OPENED  (as from START)
     (every phase but FINISHED) --END--> FINISHED
 """
 
@@ -100,6 +103,7 @@ TOOL_CALL_TRANSITIONS: Mapping[
     {
         (_P.START, _I.BRACKET): frozenset({_P.BODY}),
         (_P.START, _I.TEXT): frozenset({_P.TEXT, _P.CONTENT}),
+        (_P.START, _I.MARKER): frozenset({_P.BODY, _P.OPENED}),
         (_P.START, _I.END): frozenset({_P.FINISHED}),
         (_P.TEXT, _I.MARKER): frozenset({_P.BODY, _P.OPENED}),
         (_P.TEXT, _I.END): frozenset({_P.FINISHED}),
@@ -111,6 +115,7 @@ TOOL_CALL_TRANSITIONS: Mapping[
         (_P.BODY, _I.END): frozenset({_P.FINISHED}),
         (_P.AFTER_CALL, _I.BRACKET): frozenset({_P.BODY}),
         (_P.AFTER_CALL, _I.TEXT): frozenset({_P.TEXT, _P.CONTENT}),
+        (_P.AFTER_CALL, _I.MARKER): frozenset({_P.BODY, _P.OPENED}),
         (_P.AFTER_CALL, _I.END): frozenset({_P.FINISHED}),
         (_P.CONTENT, _I.END): frozenset({_P.FINISHED}),
     }
@@ -249,6 +254,20 @@ class ToolCallParser:
             return False
         if not after_call:
             self._gap = self._held[: len(self._held) - len(trimmed)]
+        # A marker that starts with a bracket (``[TOOL_CALL]``) is a marker, not a
+        # bare array: wait until the text says which.
+        bracketed = [m for m in self._rule.markers if m[0] == trimmed[0]]
+        if any(len(trimmed) < len(m) and m.startswith(trimmed) for m in bracketed):
+            return False
+        marked = [m for m in bracketed if trimmed.startswith(m)]
+        if marked:
+            if not after_call:
+                self._gap = self._held[: len(self._held) - len(trimmed)]
+            else:
+                self._gap = ""  # whitespace after a call is layout
+            self._block, self._head = marked[0], ""
+            self._open_marked(trimmed[len(marked[0]) :])
+            return True
         if trimmed[0] in _BRACKETS and self._rule.bare:
             self._open_body(trimmed, ToolCallInput.BRACKET)
             return True
@@ -274,12 +293,16 @@ class ToolCallParser:
         _content(out, text)
         # The layout goes with the call; if the block is no call, it comes back.
         self._gap, self._block, self._head = held[len(text) : at], marker, ""
-        if self._rule.closing:
-            self._open_body(held[at + len(marker) :], ToolCallInput.MARKER)
-        else:
-            self._held = held[at + len(marker) :]
-            self._move(ToolCallInput.MARKER, ToolCallPhase.OPENED)
+        self._open_marked(held[at + len(marker) :])
         return True
+
+    def _open_marked(self, rest: str) -> None:
+        """A marker was read; ``rest`` is the text after it."""
+        if self._rule.closing:
+            self._open_body(rest, ToolCallInput.MARKER)
+        else:
+            self._held = rest
+            self._move(ToolCallInput.MARKER, ToolCallPhase.OPENED)
 
     def _opened(self, out: list[Content | ToolCall]) -> bool:
         """Past a marker: a bracket opens the body; with a head, a name may come

@@ -11,15 +11,18 @@ Qwen3's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from .._call_forms import CallForms
 from .._thinking import CLOSING_TAG, OPENING_TAG, prompt_opens_thinking
+from .._tool_calls import Toolbox
 from . import _deepseek as deepseek
+from . import _forced_forms as forms
 from ._grammar import FORMATS, CallGrammar, ToolFormat
 from ._harmony import END_TAGS as HARMONY_END_TAGS
-from ._harmony import harmony_parser
+from ._harmony import harmony_forced_opening, harmony_parser
 from ._marked import ToolCallParser
 from ._parser import OutputParser, ParserSetup, TaggedParser
 from ._qwen3_coder import GRAMMAR as QWEN3_CODER_GRAMMAR
@@ -28,6 +31,11 @@ __all__ = ["FAMILIES", "Family", "family_for", "family_named"]
 
 _THINK = (OPENING_TAG, CLOSING_TAG)
 _MISTRAL_THINK = ("[THINK]", "[/THINK]")
+
+
+def _as_answer(opening: str | None) -> str | None:
+    """A forced call opens where an answer would."""
+    return opening
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +59,11 @@ class Family:
             the start of the answer, not every ```` ```json ```` block it writes.
         grants: capabilities the family has whatever its template's text says.
         machine: a parser of its own (harmony), in place of tags and markers.
+        forced: a forced call's form for one tool, in the family's own markup
+            (``_forced_forms``); None: the bare JSON call, constrained by schema.
+        forced_opening: what pass 2 writes before a forced call, from what it
+            would write before an answer (harmony: a new message, not the final
+            channel).
         example: one call as the model writes it, for the docs.
     """
 
@@ -65,6 +78,8 @@ class Family:
     lazy_at: tuple[str, str] | None = None
     grants: frozenset[str] = frozenset()
     machine: Callable[[ParserSetup], OutputParser] | None = None
+    forced: forms.FormBuilder | None = None
+    forced_opening: Callable[[str | None], str | None] = _as_answer
     example: str = ""
 
     def recognises(self, template: str) -> bool:
@@ -88,6 +103,12 @@ class Family:
             return self.lazy_at
         marker = self.calls.markers[0] if self.calls.markers else ""
         return marker, self.calls.closing
+
+    def forced_forms(self, offered: Toolbox, chosen: Sequence[str]) -> CallForms | None:
+        """The forms of a forced call to one of ``chosen``; None: the JSON call."""
+        if self.forced is None:
+            return None
+        return forms.tool_forms(self.forced, offered, chosen)
 
     def opens_thinking(self, prompt: str) -> bool:
         """The prompt ends inside thinking: the output starts there."""
@@ -123,6 +144,8 @@ _MISTRAL_V11 = CallGrammar(
 _LLAMA3 = CallGrammar(markers=("<|python_tag|>",), bare=True)
 
 HARMONY = Family(
+    forced=forms.harmony_form,
+    forced_opening=harmony_forced_opening,
     name="harmony",
     fingerprints=("<|channel|>", "<|message|>"),
     architectures=("gpt-oss",),
@@ -134,6 +157,7 @@ HARMONY = Family(
     '<|message|>{"city":"Paris"}<|call|>',
 )
 QWEN3_CODER = Family(
+    forced=forms.qwen3_coder_form,
     name="qwen3-coder",
     fingerprints=("<function=", "<parameter="),
     calls=QWEN3_CODER_GRAMMAR,
@@ -142,6 +166,7 @@ QWEN3_CODER = Family(
     "</function></tool_call>",
 )
 DEEPSEEK = Family(
+    forced=forms.deepseek_form,
     name="deepseek",
     fingerprints=(deepseek.CALLS_BEGIN,),
     calls=deepseek.GRAMMAR,
@@ -151,6 +176,7 @@ DEEPSEEK = Family(
     f"{deepseek.CALLS_END}",
 )
 MISTRAL_V11 = Family(
+    forced=forms.mistral_v11_form,
     name="mistral-v11",
     fingerprints=("[TOOL_CALLS]", "[ARGS]"),
     thinking=_MISTRAL_THINK,
@@ -159,6 +185,7 @@ MISTRAL_V11 = Family(
     example='[TOOL_CALLS]get_weather[ARGS]{"city":"Paris"}',
 )
 MISTRAL = Family(
+    forced=forms.listed_form("[TOOL_CALLS]"),
     name="mistral",
     fingerprints=("[TOOL_CALLS]",),
     thinking=_MISTRAL_THINK,
@@ -168,6 +195,7 @@ MISTRAL = Family(
     example='[TOOL_CALLS][{"name":"get_weather","arguments":{"city":"Paris"}}]',
 )
 QWEN3 = Family(
+    forced=forms.hermes_form,
     name="qwen3",
     fingerprints=("<tool_call>", OPENING_TAG),
     architectures=("qwen3", "qwen3moe"),
@@ -179,6 +207,7 @@ QWEN3 = Family(
     "</tool_call>",
 )
 HERMES = Family(
+    forced=forms.hermes_form,
     name="hermes",
     fingerprints=("<tool_call>",),
     calls=FORMATS[ToolFormat.HERMES],
@@ -188,6 +217,7 @@ HERMES = Family(
     "</tool_call>",
 )
 LLAMA3 = Family(
+    forced=forms.llama3_form,
     name="llama3",
     fingerprints=("<|start_header_id|>",),
     calls=_LLAMA3,
@@ -197,18 +227,28 @@ LLAMA3 = Family(
 )
 # Templates that teach a call format of their own by a prefix before the JSON.
 FUNCTOOLS = Family(
+    forced=forms.listed_form("functools"),
+    # Only the bracket makes it a call: prose about Python's functools is not one.
+    lazy=True,
+    lazy_at=("functools[", "]"),
     name="functools",
     fingerprints=("functools[",),
     calls=CallGrammar(markers=("functools",), bare=True),
     example='functools[{"name":"get_weather","arguments":{"city":"Paris"}}]',
 )
 TOOL_CALL_PREFIX = Family(
+    forced=forms.listed_form("[TOOL_CALL]", " "),
+    lazy=True,
     name="tool-call-prefix",
     fingerprints=("[TOOL_CALL]",),
     calls=CallGrammar(markers=("[TOOL_CALL]",), bare=True),
     example='[TOOL_CALL] [{"name":"get_weather","arguments":{"city":"Paris"}}]',
 )
 ACTION_JSON = Family(
+    forced=forms.action_json_form,
+    # The template's own prefix, not every ```json block the model writes.
+    lazy=True,
+    lazy_at=("Action: ```json", "```"),
     name="action-json",
     fingerprints=("Action: ```json",),
     calls=CallGrammar(markers=("```json",), closing="```", bare=True),

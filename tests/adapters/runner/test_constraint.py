@@ -127,8 +127,14 @@ def test_control_tokens_are_special_and_user_defined_ones_are_text(
         HERMES,
         ToolCallTrigger(marker="[TOOL_CALLS]", closing="", call_schema="{}"),
         ToolCallTrigger(marker="", closing="", call_schema=json.dumps(WEATHER)),
+        ToolCallTrigger(
+            marker="functools[", closing="]", call_schema=json.dumps(WEATHER)
+        ),
+        ToolCallTrigger(
+            marker="Action: ```json", closing="```", call_schema=json.dumps(WEATHER)
+        ),
     ],
-    ids=["hermes", "mistral", "bare json"],
+    ids=["hermes", "mistral", "bare json", "functools", "action json"],
 )
 def test_tool_call_grammars_are_valid(trigger: ToolCallTrigger) -> None:
     grammar = llguidance.LLMatcher.grammar_from_lark(tool_call_grammar(trigger))
@@ -180,6 +186,28 @@ def test_text_is_free_until_the_marker_then_the_call_is_forced(
     with pytest.raises(ConstraintFailed):
         # Inside the call, a key other than "name" cannot come first.
         walk(compiler, constraint, [b"<tool_call>", b"{", b'"', b"x"])
+
+
+def test_a_marker_that_opens_an_array_takes_calls_then_its_bracket(
+    compiler: Compiler,
+) -> None:
+    """``functools[``: inside the bracket the template's marker opened, calls
+    separated by commas, then ``]``; not an array of arrays."""
+    trigger = ToolCallTrigger(
+        marker="functools[", closing="]", call_schema=json.dumps(WEATHER)
+    )
+    constraint = GenerationConstraint(tool_calls=trigger)
+    call = '{"name":"get_weather","arguments":{"city":"Oslo","days":2}}'
+    opened = [bytes([c]) for c in b"Use functools["]
+    assert not walk(compiler, constraint, opened).accepting
+    with pytest.raises(ConstraintFailed):
+        walk(compiler, constraint, [*opened, b"["])
+    whole = [bytes([c]) for c in f"{call},{call}] done".encode()]
+    assert walk(compiler, constraint, [*opened, *whole]).accepting
+    # Prose about the module is not a call.
+    assert walk(
+        compiler, constraint, [bytes([c]) for c in b"functools.partial"]
+    ).accepting
 
 
 def test_free_arguments_hold_only_numbers_a_double_holds(compiler: Compiler) -> None:

@@ -100,6 +100,13 @@ EXAMPLES: list[Message] = [
         ),
         credit=1,
     ),
+    Generate(
+        id=7,
+        prompt=(9,),
+        sampling=Sampling(),
+        constraint=GenerationConstraint(call_forms='[[{"text": "<tool_call>"}]]'),
+        credit=1,
+    ),
     PromptDone(id=4, evaluated=2, reused=1, duration=0.5),
     Pieces(id=4, tokens=(5, 6), data=(b"a", b"\xe2"), durations=(0.1, 0.2)),
     Pieces(
@@ -211,9 +218,10 @@ def test_a_frame_over_the_limit_is_refused_before_it_is_read() -> None:
             lambda: LoadParams(model_file="m", n_ctx=8, embedding=True, slots=2),
             "one slot",
         ),
+        (lambda: GenerationConstraint(), "one of a JSON schema, tool calls"),
         (
-            lambda: GenerationConstraint(),
-            "a JSON schema or tool calls",
+            lambda: GenerationConstraint(json_schema="json", call_forms="[]"),
+            "one of a JSON schema, tool calls or call forms",
         ),
     ],
 )

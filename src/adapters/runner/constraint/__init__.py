@@ -1,6 +1,7 @@
 """Constrained decoding with llguidance: a model's vocabulary as llguidance sees it
-(``vocabulary``), the grammars of constraints (``tool_grammar``; JSON schemas in
-``..grammars``), and their compilation, cache and per-request state (``compiler``).
+(``vocabulary``), the grammars of constraints (``tool_grammar``, ``call_forms``;
+JSON schemas in ``..grammars``), and their compilation, cache and per-request
+state (``compiler``).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..values import GenerationConstraint
+from .call_forms import call_forms_grammar
 from .tool_grammar import tool_call_grammar
 from .vocabulary import Vocabulary
 
@@ -215,6 +216,17 @@ class Compiler:
         # llguidance is asked to compile it are decided together.
         from ..grammars import bounded_schema, json_grammar
 
+        if constraint.call_forms is not None:
+            try:
+                return call_forms_grammar(
+                    json.loads(constraint.call_forms),
+                    special=self._special_token,
+                    bound=bounded_schema,
+                )
+            except ValueError as exc:
+                raise UnsupportedConstraint(
+                    f"the call forms are invalid: {exc}"
+                ) from None
         if constraint.tool_calls is not None:
             trigger = constraint.tool_calls
             special = {

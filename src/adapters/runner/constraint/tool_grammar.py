@@ -14,6 +14,8 @@ the free text, which never holds control tokens, ends where it comes.
 
 Without a marker (a model whose calls are bare JSON at the start of its answer), the
 answer is either whitespace then calls, or text that does not start with a bracket.
+A marker that opens a JSON array (``functools[``) is followed by the array's calls,
+separated by commas, and its closing bracket.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def tool_call_grammar(
             ]
         )
     closing = f" GAP {_token(trigger.closing, special)}" if trigger.closing else ""
+    if trigger.marker.endswith("["):
+        # The marker opened the array: calls, not an array of them, go inside.
+        body_rule = 'body: item (GAP "," GAP item)*\nitem: %json ' + json.dumps(
+            {**call, **definitions, "x-guidance": _COMPACT}, ensure_ascii=False
+        )
     if trigger.marker in special:
         # Free text cannot hold the control token: no lazy lexeme needed.
         opening = f"opening: TEXT {_token(trigger.marker, special)}"

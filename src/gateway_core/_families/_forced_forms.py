@@ -1,0 +1,205 @@
+"""Each family's forced tool call, as the forms its own markup gives (``_call_forms``).
+
+One form per tool the call may name; the tool's name is text of the form. What the
+model then writes is read by the family's parser, like a call it chose to make. The
+``json`` and ``plain`` families have none: their call is the bare JSON object the
+core constrains by schema (``tool_call_schema``), which is already their syntax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeAlias
+
+from .._call_forms import (
+    CallForm,
+    CallForms,
+    Choice,
+    Maybe,
+    Piece,
+    Text,
+    Value,
+    Words,
+)
+from .._json import JsonValue, dumps
+from .._tool_calls import Toolbox
+from . import _deepseek as deepseek
+from ._harmony import CHANNEL, CONSTRAIN, MESSAGE, harmony_aliases
+
+__all__ = [
+    "FormBuilder",
+    "action_json_form",
+    "deepseek_form",
+    "harmony_form",
+    "hermes_form",
+    "listed_form",
+    "llama3_form",
+    "mistral_v11_form",
+    "qwen3_coder_form",
+    "tool_forms",
+]
+
+FormBuilder: TypeAlias = Callable[[str, Mapping[str, JsonValue], Toolbox], CallForm]
+"""One tool's form: from its name, its parameters' schema, and every offered tool
+(harmony renames a tool by what the others are called)."""
+
+_ANY_OBJECT: Mapping[str, JsonValue] = {"type": "object"}
+
+
+def tool_forms(
+    build: FormBuilder, offered: Toolbox, chosen: Sequence[str]
+) -> CallForms:
+    """The forms of a call to one of ``chosen`` (names of ``offered``)."""
+    forms = tuple(
+        build(name, _arguments(offered.parameters.get(name)), offered)
+        for name in chosen
+    )
+    return CallForms(forms=forms, names=tuple(chosen))
+
+
+def _arguments(parameters: Mapping[str, JsonValue] | None) -> Mapping[str, JsonValue]:
+    # A tool without parameters still takes an object (as OpenAI's do).
+    return parameters if parameters else _ANY_OBJECT
+
+
+def _head(name: str, key: str = "arguments") -> str:
+    """``{"name":"NAME","KEY":`` in compact JSON, the name escaped as JSON escapes."""
+    return '{"name":' + dumps(name).decode("utf-8") + ',"' + key + '":'
+
+
+def hermes_form(
+    name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
+) -> CallForm:
+    """``<tool_call>`` JSON ``</tool_call>`` (Hermes, Qwen 2.5, Qwen3)."""
+    return (
+        Text("<tool_call>"),
+        Text("\n" + _head(name)),
+        Value(parameters),
+        Text("}\n"),
+        Text("</tool_call>"),
+    )
+
+
+def listed_form(marker: str, gap: str = "") -> FormBuilder:
+    """``MARKER[{"name": ..., "arguments": ...}]`` (Mistral, ``functools``,
+    ``[TOOL_CALL]``)."""
+
+    def build(
+        name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
+    ) -> CallForm:
+        return (
+            Text(marker),
+            Text(gap + "[" + _head(name)),
+            Value(parameters),
+            Text("}]"),
+        )
+
+    return build
+
+
+def action_json_form(
+    name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
+) -> CallForm:
+    """``Action: ```json`` then the call, then the fence's end."""
+    return (
+        Text("Action: "),
+        Text("```json"),
+        Text("\n" + _head(name)),
+        Value(parameters),
+        Text("}\n"),
+        Text("```"),
+    )
+
+
+def llama3_form(
+    name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
+) -> CallForm:
+    """``<|python_tag|>{"name": ..., "parameters": ...}`` (Llama 3.x)."""
+    return (
+        Text("<|python_tag|>"),
+        Text(_head(name, "parameters")),
+        Value(parameters),
+        Text("}"),
+    )
+
+
+def mistral_v11_form(
+    name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
+) -> CallForm:
+    """``[TOOL_CALLS]name[ARGS]{...}``."""
+    return (Text("[TOOL_CALLS]"), Text(name), Text("[ARGS]"), Value(parameters))
+
+
+def deepseek_form(
+    name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
+) -> CallForm:
+    """R1's spelling: the type, the name on its line, the arguments fenced."""
+    return (
+        Text(deepseek.CALLS_BEGIN),
+        Text(deepseek.CALL_BEGIN),
+        Text("function"),
+        Text(deepseek.SEPARATOR),
+        Text(name + "\n```json\n"),
+        Value(parameters),
+        Text("\n```"),
+        Text(deepseek.CALL_END),
+        Text(deepseek.CALLS_END),
+    )
+
+
+def harmony_form(
+    name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
+) -> CallForm:
+    """A commentary message to ``functions.NAME``, its JSON constrained as the
+    template says; the model's ``<|call|>`` (an end of turn) follows it. The name
+    is the one the template rendered the tool under."""
+    renamed = {name: alias for alias, name in harmony_aliases(offered.names).items()}
+    return (
+        Text(CHANNEL),
+        Text(f"commentary to=functions.{renamed.get(name, name)} "),
+        Text(CONSTRAIN),
+        Text("json"),
+        Text(MESSAGE),
+        Value(parameters),
+    )
+
+
+def qwen3_coder_form(
+    name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
+) -> CallForm:
+    """The XML call: the required parameters in the schema's order, then each
+    optional one or not. A string is written bare, as the template does: one of
+    its ``enum``, else any line without ``<``; any other value as JSON, which
+    ``coerce`` reads back."""
+    properties = parameters.get("properties")
+    required = parameters.get("required")
+    needed = set(required) if isinstance(required, list) else set()
+    pieces: list[Piece] = [Text("<tool_call>"), Text(f"\n<function={name}>\n")]
+    optional: list[Piece] = []
+    if isinstance(properties, dict):
+        for key, schema in properties.items():
+            parameter = _xml_parameter(key, schema if isinstance(schema, dict) else {})
+            if key in needed:
+                pieces.extend(parameter)
+            else:
+                optional.append(Maybe(parameter))
+    return (*pieces, *optional, Text("</function>\n"), Text("</tool_call>"))
+
+
+def _xml_parameter(key: str, schema: Mapping[str, JsonValue]) -> tuple[Piece, ...]:
+    return (Text(f"<parameter={key}>\n"), _xml_value(schema), Text("\n</parameter>\n"))
+
+
+def _xml_value(schema: Mapping[str, JsonValue]) -> Piece:
+    """A string is bare text: the XML has no quotes to hold a JSON string, so its
+    ``pattern`` or length is not enforced; an ``enum`` of strings is."""
+    choices = schema.get("enum")
+    if (
+        isinstance(choices, list)
+        and choices
+        and all(isinstance(c, str) for c in choices)
+    ):
+        return Choice(tuple(str(c) for c in choices))
+    if schema.get("type") == "string":
+        return Words()
+    return Value(schema)
