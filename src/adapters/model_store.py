@@ -32,27 +32,23 @@ from pathlib import Path
 
 from gateway_core._json import JsonValue
 from gateway_core._manifest import (
-    CONFIG_MEDIA_TYPE,
     LICENSE_MEDIA_TYPE,
     MAX_SHOWN_ARRAY,
     MESSAGES_MEDIA_TYPE,
-    MODEL_MEDIA_TYPE,
     PARAMS_MEDIA_TYPE,
     SYSTEM_MEDIA_TYPE,
     TEMPLATE_MEDIA_TYPE,
-    Layer,
     Manifest,
     ManifestError,
     ModelConfig,
     blob_file_name,
-    config_from_metadata,
     digest_of,
     parse_messages,
     parse_params,
     shape_model_info,
 )
 from gateway_core._models import ModelRecord
-from gateway_core._names import InvalidDigest, ModelName, parse_digest
+from gateway_core._names import ModelName
 from gateway_core._templates import is_go_template
 
 from .gguf_info import GgufError, GgufInfo, read_gguf
@@ -64,7 +60,7 @@ from .store_files import (
     sweep_temp_files,
     write_file,
 )
-from .store_layers import LayerEditor
+from .store_layers import LayerEditor, checked_digest, gguf_layers
 from .store_layers import damaged as _damaged
 
 __all__ = ["BlobWriter", "ModelStore", "StoreError"]
@@ -135,14 +131,14 @@ class ModelStore:
 
     def blob_path(self, digest: str) -> Path:
         """Where blob ``digest`` lives. Any accepted digest form; 400 for others."""
-        return self._blobs / blob_file_name(_digest(digest))
+        return self._blobs / blob_file_name(checked_digest(digest))
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
     def blob_writer(self, digest: str) -> BlobWriter:
         """Start an upload of blob ``digest`` (a size is not needed: it streams)."""
-        digest = _digest(digest)
+        digest = checked_digest(digest)
         return BlobWriter(self.blob_path(digest), digest, lock=self.lock)
 
     def _put_blob(self, data: bytes, statuses: list[str]) -> str:
@@ -504,7 +500,13 @@ class ModelStore:
                 statuses.extend(f"using existing layer {lay.digest}" for lay in layers)
             else:
                 assert files is not None
-                config, layers = self._gguf_layers(files, statuses)
+                info, config, layers = gguf_layers(
+                    files,
+                    blob_path=self.blob_path,
+                    put=lambda data: self._put_blob(data, statuses),
+                    note=statuses.append,
+                )
+                self._infos[layers[0].digest] = info
             if parser is not None:
                 config = editor.with_parser(config, parser)
             layers = editor.apply(
@@ -518,44 +520,6 @@ class ModelStore:
             statuses.append("writing manifest")
             self._install(name, Manifest(config=config, layers=tuple(layers)))
             return statuses
-
-    def _gguf_layers(
-        self, files: Mapping[str, str], statuses: list[str]
-    ) -> tuple[Layer, list[Layer]]:
-        """The config and model layers for a GGUF blob, checked to be a model."""
-        if len(files) != 1:
-            raise StoreError(400, f"expected one GGUF file in files, got {len(files)}")
-        ((file_name, digest_text),) = files.items()
-        parts = file_name.replace("\\", "/").split("/")
-        if not file_name or file_name.startswith("/") or ".." in parts:
-            raise StoreError(400, f"invalid file path {file_name!r:.100}")
-        if not digest_text:
-            raise StoreError(400, f"file {file_name!r:.100} has an empty digest")
-        digest = _digest(digest_text)
-        path = self.blob_path(digest)
-        if not path.is_file():
-            raise StoreError(400, f'blob "{digest}" not found: upload it first')
-        statuses.append("parsing GGUF")
-        try:
-            info = read_gguf(path, max_array=MAX_SHOWN_ARRAY)
-        except GgufError as exc:
-            raise StoreError(
-                400, f"file {file_name!r:.100} is not a usable GGUF model: {exc}"
-            ) from None
-        self._infos[digest] = info
-        statuses.append(f"using existing layer {digest}")
-        config = config_from_metadata(
-            info.metadata, parameter_count=info.parameter_count
-        )
-        config_data = config.to_bytes()
-        config_layer = Layer(
-            media_type=CONFIG_MEDIA_TYPE,
-            digest=self._put_blob(config_data, statuses),
-            size=len(config_data),
-        )
-        size = path.stat().st_size
-        model = Layer(media_type=MODEL_MEDIA_TYPE, digest=digest, size=size)
-        return config_layer, [model]
 
     def _install(
         self, name: ModelName, manifest: Manifest, data: bytes | None = None
@@ -694,13 +658,6 @@ def _chosen_template(layer: str, own: str) -> tuple[str, str, str | None]:
     if own:
         return own, "gguf", layer or None
     return "", "", None
-
-
-def _digest(text: str) -> str:
-    try:
-        return parse_digest(text)
-    except InvalidDigest as exc:
-        raise StoreError(400, str(exc)) from None
 
 
 def _not_found(name: ModelName) -> StoreError:

@@ -1,5 +1,8 @@
 """What ``/api/create`` changes in a model's layers: new blobs in place of old ones.
 
+A create from a GGUF file first gets that file's layers (``gguf_layers``: the blob
+checked to be a model, and a config blob from its metadata).
+
 A create starts from a base model's layers (or a new GGUF file's, or none for a
 remote model) and replaces some: the template, the system prompt, the parameters
 (merged over the base's), the messages, the license, and the config blob when a
@@ -11,25 +14,82 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from gateway_core._json import JsonValue, dumps
 from gateway_core._manifest import (
     CONFIG_MEDIA_TYPE,
     LICENSE_MEDIA_TYPE,
+    MAX_SHOWN_ARRAY,
     MESSAGES_MEDIA_TYPE,
+    MODEL_MEDIA_TYPE,
     PARAMS_MEDIA_TYPE,
     SYSTEM_MEDIA_TYPE,
     TEMPLATE_MEDIA_TYPE,
     Layer,
     ManifestError,
     ModelConfig,
+    config_from_metadata,
     parse_params,
 )
-from gateway_core._names import ModelName
+from gateway_core._names import InvalidDigest, ModelName, parse_digest
 
+from .gguf_info import GgufError, GgufInfo, read_gguf
 from .store_files import StoreError
 
-__all__ = ["LayerEditor", "damaged"]
+__all__ = ["LayerEditor", "checked_digest", "damaged", "gguf_layers"]
+
+
+def checked_digest(text: str) -> str:
+    """``text`` as a digest, or the 400 that says what is wrong with it."""
+    try:
+        return parse_digest(text)
+    except InvalidDigest as exc:
+        raise StoreError(400, str(exc)) from None
+
+
+def gguf_layers(
+    files: Mapping[str, str],
+    *,
+    blob_path: Callable[[str], Path],
+    put: Callable[[bytes], str],
+    note: Callable[[str], None],
+) -> tuple[GgufInfo, Layer, list[Layer]]:
+    """The GGUF file a create names (``files``: one name and its blob's digest),
+    read, and the config and model layers it makes; ``put`` writes the config blob,
+    ``note`` adds a progress status.
+
+    Raises:
+        StoreError(400): not exactly one file, a bad name or digest, a blob not
+            uploaded, or one that is not a usable GGUF model.
+    """
+    if len(files) != 1:
+        raise StoreError(400, f"expected one GGUF file in files, got {len(files)}")
+    ((file_name, digest_text),) = files.items()
+    parts = file_name.replace("\\", "/").split("/")
+    if not file_name or file_name.startswith("/") or ".." in parts:
+        raise StoreError(400, f"invalid file path {file_name!r:.100}")
+    if not digest_text:
+        raise StoreError(400, f"file {file_name!r:.100} has an empty digest")
+    digest = checked_digest(digest_text)
+    path = blob_path(digest)
+    if not path.is_file():
+        raise StoreError(400, f'blob "{digest}" not found: upload it first')
+    note("parsing GGUF")
+    try:
+        info = read_gguf(path, max_array=MAX_SHOWN_ARRAY)
+    except GgufError as exc:
+        raise StoreError(
+            400, f"file {file_name!r:.100} is not a usable GGUF model: {exc}"
+        ) from None
+    note(f"using existing layer {digest}")
+    config = config_from_metadata(info.metadata, parameter_count=info.parameter_count)
+    config_data = config.to_bytes()
+    config_layer = Layer(
+        media_type=CONFIG_MEDIA_TYPE, digest=put(config_data), size=len(config_data)
+    )
+    model = Layer(media_type=MODEL_MEDIA_TYPE, digest=digest, size=path.stat().st_size)
+    return info, config_layer, [model]
 
 
 def damaged(name: ModelName, problem: str) -> StoreError:
