@@ -16,6 +16,11 @@ its package is not installed) and on the demo model (512 tokens):
   each step, up to 300 steps): the time of llguidance's mask, and apart from it the
   time to apply it to the logits with the runner's own ``mask_logits`` (every
   disallowed logit set to minus infinity).
+- **forced call**: ``tool_choice`` required over the four Pydantic models as tools:
+  the compile time of the bare JSON call's schema (what every family got before,
+  and what ``json`` and ``plain`` still get) beside the forms of each family with
+  markup of its own (one form per tool, control tokens named by id), and the mask
+  time of a random walk through each, as above.
 - **decode**: a real ``gateway-core serve``: the same prompt and seed with and
   without ``format`` (the ``Person`` model), alternating, ``eval_count /
   eval_duration`` of each; the ratio is the median over the pairs.
@@ -33,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway_core_adapters.runner import grammars, llama
 from gateway_core_adapters.runner.constraint import Compiler, Vocabulary
@@ -119,6 +125,69 @@ def _mask_times(
     }
 
 
+_FORCED_FAMILIES = ("hermes", "harmony", "mistral-v11", "qwen3-coder", "deepseek")
+
+
+def _forced_constraints() -> dict[str, GenerationConstraint]:
+    from gateway_core._families import family_named
+    from gateway_core._structured import tool_call_schema
+    from gateway_core._tool_calls import Toolbox
+
+    tools: list[dict[str, object]] = [
+        {"type": "function", "function": {"name": name, "parameters": json.loads(s)}}
+        for name, s in _schemas().items()
+    ]
+    offered = Toolbox.of(tools)  # type: ignore[arg-type]
+    schema = tool_call_schema(tuple(tools))  # type: ignore[arg-type]
+    found = {"json call": GenerationConstraint(json_schema=json.dumps(schema))}
+    for name in _FORCED_FAMILIES:
+        family = family_named(name)
+        assert family is not None
+        forms = family.forced_forms(offered, offered.names)
+        assert forms is not None
+        found[name] = GenerationConstraint(call_forms=json.dumps(forms.to_json()))
+    return found
+
+
+def _forced_call_times(
+    vocabulary: Vocabulary, special: Callable[[str], int | None], rounds: int
+) -> dict[str, object]:
+    result: dict[str, object] = {}
+    rng = np.random.default_rng(1)
+    ends = set(vocabulary.ends)
+    for label, constraint in _forced_constraints().items():
+        compiles = []
+        for _ in range(rounds):
+            compiler = Compiler(lambda: vocabulary, special_token=special)
+            started = time.perf_counter()
+            compiled = compiler.compile(constraint)
+            compiles.append(time.perf_counter() - started)
+        masks: list[float] = []
+        for _ in range(rounds):
+            state = compiled.start()
+            for _ in range(WALK_STEPS):
+                started = time.perf_counter()
+                words = state.mask()
+                masks.append(time.perf_counter() - started)
+                allowed = _allowed(words, vocabulary.size)
+                if state.stopped or len(allowed) == 0:
+                    break
+                token = int(rng.choice(allowed))
+                if token in ends:
+                    break
+                state.accept(token)
+        result[label] = {
+            "compile_ms": _percentiles(compiles, 1000),
+            "mask_us": _percentiles(masks, 1e6),
+        }
+    return result
+
+
+def _allowed(words: npt.NDArray[np.int32], size: int) -> npt.NDArray[np.intp]:
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little")[:size]
+    return np.flatnonzero(bits)
+
+
 def _offline(model: Path, rounds: int) -> dict[str, object]:
     loaded = llama.load(LoadParams(model_file=str(model), n_ctx=512))
     try:
@@ -131,6 +200,7 @@ def _offline(model: Path, rounds: int) -> dict[str, object]:
             "vocabulary_build_ms": round(built * 1000, 1),
             "compile": _compile_times(vocabulary, special, rounds),
             "mask": _mask_times(vocabulary, special, loaded.n_vocab),
+            "forced_call": _forced_call_times(vocabulary, special, rounds),
         }
     finally:
         loaded.close()

@@ -386,3 +386,43 @@ def test_harmony_thinks_then_makes_the_forced_call_in_a_commentary_message(
     (call,) = choice["message"]["tool_calls"]
     assert call["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
     assert choice["finish_reason"] == "tool_calls"
+
+
+PAINT: dict[str, Any] = {
+    "type": "object",
+    "$defs": {
+        "Color": {"enum": ["red", "green"], "type": "string"},
+        "Point": {
+            "type": "object",
+            "properties": {"x": {"type": "integer"}},
+            "required": ["x"],
+        },
+    },
+    "properties": {
+        "color": {"$ref": "#/$defs/Color"},
+        "at": {"anyOf": [{"$ref": "#/$defs/Point"}, {"type": "null"}]},
+    },
+    "required": ["color", "at"],
+}
+
+
+def test_qwen3_coder_follows_the_tools_definitions_both_ways() -> None:
+    """Pydantic puts enums and nested models in ``$defs``: the form picks the
+    value's piece by what the reference points to and carries the definitions
+    with a JSON value; the parser coerces by the same."""
+    coder = family_named("qwen3-coder")
+    assert coder is not None
+    tools = [{"type": "function", "function": {"name": "paint", "parameters": PAINT}}]
+    forms = coder.forced_forms(Toolbox.of(tools), ["paint"])
+    assert forms is not None
+    (form,) = forms.forms
+    assert Choice(("red", "green")) in form
+    (point,) = [piece for piece in form if isinstance(piece, Value)]
+    assert point.schema["$defs"] == PAINT["$defs"]
+    arguments = {"color": "green", "at": {"x": 3}}
+    setup = ParserSetup(thinking=False, prompt="", tools=Toolbox.of(tools), id_seed="t")
+    parser = coder.parser(setup)
+    text = written(form, arguments)
+    segments = parser.feed(text) + parser.finish()
+    calls = [(s.name, dict(s.arguments)) for s in segments if isinstance(s, ToolCall)]
+    assert calls == [("paint", arguments)]

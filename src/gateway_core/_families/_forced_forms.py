@@ -25,6 +25,7 @@ from .._json import JsonValue, dumps
 from .._tool_calls import Toolbox
 from . import _deepseek as deepseek
 from ._harmony import CHANNEL, CONSTRAIN, MESSAGE, harmony_aliases
+from ._qwen3_coder import followed
 
 __all__ = [
     "FormBuilder",
@@ -178,7 +179,8 @@ def qwen3_coder_form(
     optional: list[Piece] = []
     if isinstance(properties, dict):
         for key, schema in properties.items():
-            parameter = _xml_parameter(key, schema if isinstance(schema, dict) else {})
+            spec = schema if isinstance(schema, dict) else {}
+            parameter = _xml_parameter(key, spec, parameters)
             if key in needed:
                 pieces.extend(parameter)
             else:
@@ -186,20 +188,26 @@ def qwen3_coder_form(
     return (*pieces, *optional, Text("</function>\n"), Text("</tool_call>"))
 
 
-def _xml_parameter(key: str, schema: Mapping[str, JsonValue]) -> tuple[Piece, ...]:
-    return (Text(f"<parameter={key}>\n"), _xml_value(schema), Text("\n</parameter>\n"))
+def _xml_parameter(
+    key: str, schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]
+) -> tuple[Piece, ...]:
+    value = _xml_value(schema, root)
+    return (Text(f"<parameter={key}>\n"), value, Text("\n</parameter>\n"))
 
 
-def _xml_value(schema: Mapping[str, JsonValue]) -> Piece:
+def _xml_value(schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]) -> Piece:
     """A string is bare text: the XML has no quotes to hold a JSON string, so its
-    ``pattern`` or length is not enforced; an ``enum`` of strings is."""
-    choices = schema.get("enum")
+    ``pattern`` or length is not enforced; an ``enum`` of strings is. Any other
+    value is JSON, with the tool's definitions, where its references point."""
+    target = followed(schema, root)
+    choices = target.get("enum")
     if (
         isinstance(choices, list)
         and choices
         and all(isinstance(c, str) for c in choices)
     ):
         return Choice(tuple(str(c) for c in choices))
-    if schema.get("type") == "string":
+    if target.get("type") == "string":
         return Words()
-    return Value(schema)
+    definitions = {key: root[key] for key in ("$defs", "definitions") if key in root}
+    return Value({**definitions, **schema})

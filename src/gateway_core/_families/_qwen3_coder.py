@@ -37,7 +37,7 @@ from .._json import JsonValue, dumps, loads_strict
 from .._tool_calls import Found, Toolbox
 from ._grammar import CallGrammar
 
-__all__ = ["GRAMMAR", "coerce", "read_xml_calls", "read_xml_cut"]
+__all__ = ["GRAMMAR", "coerce", "followed", "read_xml_calls", "read_xml_cut"]
 
 _FUNCTION = re.compile(r"<function=([^>\n]{1,256})>")
 _FUNCTION_END = "</function>"
@@ -100,7 +100,7 @@ def _parameters(
         if not closed and cut and not rest:
             break  # the value the limit cut: not read, since it may be incomplete
         spec = types.get(name)
-        arguments[name] = coerce(value, spec if isinstance(spec, dict) else {})
+        arguments[name] = coerce(value, spec if isinstance(spec, dict) else {}, schema)
         rest = rest.lstrip()
     return arguments
 
@@ -124,11 +124,17 @@ def _value(text: str) -> tuple[str, str, bool]:
     return value, text[after:], closed
 
 
-def coerce(raw: str, schema: Mapping[str, JsonValue]) -> JsonValue:
-    """``raw`` as the type ``schema`` says, or the text itself."""
+def coerce(
+    raw: str,
+    schema: Mapping[str, JsonValue],
+    root: Mapping[str, JsonValue] | None = None,
+) -> JsonValue:
+    """``raw`` as the type ``schema`` says, or the text itself; ``root`` is the
+    tool's whole schema, where ``schema``'s local references point (Pydantic puts
+    a nested model or an enum in ``$defs``)."""
     if raw.lower() == "null":
         return None
-    allowed = _types(schema)
+    allowed = _types(schema, root or {})
     for kind in ("boolean", "integer", "number", "array", "object"):
         if kind in allowed:
             read, value = _as(kind, raw)
@@ -137,7 +143,32 @@ def coerce(raw: str, schema: Mapping[str, JsonValue]) -> JsonValue:
     return raw
 
 
-def _types(schema: Mapping[str, JsonValue]) -> set[str]:
+def followed(
+    schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]
+) -> Mapping[str, JsonValue]:
+    """``schema``, or the sub-schema of ``root`` its local ``$ref`` (``#/...``)
+    points to, followed a few times; itself when the reference leads nowhere."""
+    for _ in range(_REF_HOPS):
+        ref = schema.get("$ref")
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            return schema
+        target: JsonValue = dict(root)
+        for part in ref[2:].split("/"):
+            key = part.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, dict) or key not in target:
+                return schema
+            target = target[key]
+        if not isinstance(target, dict):
+            return schema
+        schema = target
+    return schema
+
+
+_REF_HOPS = 8
+
+
+def _types(schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]) -> set[str]:
+    schema = followed(schema, root)
     found: set[str] = set()
     kind = schema.get("type")
     if isinstance(kind, str):
@@ -149,7 +180,7 @@ def _types(schema: Mapping[str, JsonValue]) -> set[str]:
         if isinstance(options, list):
             for option in options:
                 if isinstance(option, dict):
-                    found |= _types(option)
+                    found |= _types(option, root)
     return found
 
 
