@@ -412,7 +412,9 @@ def test_qwen3_coder_follows_the_tools_definitions_both_ways() -> None:
     with a JSON value; the parser coerces by the same."""
     coder = family_named("qwen3-coder")
     assert coder is not None
-    tools = [{"type": "function", "function": {"name": "paint", "parameters": PAINT}}]
+    tools: list[Any] = [
+        {"type": "function", "function": {"name": "paint", "parameters": PAINT}}
+    ]
     forms = coder.forced_forms(Toolbox.of(tools), ["paint"])
     assert forms is not None
     (form,) = forms.forms
