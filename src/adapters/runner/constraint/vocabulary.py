@@ -10,6 +10,13 @@ is decides what a constraint can produce, so the choices are made here, once:
 - User-defined tokens (Qwen's ``<think>``, ``<tool_call>``) are text: they are what
   the model writes to open a call, and the grammar names them as text.
 - Unknown and unused tokens have no bytes: never allowed.
+- llguidance tokenizes text it must force (a grammar's literal, the rest of a
+  string) with the model's tokenizer, and trusts that the tokens spell that text.
+  llama.cpp's does not always: a SentencePiece vocabulary reads U+2581 (its word
+  boundary) as a space, so "▁calls" came back as the token " calls", which the
+  mask then allowed and the matcher refused, failing the request (DeepSeek's
+  markers on gemma's vocabulary). A tokenization that does not spell its text is
+  replaced by the longest text tokens that do.
 - Every end-of-generation token is an end-of-sequence token to llguidance, allowed
   wherever the grammar may end. A vocabulary without any gets a stand-in id past
   its last token, which no sampler can pick: the constraint then ends the output by
@@ -83,7 +90,7 @@ def build_vocabulary(table: TokenTable, *, bos: int, tokenize: _Tokenize) -> Voc
         tokens,
         eos=ends[0],
         bos=bos if bos >= 0 else None,
-        tokenize=tokenize,
+        tokenize=_faithful(tokenize, tokens),
     )
     tokenizer = llguidance.LLTokenizer(
         llguidance.TokenizerWrapper(wrapper), eos_token=list(ends)
@@ -91,6 +98,38 @@ def build_vocabulary(table: TokenTable, *, bos: int, tokenize: _Tokenize) -> Voc
     return Vocabulary(
         tokenizer=tokenizer, n_vocab=len(table.pieces), size=len(tokens), ends=ends
     )
+
+
+def _faithful(tokenize: _Tokenize, tokens: Sequence[bytes]) -> _Tokenize:
+    """``tokenize``, checked to spell its text with ``tokens``' bytes; where it
+    does not, the text greedily in the longest text tokens (a special token never
+    stands for text). A vocabulary with a token for every byte always has one."""
+    by_bytes: dict[bytes, int] = {}
+    for token, data in enumerate(tokens):
+        if data and not data.startswith(_SPECIAL_MARKER):
+            by_bytes.setdefault(data, token)
+    longest = max(map(len, by_bytes), default=1)
+
+    def spelled(data: bytes) -> list[int]:
+        found = tokenize(data)
+        if all(0 <= t < len(tokens) for t in found) and (
+            b"".join(tokens[t] for t in found) == data
+        ):
+            return found
+        out: list[int] = []
+        at = 0
+        while at < len(data):
+            for size in range(min(longest, len(data) - at), 0, -1):
+                token = by_bytes.get(data[at : at + size])
+                if token is not None:
+                    out.append(token)
+                    at += size
+                    break
+            else:
+                at += 1  # no token holds this byte: it cannot be produced anyway
+        return out
+
+    return spelled
 
 
 def _token_bytes(table: TokenTable, token: int) -> bytes:
