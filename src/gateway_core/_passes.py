@@ -122,18 +122,24 @@ class _Pipeline:
         self._scanner = StopScanner(stops if free else ())
         # A constrained answer is the format's JSON, never the family's markup,
         # unless it is a forced call in that markup (``forms``): the parser reads
-        # it, outside any thinking (the constraint allows none).
+        # it, outside any thinking (the constraint allows none). Before a forced
+        # call (its thinking pass) no call is read: the forced one is the call.
         self._parser: OutputParser | None = None
         if free or forms:
             setup = ParserSetup(
                 thinking=shape.thinking and free,
                 prompt=shape.prompt,
-                tools=shape.tools,
+                tools=shape.tools if forms or not shape.forced_call else None,
                 id_seed=id_seed,
             )
             self._parser = shape.family.parser(setup)
         self._written: list[str] | None = [] if forms else None
         self.stopped = False
+
+    def prime(self, prefill: str) -> list[Segment]:
+        """Read ``prefill``, the start of the answer the prompt already holds, as
+        the model's own text: a forced call may have begun there."""
+        return self._split(prefill)
 
     @property
     def written(self) -> str:
@@ -201,7 +207,7 @@ def run_passes(
         thinking=shape.thinking and shape.show_thinking and not shape.prefill,
     )
     begun: tuple[int, ...] = ()  # the prefill's tokens, for the constraint
-    if shape.prefill and shape.format is not None:
+    if shape.prefill and (shape.format is not None or shape.call_forms is not None):
         tokenized = yield from perform(
             Tokenize(text=shape.prefill, add_bos=False), Tokens
         )
@@ -331,8 +337,10 @@ def _one_pass(
         call_forms=forms,
         limit=limit - len(generated),
         logprobs=emitter.logprobs,
-        constraint_prefix=begun if fmt is not None else (),
+        constraint_prefix=begun if constraint is not None else (),
     )
+    if forms is not None and shape.prefill:
+        yield from emitter.emit(pipeline.prime(shape.prefill))
     while True:
         try:
             step = succeeded(result)

@@ -579,9 +579,9 @@ class Generate:
     """Report each token's logprob with this many alternatives (``Piece.logprob``);
     None: none."""
     constraint_prefix: tuple[int, ...] = ()
-    """With ``format``: tokens of an answer already begun (a prefill, ending the
-    prompt) that the constraint accepts before the first token; a prefill that does
-    not fit the format fails the work with 400."""
+    """With ``format`` or ``call_forms``: tokens of an answer already begun (a
+    prefill, ending the prompt) that the constraint accepts before the first token;
+    a prefill that does not fit fails the work with 400."""
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -589,8 +589,8 @@ class Generate:
         constraints = (self.format, self.tool_calls, self.call_forms)
         if sum(c is not None for c in constraints) > 1:
             raise ValueError("a generation has one constraint at most")
-        if self.constraint_prefix and self.format is None:
-            raise ValueError("a constraint prefix needs a format")
+        if self.constraint_prefix and self.format is None and self.call_forms is None:
+            raise ValueError("a constraint prefix needs a format or call forms")
         if self.limit < 0:
             raise ValueError("a generation's limit cannot be negative")
         if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:

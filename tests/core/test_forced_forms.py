@@ -34,7 +34,7 @@ from gateway_core._segments import Content, Segment, Thinking, ToolCall
 from gateway_core._tool_calls import Toolbox
 
 from .family_templates import WEATHER_TOOL
-from .helpers import model_record
+from .helpers import CHATML, model_record
 from .test_families_cut import HARMONY, Runner, events, post
 
 TIME_TOOL: dict[str, Any] = {
@@ -230,7 +230,7 @@ def test_call_forms_need_one_form_per_tool() -> None:
 
 # -- the flow -----------------------------------------------------------------------
 
-HERMES = model_record("hermes", "{{ messages }} tools <tool_call>")
+HERMES = model_record("hermes", CHATML + "{# tools <tool_call> #}")
 JSON_FAMILY = model_record("json", "{{ messages }} tools")
 FORCED: dict[str, Any] = {
     "model": "hermes",
@@ -428,3 +428,141 @@ def test_qwen3_coder_follows_the_tools_definitions_both_ways() -> None:
     segments = parser.feed(text) + parser.finish()
     calls = [(s.name, dict(s.arguments)) for s in segments if isinstance(s, ToolCall)]
     assert calls == [("paint", arguments)]
+
+
+# -- what the review found --------------------------------------------------------
+
+QWEN3 = model_record("qwen", "{{ messages }} <think></think> tools <tool_call>")
+
+
+def test_a_call_written_while_thinking_before_a_forced_call_is_not_a_second_call() -> (
+    None
+):
+    thinking = [
+        b"<think>Let me check",
+        b'<tool_call>{"name":"get_weather","arguments":{"city":"Paris"}}</tool_call>',
+        b" ok</think>",
+    ]
+    rome = [b'<tool_call>\n{"name":"get_weather","arguments":{"city":"Rome"}}']
+    runner = Runner(QWEN3, free=thinking, constrained=rome)
+    body = {**FORCED, "model": "qwen", "reasoning_effort": "high"}
+    for stream in (False, True):
+        t = post("/v1/chat/completions", runner, {**body, "stream": stream})
+        if stream:
+            calls = [
+                c
+                for chunk in events(t)
+                for c in chunk["choices"][0]["delta"].get("tool_calls", [])
+            ]
+        else:
+            answer = t.json()
+            assert isinstance(answer, dict)
+            calls = answer["choices"][0]["message"]["tool_calls"]
+        assert [json.loads(c["function"]["arguments"]) for c in calls] == [
+            {"city": "Rome"}
+        ]
+
+
+@pytest.mark.parametrize(
+    ("schema", "value"),
+    [
+        ({"anyOf": [{"type": "string"}, {"type": "null"}]}, "Paris"),
+        ({"type": ["string", "null"]}, "Paris"),
+        ({"type": ["string", "integer"]}, "abc"),
+        ({"enum": [1, 2]}, 1),
+        ({"const": 5}, 5),
+        ({"type": "boolean"}, True),
+        ({}, "hi"),
+    ],
+)
+def test_qwen3_coder_writes_a_value_as_its_parser_reads_it(
+    schema: dict[str, Any], value: Any
+) -> None:
+    coder = family_named("qwen3-coder")
+    assert coder is not None
+    parameters = {"type": "object", "properties": {"v": schema}, "required": ["v"]}
+    tools: list[Any] = [
+        {"type": "function", "function": {"name": "f", "parameters": parameters}}
+    ]
+    forms = coder.forced_forms(Toolbox.of(tools), ["f"])
+    assert forms is not None
+    (form,) = forms.forms
+    parser = coder.parser(
+        ParserSetup(thinking=False, prompt="", tools=Toolbox.of(tools), id_seed="t")
+    )
+    segments = parser.feed(written(form, {"v": value})) + parser.finish()
+    calls = [dict(s.arguments) for s in segments if isinstance(s, ToolCall)]
+    assert calls == [{"v": value}]
+
+
+@pytest.mark.parametrize(
+    ("family", "name", "key"),
+    [
+        ("mistral-v11", "get weather", "city"),
+        ("mistral-v11", "名前", "city"),
+        ("qwen3-coder", "a>b", "city"),
+        ("qwen3-coder", "f", "a>b"),
+        ("qwen3-coder", "f", " city"),
+        ("deepseek", "two\nlines", "city"),
+    ],
+)
+def test_a_name_the_familys_markup_cannot_hold_gets_the_json_call(
+    family: str, name: str, key: str
+) -> None:
+    chosen = family_named(family)
+    assert chosen is not None
+    parameters = {"type": "object", "properties": {key: {"type": "string"}}}
+    tools: list[Any] = [
+        {"type": "function", "function": {"name": name, "parameters": parameters}}
+    ]
+    assert chosen.forced_forms(Toolbox.of(tools), [name]) is None
+
+
+def test_a_name_mistral_v11_cannot_hold_is_forced_as_the_json_call() -> None:
+    record = model_record("magistral", CHATML + "{# tools [TOOL_CALLS] [ARGS] #}")
+    tool: Any = {"type": "function", "function": {"name": "get weather"}}
+    call = [b'{"name":"get weather","arguments":{}}']
+    runner = Runner(record, constrained=call)
+    body = {**FORCED, "model": "magistral", "tools": [tool]}
+    answer = post("/v1/chat/completions", runner, body).json()
+    assert isinstance(answer, dict)
+    (found,) = answer["choices"][0]["message"]["tool_calls"]
+    assert found["function"]["name"] == "get weather"
+    (generation,) = runner.generations
+    assert generation.call_forms is None
+    assert isinstance(generation.format, dict)
+
+
+def test_a_prefilled_forced_call_is_continued_by_the_constraint_and_read_whole() -> (
+    None
+):
+    runner = Runner(
+        HERMES,
+        constrained=[b'{"name":"get_weather",', b'"arguments":{"city":"Oslo"}}'],
+    )
+    body = {
+        "model": "hermes",
+        "max_tokens": 50,
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "<tool_call>\n"},
+        ],
+        "tools": [
+            {
+                "name": "get_weather",
+                "input_schema": WEATHER_TOOL["function"]["parameters"],
+            }
+        ],
+        "tool_choice": {"type": "any"},
+    }
+    whole = post("/v1/messages", runner, body).json()
+    assert isinstance(whole, dict)
+    (block,) = whole["content"]
+    assert (block["type"], block["name"], block["input"]) == (
+        "tool_use",
+        "get_weather",
+        {"city": "Oslo"},
+    )
+    (generation,) = runner.generations
+    assert generation.call_forms is not None
+    assert generation.constraint_prefix == tuple(map(ord, "<tool_call>\n"))

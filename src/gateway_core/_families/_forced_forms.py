@@ -25,7 +25,8 @@ from .._json import JsonValue, dumps
 from .._tool_calls import Toolbox
 from . import _deepseek as deepseek
 from ._harmony import CHANNEL, CONSTRAIN, MESSAGE, harmony_aliases
-from ._qwen3_coder import followed
+from ._marked import HEAD_NAME
+from ._qwen3_coder import XML_NAME, followed, value_types
 
 __all__ = [
     "FormBuilder",
@@ -40,22 +41,34 @@ __all__ = [
     "tool_forms",
 ]
 
-FormBuilder: TypeAlias = Callable[[str, Mapping[str, JsonValue], Toolbox], CallForm]
+FormBuilder: TypeAlias = Callable[
+    [str, Mapping[str, JsonValue], Toolbox], CallForm | None
+]
 """One tool's form: from its name, its parameters' schema, and every offered tool
-(harmony renames a tool by what the others are called)."""
+(harmony renames a tool by what the others are called); None when the family's
+markup cannot hold that name or a parameter's (its parser would not read it)."""
 
 _ANY_OBJECT: Mapping[str, JsonValue] = {"type": "object"}
 
 
 def tool_forms(
     build: FormBuilder, offered: Toolbox, chosen: Sequence[str]
-) -> CallForms:
-    """The forms of a call to one of ``chosen`` (names of ``offered``)."""
-    forms = tuple(
-        build(name, _arguments(offered.parameters.get(name)), offered)
-        for name in chosen
-    )
-    return CallForms(forms=forms, names=tuple(chosen))
+) -> CallForms | None:
+    """The forms of a call to one of ``chosen`` (names of ``offered``); None when
+    one of them cannot be written in the family's markup: the call is then the
+    bare JSON object, which holds any name."""
+    forms = []
+    for name in chosen:
+        form = build(name, _arguments(offered.parameters.get(name)), offered)
+        if form is None:
+            return None
+        forms.append(form)
+    return CallForms(forms=tuple(forms), names=tuple(chosen))
+
+
+def _one_line(name: str) -> bool:
+    """A name that stands on a line of its own and reads back as written."""
+    return "\n" not in name and "\r" not in name and name == name.strip() != ""
 
 
 def _arguments(parameters: Mapping[str, JsonValue] | None) -> Mapping[str, JsonValue]:
@@ -126,15 +139,19 @@ def llama3_form(
 
 def mistral_v11_form(
     name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
-) -> CallForm:
-    """``[TOOL_CALLS]name[ARGS]{...}``."""
+) -> CallForm | None:
+    """``[TOOL_CALLS]name[ARGS]{...}``; the name as a head may hold it."""
+    if not HEAD_NAME.fullmatch(name):
+        return None
     return (Text("[TOOL_CALLS]"), Text(name), Text("[ARGS]"), Value(parameters))
 
 
 def deepseek_form(
     name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
-) -> CallForm:
+) -> CallForm | None:
     """R1's spelling: the type, the name on its line, the arguments fenced."""
+    if not _one_line(name) or "<\uff5c" in name:
+        return None
     return (
         Text(deepseek.CALLS_BEGIN),
         Text(deepseek.CALL_BEGIN),
@@ -167,12 +184,15 @@ def harmony_form(
 
 def qwen3_coder_form(
     name: str, parameters: Mapping[str, JsonValue], offered: Toolbox
-) -> CallForm:
+) -> CallForm | None:
     """The XML call: the required parameters in the schema's order, then each
     optional one or not. A string is written bare, as the template does: one of
     its ``enum``, else any line without ``<``; any other value as JSON, which
     ``coerce`` reads back."""
     properties = parameters.get("properties")
+    keys = [name, *(properties if isinstance(properties, dict) else ())]
+    if not all(XML_NAME.fullmatch(key) and key == key.strip() for key in keys):
+        return None
     required = parameters.get("required")
     needed = set(required) if isinstance(required, list) else set()
     pieces: list[Piece] = [Text("<tool_call>"), Text(f"\n<function={name}>\n")]
@@ -196,9 +216,10 @@ def _xml_parameter(
 
 
 def _xml_value(schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]) -> Piece:
-    """A string is bare text: the XML has no quotes to hold a JSON string, so its
-    ``pattern`` or length is not enforced; an ``enum`` of strings is. Any other
-    value is JSON, with the tool's definitions, where its references point."""
+    """A value that may be a string is bare text, as ``coerce`` reads it (the XML
+    has no quotes to hold a JSON string, so a ``pattern`` or length is not
+    enforced; an ``enum`` of strings is). Any other value is JSON, with the tool's
+    definitions, where its references point."""
     target = followed(schema, root)
     choices = target.get("enum")
     if (
@@ -207,7 +228,8 @@ def _xml_value(schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]) -
         and all(isinstance(c, str) for c in choices)
     ):
         return Choice(tuple(str(c) for c in choices))
-    if target.get("type") == "string":
+    types = value_types(schema, root)
+    if not types or "string" in types:
         return Words()
     definitions = {key: root[key] for key in ("$defs", "definitions") if key in root}
     return Value({**definitions, **schema})

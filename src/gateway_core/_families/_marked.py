@@ -61,6 +61,7 @@ from .._tool_calls import Found, JsonExtent, JsonStrings, Toolbox, call_id
 from ._grammar import FORMATS, CallGrammar, ToolFormat
 
 __all__ = [
+    "HEAD_NAME",
     "TOOL_CALL_TRANSITIONS",
     "ToolCallInput",
     "ToolCallParser",
@@ -126,7 +127,8 @@ TOOL_CALL_TRANSITIONS: Mapping[
 # A head is a tool name and maybe an id: bounded, so text that merely looks like
 # one is released instead of being held to the end.
 _HEAD_NAME_MAX, _HEAD_ID_MAX = 128, 64
-_HEAD_NAME = re.compile(rf"[A-Za-z0-9_.\-]{{1,{_HEAD_NAME_MAX}}}")
+HEAD_NAME = re.compile(rf"[A-Za-z0-9_.\-]{{1,{_HEAD_NAME_MAX}}}")
+"""A tool name a head (``name[ARGS]``) may hold."""
 _HEAD_ID = re.compile(rf"[A-Za-z0-9]{{0,{_HEAD_ID_MAX}}}")
 
 
@@ -334,7 +336,7 @@ class ToolCallParser:
         the name and the head's length; length -1 while more text could still
         make it a head, 0 when it is not one."""
         wait, no = ("", -1), ("", 0)
-        named = _HEAD_NAME.match(text)
+        named = HEAD_NAME.match(text)
         if named is None:
             return no
         at = named.end()

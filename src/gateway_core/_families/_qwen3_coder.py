@@ -37,8 +37,18 @@ from .._json import JsonValue, dumps, loads_strict
 from .._tool_calls import Found, Toolbox
 from ._grammar import CallGrammar
 
-__all__ = ["GRAMMAR", "coerce", "followed", "read_xml_calls", "read_xml_cut"]
+__all__ = [
+    "GRAMMAR",
+    "XML_NAME",
+    "coerce",
+    "followed",
+    "read_xml_calls",
+    "read_xml_cut",
+    "value_types",
+]
 
+XML_NAME = re.compile(r"[^>\n]{1,256}")
+"""A function or parameter name the XML may hold."""
 _FUNCTION = re.compile(r"<function=([^>\n]{1,256})>")
 _FUNCTION_END = "</function>"
 _PARAMETER = re.compile(r"<parameter=([^>\n]{1,256})>")
@@ -134,7 +144,7 @@ def coerce(
     a nested model or an enum in ``$defs``)."""
     if raw.lower() == "null":
         return None
-    allowed = _types(schema, root or {})
+    allowed = value_types(schema, root or {})
     for kind in ("boolean", "integer", "number", "array", "object"):
         if kind in allowed:
             read, value = _as(kind, raw)
@@ -167,9 +177,20 @@ def followed(
 _REF_HOPS = 8
 
 
-def _types(schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]) -> set[str]:
+def value_types(
+    schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]
+) -> set[str]:
+    """The JSON types a value of ``schema`` may have: its ``type``s, those of its
+    ``anyOf``/``oneOf`` branches, and of its ``enum`` or ``const`` values; empty
+    when it says none (any value)."""
     schema = followed(schema, root)
     found: set[str] = set()
+    values = schema.get("enum")
+    listed = [
+        *(values if isinstance(values, list) else ()),
+        *([schema["const"]] if "const" in schema else []),
+    ]
+    found.update(_type_of(value) for value in listed)
     kind = schema.get("type")
     if isinstance(kind, str):
         found.add(kind)
@@ -180,8 +201,22 @@ def _types(schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]) -> se
         if isinstance(options, list):
             for option in options:
                 if isinstance(option, dict):
-                    found |= _types(option, root)
+                    found |= value_types(option, root)
     return found
+
+
+def _type_of(value: JsonValue) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def _as(kind: str, raw: str) -> tuple[bool, JsonValue]:

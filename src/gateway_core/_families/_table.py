@@ -105,7 +105,8 @@ class Family:
         return marker, self.calls.closing
 
     def forced_forms(self, offered: Toolbox, chosen: Sequence[str]) -> CallForms | None:
-        """The forms of a forced call to one of ``chosen``; None: the JSON call."""
+        """The forms of a forced call to one of ``chosen``; None: the JSON call
+        (the family has no markup of its own, or it cannot hold a name)."""
         if self.forced is None:
             return None
         return forms.tool_forms(self.forced, offered, chosen)

@@ -155,3 +155,28 @@ def test_every_answer_under_the_forms_is_the_call(
         (call,) = calls
         jsonschema.validate(dict(call.arguments), SCHEMAS[call.name])
     assert finished >= 4  # most end on their own: the forms are short
+
+
+def valid(lark: str) -> str:
+    grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+    return str(llguidance.LLMatcher.validate_grammar(grammar))
+
+
+def test_an_empty_choice_is_the_choice_of_writing_nothing() -> None:
+    forms = [[{"text": "<p>"}, {"choice": ["", "a"]}, {"text": "</p>"}]]
+    lark = call_forms_grammar(forms, special=no_control_tokens, bound=lambda s: s)
+    assert '("a")?' in lark
+    assert valid(lark) == ""
+
+
+def test_text_lark_would_refuse_raw_is_escaped() -> None:
+    hermes = family_named("hermes")
+    assert hermes is not None
+    tools: list[Any] = [{"type": "function", "function": {"name": "del\x7f\u2028"}}]
+    forms = hermes.forced_forms(Toolbox.of(tools), ["del\x7f\u2028"])
+    assert forms is not None
+    lark = call_forms_grammar(
+        forms.to_json(), special=no_control_tokens, bound=lambda s: s
+    )
+    assert "\x7f" not in lark
+    assert valid(lark) == ""

@@ -74,9 +74,14 @@ class _Writer:
         if kind == "words" and value is True:
             return "WORDS"
         if kind == "choice" and isinstance(value, list) and value:
-            if not all(isinstance(text, str) and text for text in value):
+            if not all(isinstance(text, str) for text in value):
                 raise ValueError(f"not a call form piece: {piece!r}")
-            return "(" + " | ".join(map(self._text, value)) + ")"
+            written = [self._text(text) for text in value if text]
+            if not written:
+                return ""
+            # An empty choice is the choice of writing nothing.
+            optional = "?" if "" in value else ""
+            return "(" + " | ".join(written) + ")" + optional
         if kind == "maybe" and isinstance(value, list):
             return f"({self.sequence(value)})?" if value else ""
         raise ValueError(f"not a call form piece: {piece!r}")
@@ -87,5 +92,6 @@ class _Writer:
         token = self._special(text)
         if token is not None:
             return f"<[{token}]>"
-        # JSON's string quoting is a subset Lark reads the same way.
-        return json.dumps(text, ensure_ascii=False)
+        # JSON's string quoting is a subset Lark reads the same way; ASCII escapes,
+        # since Lark's lexer refuses some characters raw (DEL).
+        return json.dumps(text)

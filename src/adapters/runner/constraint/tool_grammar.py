@@ -94,5 +94,6 @@ def _token(text: str, special: Mapping[str, int]) -> str:
 
 
 def _literal(text: str) -> str:
-    """A Lark string literal: JSON's quoting is a subset Lark reads the same way."""
-    return json.dumps(text, ensure_ascii=False)
+    """A Lark string literal: JSON's quoting is a subset Lark reads the same way
+    (ASCII escapes: Lark's lexer refuses some characters raw, DEL)."""
+    return json.dumps(text)
