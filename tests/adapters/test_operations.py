@@ -79,14 +79,27 @@ async def _metered(
     return live, client
 
 
+# A generation that cannot end soon: a 20,000-character string, all of it asked
+# for, and not streamed, so that its answer has not begun when its client leaves.
+# (With QUICK's 8 tokens it ended in 0.4 s on a loaded machine, before the test
+# saw anyone wait behind it.)
+_HELD_OPTIONS = {**QUICK, "num_predict": 30000}
+
+
 def _hold_the_only_slot(port: int) -> socket.socket:
-    """Start a generation that cannot end soon and read none of it: with a tiny
-    receive buffer, backpressure keeps the model's one slot busy."""
+    """Start a generation that cannot end soon and read none of it: it keeps the
+    model's one slot busy until the socket is closed, which aborts it."""
     held = socket.socket()
     held.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     held.connect(("127.0.0.1", port))
     body = json.dumps(
-        {"model": "tiny", "messages": HI, "format": ENDLESS_SCHEMA, "options": QUICK}
+        {
+            "model": "tiny",
+            "messages": HI,
+            "format": ENDLESS_SCHEMA,
+            "options": _HELD_OPTIONS,
+            "stream": False,
+        }
     ).encode()
     held.sendall(
         b"POST /api/chat HTTP/1.1\r\nhost: localhost\r\ncontent-type: "
