@@ -50,8 +50,12 @@ class Value:
 
 @dataclass(frozen=True, slots=True)
 class Words:
-    """Text up to the next ``<`` (a Qwen3-Coder string parameter: the markup that
-    follows it is the only thing that may end it)."""
+    """Bare text without ``<`` (a Qwen3-Coder string parameter: the markup that
+    follows it is the only thing that may end it). Without ``until`` it is one
+    line; with it, any lines, then ``until`` (the markup that ends it, written as
+    part of the words, so that a line break may be either)."""
+
+    until: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,7 @@ class CallForms:
 
     def to_json(self) -> JsonValue:
         """The forms as JSON: a list of forms, each a list of pieces, each one of
-        ``{"text": str}``, ``{"json": schema}``, ``{"words": true}``,
+        ``{"text": str}``, ``{"json": schema}``, ``{"words": true | until}``,
         ``{"choice": [str]}`` and ``{"maybe": [pieces]}``."""
         return [[_piece_json(piece) for piece in form] for form in self.forms]
 
@@ -117,8 +121,8 @@ def _piece_json(piece: Piece) -> JsonValue:
             return {"text": text}
         case Value(schema=schema):
             return {"json": dict(schema)}
-        case Words():
-            return {"words": True}
+        case Words(until=until):
+            return {"words": until or True}
         case Choice(texts=texts):
             return {"choice": list(texts)}
         case Maybe(pieces=pieces):

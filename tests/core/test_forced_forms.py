@@ -56,7 +56,7 @@ TIME_TOOL: dict[str, Any] = {
 TOOLS = [WEATHER_TOOL, TIME_TOOL]
 ARGUMENTS: dict[str, dict[str, Any]] = {
     "get_weather": {"city": "Paris"},
-    "get-time": {"zone": "Europe/Paris", "unit": "hour", "days": 3},
+    "get-time": {"zone": "Europe/\nParis", "unit": "hour", "days": 3},
 }
 WITH_FORMS = [family for family in FAMILIES.values() if family.forced is not None]
 # Where each family's answer starts: harmony's prompt ends inside a message header.
@@ -88,8 +88,8 @@ def written(form: CallForm, arguments: Mapping[str, Any]) -> str:
                 case Value():
                     value = arguments[key] if key else arguments
                     out.append(json.dumps(value, separators=(",", ":")))
-                case Words():
-                    out.append(str(arguments[key]))
+                case Words(until=until):
+                    out.append(str(arguments[key]) + until)
                 case Choice(texts=texts):
                     assert arguments[key] in texts
                     out.append(arguments[key])
@@ -188,7 +188,7 @@ def test_qwen3_coder_writes_required_parameters_and_may_write_optional_ones() ->
     ]
     # A string is bare words, an enum of strings one of them; an integer or a
     # boolean is JSON, which coerce reads.
-    assert Words() in form
+    assert Words(until="\n</parameter>") in form
     unit, days, exact = (p.pieces[1] for p in optional)
     assert unit == Choice(("day", "hour"))
     assert (type(days), type(exact)) == (Value, Value)
@@ -212,8 +212,8 @@ def test_forms_cross_to_the_runner_as_json() -> None:
             {"text": "<tool_call>"},
             {"text": "\n<function=get_weather>\n"},
             {"text": "<parameter=city>\n"},
-            {"words": True},
-            {"text": "\n</parameter>\n"},
+            {"words": "\n</parameter>"},
+            {"text": "\n"},
             {"text": "</function>\n"},
             {"text": "</tool_call>"},
         ]

@@ -187,8 +187,8 @@ def qwen3_coder_form(
 ) -> CallForm | None:
     """The XML call: the required parameters in the schema's order, then each
     optional one or not. A string is written bare, as the template does: one of
-    its ``enum``, else any line without ``<``; any other value as JSON, which
-    ``coerce`` reads back."""
+    its ``enum``, else any text without ``<``, lines included; any other value as
+    JSON, which ``coerce`` reads back."""
     properties = parameters.get("properties")
     keys = [name, *(properties if isinstance(properties, dict) else ())]
     if not all(XML_NAME.fullmatch(key) and key == key.strip() for key in keys):
@@ -208,10 +208,15 @@ def qwen3_coder_form(
     return (*pieces, *optional, Text("</function>\n"), Text("</tool_call>"))
 
 
+_VALUE_END = "\n</parameter>"
+
+
 def _xml_parameter(
     key: str, schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]
 ) -> tuple[Piece, ...]:
     value = _xml_value(schema, root)
+    if isinstance(value, Words):
+        return (Text(f"<parameter={key}>\n"), value, Text("\n"))
     return (Text(f"<parameter={key}>\n"), value, Text("\n</parameter>\n"))
 
 
@@ -230,6 +235,6 @@ def _xml_value(schema: Mapping[str, JsonValue], root: Mapping[str, JsonValue]) -
         return Choice(tuple(str(c) for c in choices))
     types = value_types(schema, root)
     if not types or "string" in types:
-        return Words()
+        return Words(until=_VALUE_END)
     definitions = {key: root[key] for key in ("$defs", "definitions") if key in root}
     return Value({**definitions, **schema})

@@ -180,3 +180,16 @@ def test_text_lark_would_refuse_raw_is_escaped() -> None:
     )
     assert "\x7f" not in lark
     assert valid(lark) == ""
+
+
+def test_words_with_their_end_may_run_over_lines_and_end_there(
+    compiler: Compiler,
+) -> None:
+    """Qwen3-Coder's bare string: lines of text without ``<``, then the markup
+    that ends it, a line break belonging to either."""
+    forms = [[{"text": "<p>\n"}, {"words": "\n</p>"}, {"text": "\n"}]]
+    constraint = GenerationConstraint(call_forms=json.dumps(forms))
+    steps = [bytes([c]) for c in b"<p>\nab\n\ncd\n</p>\n"]
+    assert walk(compiler, constraint, steps).accepting
+    with pytest.raises(ConstraintFailed):
+        walk(compiler, constraint, [bytes([c]) for c in b"<p>\na<"])

@@ -18,8 +18,8 @@ from typing import Any, Final
 
 __all__ = ["call_forms_grammar"]
 
-# A bare value (a Qwen3-Coder string parameter) is one line without markup: the
-# line's end belongs to the template's "\n</parameter>" that follows.
+# A bare value (a Qwen3-Coder string parameter) without the markup that ends it is
+# one line without "<": the line's end belongs to the template's text that follows.
 _WORDS: Final = r"WORDS: /[^<\n]*/"
 _COMPACT: Final = {"whitespace_flexible": False}
 
@@ -39,6 +39,14 @@ def call_forms_grammar(
     alternatives = [writer.sequence(form) for form in forms]
     return "\n".join(
         ["%llguidance {}", "start: " + " | ".join(alternatives), _WORDS, *writer.rules]
+    )
+
+
+def _regex_literal(text: str) -> str:
+    """``text`` matched exactly inside a Lark ``/.../`` regex: letters and digits as
+    they are, everything else by its code point."""
+    return "".join(
+        c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in text
     )
 
 
@@ -73,6 +81,12 @@ class _Writer:
             return name
         if kind == "words" and value is True:
             return "WORDS"
+        if kind == "words" and isinstance(value, str) and value:
+            # The words and the markup that ends them in one lexeme: a line break
+            # may belong to either, which two greedy lexemes could not allow.
+            name = f"WORDS{len(self.rules)}"
+            self.rules.append(f"{name}: /[^<]*{_regex_literal(value)}/")
+            return name
         if kind == "choice" and isinstance(value, list) and value:
             if not all(isinstance(text, str) for text in value):
                 raise ValueError(f"not a call form piece: {piece!r}")
