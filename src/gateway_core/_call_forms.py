@@ -50,12 +50,15 @@ class Value:
 
 @dataclass(frozen=True, slots=True)
 class Words:
-    """Bare text without ``<`` (a Qwen3-Coder string parameter: the markup that
-    follows it is the only thing that may end it). Without ``until`` it is one
-    line; with it, any lines, then ``until`` (the markup that ends it, written as
-    part of the words, so that a line break may be either)."""
+    """Bare text without ``<``, lines included, then ``until``: the markup that
+    ends it (a Qwen3-Coder string parameter, then ``\n</parameter>``), written as
+    part of the words so that a line break may belong to either."""
 
-    until: str = ""
+    until: str
+
+    def __post_init__(self) -> None:
+        if not self.until.startswith(("\n<", "<")):
+            raise ValueError("words end at markup, which starts with '<'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,7 @@ class CallForms:
 
     def to_json(self) -> JsonValue:
         """The forms as JSON: a list of forms, each a list of pieces, each one of
-        ``{"text": str}``, ``{"json": schema}``, ``{"words": true | until}``,
+        ``{"text": str}``, ``{"json": schema}``, ``{"words": until}``,
         ``{"choice": [str]}`` and ``{"maybe": [pieces]}``."""
         return [[_piece_json(piece) for piece in form] for form in self.forms]
 
@@ -122,7 +125,7 @@ def _piece_json(piece: Piece) -> JsonValue:
         case Value(schema=schema):
             return {"json": dict(schema)}
         case Words(until=until):
-            return {"words": until or True}
+            return {"words": until}
         case Choice(texts=texts):
             return {"choice": list(texts)}
         case Maybe(pieces=pieces):

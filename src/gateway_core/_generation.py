@@ -211,10 +211,10 @@ def _shape(
     written in the family's own markup when it has one (its parser then reads it, so
     it knows every offered tool); else it is the JSON call ``fmt`` holds."""
     family = _family(completion, record)
+    toolbox = Toolbox.of(completion.tools)
     forms = None
     if forced:
-        offered_tools = Toolbox.of(completion.tools)
-        forms = family.forced_forms(offered_tools, tool_names(chosen_tools(completion)))
+        forms = family.forced_forms(toolbox, tool_names(chosen_tools(completion)))
     offered = bool(completion.tools) and (not forced or forms is not None)
     return Shape(
         family=family,
@@ -222,7 +222,7 @@ def _shape(
         show_thinking=completion.think is not False,
         # Only the prompt's end says where the output starts.
         prompt=prompt[-_PROMPT_END:],
-        tools=Toolbox.of(completion.tools) if offered else None,
+        tools=toolbox if offered else None,
         forced_call=forced,
         call_forms=forms,
         format=fmt if forms is None else None,

@@ -27,6 +27,7 @@ __all__ = [
     "find_nesting_over",
     "loads_strict",
     "parse_body",
+    "resolve_pointer",
 ]
 
 JsonValue: TypeAlias = (
@@ -268,3 +269,18 @@ def _top_field(path: _Path) -> str | None:
     if path is None or not isinstance(path[1], str):
         return None
     return None if _SURROGATE.search(path[1]) else path[1]
+
+
+def resolve_pointer(root: JsonValue, pointer: str) -> tuple[bool, JsonValue]:
+    """Whether the JSON Pointer ``pointer`` (``/$defs/a~1b/0``, RFC 6901; empty
+    steps skipped) names a value in ``root``, and that value."""
+    target = root
+    for part in filter(None, pointer.split("/")):
+        key = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and key in target:
+            target = target[key]
+        elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
+            target = target[int(key)]
+        else:
+            return False, None
+    return True, target

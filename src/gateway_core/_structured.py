@@ -37,7 +37,7 @@ import jsonschema.exceptions
 import jsonschema.protocols
 
 from ._flow import FlowError
-from ._json import JsonValue
+from ._json import JsonValue, resolve_pointer
 
 __all__ = [
     "ANNOTATIONS",
@@ -350,15 +350,8 @@ def _check_ref(root: JsonValue, ref: str, pointer: str) -> None:
         if fragment not in anchors:
             raise FlowError(400, f'"$ref" at {where}: no "$anchor" {fragment!r}')
         return
-    target = root
-    for part in filter(None, fragment.split("/")):
-        key = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(target, dict) and key in target:
-            target = target[key]
-        elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
-            target = target[int(key)]
-        else:
-            raise FlowError(400, f'"$ref" at {where}: {ref} resolves to nothing')
+    if not resolve_pointer(root, fragment)[0]:
+        raise FlowError(400, f'"$ref" at {where}: {ref} resolves to nothing')
 
 
 def _hoisted(

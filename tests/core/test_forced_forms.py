@@ -226,6 +226,8 @@ def test_call_forms_need_one_form_per_tool() -> None:
         CallForms(forms=(), names=())
     with pytest.raises(ValueError, match="one form per tool"):
         CallForms(forms=((Text("x"),),), names=("a", "b"))
+    with pytest.raises(ValueError, match="words end at markup"):
+        Words(until="\nEND")
 
 
 # -- the flow -----------------------------------------------------------------------

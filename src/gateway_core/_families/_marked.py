@@ -263,9 +263,7 @@ class ToolCallParser:
             return False
         marked = [m for m in bracketed if trimmed.startswith(m)]
         if marked:
-            if not after_call:
-                self._gap = self._held[: len(self._held) - len(trimmed)]
-            else:
+            if after_call:
                 self._gap = ""  # whitespace after a call is layout
             self._block, self._head = marked[0], ""
             self._open_marked(trimmed[len(marked[0]) :])

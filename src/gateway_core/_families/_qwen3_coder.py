@@ -32,8 +32,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from urllib.parse import unquote
 
-from .._json import JsonValue, dumps, loads_strict
+from .._json import JsonValue, dumps, loads_strict, resolve_pointer
 from .._tool_calls import Found, Toolbox
 from ._grammar import CallGrammar
 
@@ -49,9 +50,9 @@ __all__ = [
 
 XML_NAME = re.compile(r"[^>\n]{1,256}")
 """A function or parameter name the XML may hold."""
-_FUNCTION = re.compile(r"<function=([^>\n]{1,256})>")
+_FUNCTION = re.compile(rf"<function=({XML_NAME.pattern})>")
 _FUNCTION_END = "</function>"
-_PARAMETER = re.compile(r"<parameter=([^>\n]{1,256})>")
+_PARAMETER = re.compile(rf"<parameter=({XML_NAME.pattern})>")
 _PARAMETER_END = "</parameter>"
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 _NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
@@ -162,13 +163,8 @@ def followed(
         ref = schema.get("$ref")
         if not isinstance(ref, str) or not ref.startswith("#/"):
             return schema
-        target: JsonValue = dict(root)
-        for part in ref[2:].split("/"):
-            key = part.replace("~1", "/").replace("~0", "~")
-            if not isinstance(target, dict) or key not in target:
-                return schema
-            target = target[key]
-        if not isinstance(target, dict):
+        found, target = resolve_pointer(dict(root), unquote(ref[1:]))
+        if not found or not isinstance(target, dict):
             return schema
         schema = target
     return schema

@@ -145,8 +145,6 @@ _MISTRAL_V11 = CallGrammar(
 _LLAMA3 = CallGrammar(markers=("<|python_tag|>",), bare=True)
 
 HARMONY = Family(
-    forced=forms.harmony_form,
-    forced_opening=harmony_forced_opening,
     name="harmony",
     fingerprints=("<|channel|>", "<|message|>"),
     architectures=("gpt-oss",),
@@ -154,49 +152,50 @@ HARMONY = Family(
     end_markers=HARMONY_END_TAGS,
     grants=frozenset({"thinking", "tools"}),
     machine=harmony_parser,
+    forced=forms.harmony_form,
+    forced_opening=harmony_forced_opening,
     example="<|channel|>commentary to=functions.get_weather <|constrain|>json"
     '<|message|>{"city":"Paris"}<|call|>',
 )
 QWEN3_CODER = Family(
-    forced=forms.qwen3_coder_form,
     name="qwen3-coder",
     fingerprints=("<function=", "<parameter="),
     calls=QWEN3_CODER_GRAMMAR,
     end_markers=("<|im_end|>",),
+    forced=forms.qwen3_coder_form,
     example="<tool_call><function=get_weather><parameter=city>Paris</parameter>"
     "</function></tool_call>",
 )
 DEEPSEEK = Family(
-    forced=forms.deepseek_form,
     name="deepseek",
     fingerprints=(deepseek.CALLS_BEGIN,),
     calls=deepseek.GRAMMAR,
     end_markers=(deepseek.END_OF_SENTENCE,),
+    forced=forms.deepseek_form,
     example=f"{deepseek.CALLS_BEGIN}{deepseek.CALL_BEGIN}function{deepseek.SEPARATOR}"
     f'get_weather\\n```json\\n{{"city":"Paris"}}\\n```{deepseek.CALL_END}'
     f"{deepseek.CALLS_END}",
 )
 MISTRAL_V11 = Family(
-    forced=forms.mistral_v11_form,
     name="mistral-v11",
     fingerprints=("[TOOL_CALLS]", "[ARGS]"),
     thinking=_MISTRAL_THINK,
     calls=_MISTRAL_V11,
     end_markers=("</s>",),
+    forced=forms.mistral_v11_form,
     example='[TOOL_CALLS]get_weather[ARGS]{"city":"Paris"}',
 )
 MISTRAL = Family(
-    forced=forms.listed_form("[TOOL_CALLS]"),
     name="mistral",
     fingerprints=("[TOOL_CALLS]",),
     thinking=_MISTRAL_THINK,
     calls=FORMATS[ToolFormat.MISTRAL],
     end_markers=("</s>",),
     lazy=True,
+    forced=forms.listed_form("[TOOL_CALLS]"),
     example='[TOOL_CALLS][{"name":"get_weather","arguments":{"city":"Paris"}}]',
 )
 QWEN3 = Family(
-    forced=forms.hermes_form,
     name="qwen3",
     fingerprints=("<tool_call>", OPENING_TAG),
     architectures=("qwen3", "qwen3moe"),
@@ -204,55 +203,56 @@ QWEN3 = Family(
     calls_in_thinking=True,
     end_markers=("<|im_end|>",),
     lazy=True,
+    forced=forms.hermes_form,
     example='<tool_call>\\n{"name":"get_weather","arguments":{"city":"Paris"}}\\n'
     "</tool_call>",
 )
 HERMES = Family(
-    forced=forms.hermes_form,
     name="hermes",
     fingerprints=("<tool_call>",),
     calls=FORMATS[ToolFormat.HERMES],
     end_markers=("<|im_end|>",),
     lazy=True,
+    forced=forms.hermes_form,
     example='<tool_call>\\n{"name":"get_weather","arguments":{"city":"Paris"}}\\n'
     "</tool_call>",
 )
 LLAMA3 = Family(
-    forced=forms.llama3_form,
     name="llama3",
     fingerprints=("<|start_header_id|>",),
     calls=_LLAMA3,
     end_markers=("<|eot_id|>", "<|eom_id|>"),
     lazy=True,
+    forced=forms.llama3_form,
     example='<|python_tag|>{"name":"get_weather","parameters":{"city":"Paris"}}',
 )
 # Templates that teach a call format of their own by a prefix before the JSON.
 FUNCTOOLS = Family(
+    name="functools",
+    fingerprints=("functools[",),
+    calls=CallGrammar(markers=("functools",), bare=True),
     forced=forms.listed_form("functools"),
     # Only the bracket makes it a call: prose about Python's functools is not one.
     lazy=True,
     lazy_at=("functools[", "]"),
-    name="functools",
-    fingerprints=("functools[",),
-    calls=CallGrammar(markers=("functools",), bare=True),
     example='functools[{"name":"get_weather","arguments":{"city":"Paris"}}]',
 )
 TOOL_CALL_PREFIX = Family(
-    forced=forms.listed_form("[TOOL_CALL]", " "),
-    lazy=True,
     name="tool-call-prefix",
     fingerprints=("[TOOL_CALL]",),
     calls=CallGrammar(markers=("[TOOL_CALL]",), bare=True),
+    forced=forms.listed_form("[TOOL_CALL]", " "),
+    lazy=True,
     example='[TOOL_CALL] [{"name":"get_weather","arguments":{"city":"Paris"}}]',
 )
 ACTION_JSON = Family(
+    name="action-json",
+    fingerprints=("Action: ```json",),
+    calls=CallGrammar(markers=("```json",), closing="```", bare=True),
     forced=forms.action_json_form,
     # The template's own prefix, not every ```json block the model writes.
     lazy=True,
     lazy_at=("Action: ```json", "```"),
-    name="action-json",
-    fingerprints=("Action: ```json",),
-    calls=CallGrammar(markers=("```json",), closing="```", bare=True),
     example='Action: ```json\n{"name":"get_weather","arguments":{}}\n```',
 )
 JSON = Family(

@@ -143,7 +143,7 @@ def test_tool_call_grammars_are_valid(trigger: ToolCallTrigger) -> None:
 
 def test_a_control_token_marker_is_named_by_id() -> None:
     trigger = ToolCallTrigger(marker="[TOOL_CALLS]", closing="", call_schema="{}")
-    grammar = tool_call_grammar(trigger, special={"[TOOL_CALLS]": 42})
+    grammar = tool_call_grammar(trigger, special={"[TOOL_CALLS]": 42}.get)
     assert "<[42]>" in grammar
     assert "[lazy]" not in grammar
 

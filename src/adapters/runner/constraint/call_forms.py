@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
+
+from .tool_grammar import COMPACT, lark_text
 
 __all__ = ["call_forms_grammar"]
-
-# A bare value (a Qwen3-Coder string parameter) without the markup that ends it is
-# one line without "<": the line's end belongs to the template's text that follows.
-_WORDS: Final = r"WORDS: /[^<\n]*/"
-_COMPACT: Final = {"whitespace_flexible": False}
 
 
 def call_forms_grammar(
@@ -38,7 +35,7 @@ def call_forms_grammar(
         raise ValueError("call forms must be a non-empty list")
     alternatives = [writer.sequence(form) for form in forms]
     return "\n".join(
-        ["%llguidance {}", "start: " + " | ".join(alternatives), _WORDS, *writer.rules]
+        ["%llguidance {}", "start: " + " | ".join(alternatives), *writer.rules]
     )
 
 
@@ -76,11 +73,9 @@ class _Writer:
             return self._text(value)
         if kind == "json" and isinstance(value, dict):
             name = f"value{len(self.rules)}"
-            schema = {**self._bound(value), "x-guidance": _COMPACT}
+            schema = {**self._bound(value), "x-guidance": COMPACT}
             self.rules.append(f"{name}: %json {json.dumps(schema, ensure_ascii=False)}")
             return name
-        if kind == "words" and value is True:
-            return "WORDS"
         if kind == "words" and isinstance(value, str) and value:
             # The words and the markup that ends them in one lexeme: a line break
             # may belong to either, which two greedy lexemes could not allow.
@@ -101,11 +96,4 @@ class _Writer:
         raise ValueError(f"not a call form piece: {piece!r}")
 
     def _text(self, text: str) -> str:
-        if not text:
-            return ""
-        token = self._special(text)
-        if token is not None:
-            return f"<[{token}]>"
-        # JSON's string quoting is a subset Lark reads the same way; ASCII escapes,
-        # since Lark's lexer refuses some characters raw (DEL).
-        return json.dumps(text)
+        return lark_text(text, self._special) if text else ""

@@ -229,16 +229,11 @@ class Compiler:
                 ) from None
         if constraint.tool_calls is not None:
             trigger = constraint.tool_calls
-            special = {
-                text: token
-                for text in (trigger.marker, trigger.closing)
-                if text and (token := self._special_token(text)) is not None
-            }
             # Arguments are bounded as answers are: a number past a double (1e400)
             # would make the parser refuse the call.
             call = bounded_schema(json.loads(trigger.call_schema))
             bounded = replace(trigger, call_schema=json.dumps(call))
-            return tool_call_grammar(bounded, special=special)
+            return tool_call_grammar(bounded, special=self._special_token)
         assert constraint.json_schema is not None
 
         schema = constraint.json_schema

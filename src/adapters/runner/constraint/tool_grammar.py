@@ -21,33 +21,37 @@ separated by commas, and its closing bracket.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Final
 
 from ..values import ToolCallTrigger
 
-__all__ = ["tool_call_grammar"]
+__all__ = ["COMPACT", "lark_text", "tool_call_grammar"]
 
 # Between the marker, the body and the closing tag models write a newline or a
 # space; a random model must not spend its tokens there, so a few at most.
 _GAP: Final = r"/[ \t\r\n]{0,4}/"
-_COMPACT: Final = {"whitespace_flexible": False}
+COMPACT: Final = {"whitespace_flexible": False}
+"""llguidance's JSON options for a ``%json`` rule: no whitespace between tokens."""
 _DEFINITIONS: Final = ("$defs", "definitions")
 
 
+def _no_tokens(text: str) -> int | None:
+    return None
+
+
 def tool_call_grammar(
-    trigger: ToolCallTrigger, *, special: Mapping[str, int] | None = None
+    trigger: ToolCallTrigger, *, special: Callable[[str], int | None] = _no_tokens
 ) -> str:
-    """The Lark grammar (llguidance's dialect) for ``trigger``; ``special`` maps the
-    marker or closing tag to its token id when it is a control token."""
-    special = special or {}
+    """The Lark grammar (llguidance's dialect) for ``trigger``; ``special`` gives
+    the marker's or closing tag's token id when it is a control token."""
     call = json.loads(trigger.call_schema)
     # The call's definitions move to the new root, where its "#/$defs/..." point.
     definitions = {key: call.pop(key) for key in _DEFINITIONS if key in call}
     body = {
         "anyOf": [call, {"type": "array", "items": call, "minItems": 1}],
         **definitions,
-        "x-guidance": _COMPACT,
+        "x-guidance": COMPACT,
     }
     body_rule = "body: %json " + json.dumps(body, ensure_ascii=False)
     if not trigger.marker:
@@ -64,15 +68,15 @@ def tool_call_grammar(
                 body_rule,
             ]
         )
-    closing = f" GAP {_token(trigger.closing, special)}" if trigger.closing else ""
+    closing = f" GAP {lark_text(trigger.closing, special)}" if trigger.closing else ""
     if trigger.marker.endswith("["):
         # The marker opened the array: calls, not an array of them, go inside.
         body_rule = 'body: item (GAP "," GAP item)*\nitem: %json ' + json.dumps(
-            {**call, **definitions, "x-guidance": _COMPACT}, ensure_ascii=False
+            {**call, **definitions, "x-guidance": COMPACT}, ensure_ascii=False
         )
-    if trigger.marker in special:
+    if special(trigger.marker) is not None:
         # Free text cannot hold the control token: no lazy lexeme needed.
-        opening = f"opening: TEXT {_token(trigger.marker, special)}"
+        opening = f"opening: TEXT {lark_text(trigger.marker, special)}"
     else:
         opening = f"opening[lazy]: TEXT {_literal(trigger.marker)}"
     return "\n".join(
@@ -88,8 +92,10 @@ def tool_call_grammar(
     )
 
 
-def _token(text: str, special: Mapping[str, int]) -> str:
-    token = special.get(text)
+def lark_text(text: str, special: Callable[[str], int | None]) -> str:
+    """``text`` in a grammar: the control token it is (``special`` gives its id),
+    named by id, since free text never produces one; else a literal."""
+    token = special(text)
     return f"<[{token}]>" if token is not None else _literal(text)
 
 
